@@ -1,0 +1,86 @@
+"""The `shopllm` command line. Each subcommand lives in `jobs/<name>.py` with `add_arguments` and `run`.
+
+Flags the subcommand does not know are passed to Beam untouched (`--runner`, `--direct_num_workers`, ...).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import logging
+import sys
+
+from shopllm.errors import ShopllmError
+
+COMMANDS = {
+    "sample": "write the embedded sample shop (catalog + clickstream)",
+    "ingest": "clean and validate raw catalog and events into curated/ and rejects/",
+    "prepare": "train the tokenizer, extend the item vocabulary, write tokens/{train,valid,test}",
+    "train": "train (or warm-start) the transformer into models/<version>/",
+    "score": "write scores/recommendations and scores/descriptions with the latest model",
+    "evaluate": "compute ranking and description metrics from the published scores",
+    "report": "write reports/dt=D/report.{json,html}",
+    "nightly": "run every stage for one date, resumable, under a lock",
+    "demo": "write the sample shop and run nightly on it",
+}
+
+# Subcommands whose unknown flags go to Beam; the others reject unknown flags.
+BEAM_COMMANDS = {"ingest", "prepare", "score", "nightly", "demo"}
+
+
+def today_utc() -> str:
+    return dt.datetime.now(dt.timezone.utc).date().isoformat()
+
+
+def valid_date(s: str) -> str:
+    try:
+        return dt.date.fromisoformat(s).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {s!r}") from None
+
+
+def add_common(p: argparse.ArgumentParser, *, out=True, date=True, config=True) -> None:
+    """Flags most stages share; call from a subcommand's add_arguments."""
+    if out:
+        p.add_argument("--out", required=True, help="output root (curated/, tokens/, models/, scores/, reports/)")
+    if date:
+        p.add_argument("--date", type=valid_date, default=today_utc(), help="partition date YYYY-MM-DD (default: today, UTC)")
+    if config:
+        p.add_argument("--config", help="TOML or YAML config file; flags override it")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shopllm", description="Offline AI shopping guide for e-commerce shops.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module = importlib.import_module(f"jobs.{name}")
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Beam is chatty at INFO; keep our own progress readable.
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    if rest and args.command not in BEAM_COMMANDS:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        return int(args._module.run(args, rest) or 0)
+    except ShopllmError as e:
+        print(f"shopllm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"shopllm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

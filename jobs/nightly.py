@@ -1,0 +1,10 @@
+"""shopllm nightly (not built yet)."""
+from shopllm.errors import ShopllmError
+
+
+def add_arguments(p):
+    pass
+
+
+def run(args, beam_args):
+    raise ShopllmError("'nightly' is not built yet")

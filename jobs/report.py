@@ -1,0 +1,10 @@
+"""shopllm report (not built yet)."""
+from shopllm.errors import ShopllmError
+
+
+def add_arguments(p):
+    pass
+
+
+def run(args, beam_args):
+    raise ShopllmError("'report' is not built yet")

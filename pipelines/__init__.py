@@ -1,0 +1,1 @@
+"""Apache Beam pipelines, one composite PTransform per stage; the logic lives in `shopllm`."""

@@ -1,0 +1,45 @@
+"""Pipeline construction shared by every stage."""
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+
+def make_pipeline(beam_args: Sequence[str] = (), **extra_options) -> beam.Pipeline:
+    """A Pipeline on the runner named by `--runner`, else Beam's in-process FnApiRunner.
+
+    Beam >= 2.68 defaults to the Prism runner, which downloads a binary at run time; we never want
+    that offline, so the in-process runner is chosen explicitly unless the user names one. Every
+    other Beam option in `beam_args` is passed through untouched.
+    """
+    options = PipelineOptions(list(beam_args), **extra_options)
+    if options.view_as(StandardOptions).runner:
+        return beam.Pipeline(options=options)
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    return beam.Pipeline(runner=FnApiRunner(), options=options)
+
+
+def run_pipeline(pipeline: beam.Pipeline):
+    """Run to completion and return the PipelineResult (for counters)."""
+    result = pipeline.run()
+    result.wait_until_finish()
+    return result
+
+
+def counter_values(result, namespace: str) -> dict[str, int]:
+    """Committed counter values of one namespace, by name (works on every runner that reports metrics)."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    out: dict[str, int] = {}
+    try:
+        metrics = result.metrics().query(MetricsFilter().with_namespace(namespace))
+    except Exception:  # some runners report no metrics
+        logging.getLogger(__name__).warning("runner reported no metrics")
+        return out
+    for c in metrics["counters"]:
+        out[c.key.metric.name] = out.get(c.key.metric.name, 0) + (c.committed or c.attempted or 0)
+    return out

@@ -1,0 +1,145 @@
+"""Every knob, as frozen dataclasses with defaults that suit the sample shop.
+
+Config flows one way: `jobs/` read a TOML or YAML file (sections named like the fields of `Config`)
+and flags, and hand the library these dataclasses. Each stage owns its section.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shopllm.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    session_gap_minutes: int = 30  # a new session after this much inactivity (when no session_id)
+    max_description_chars: int = 20_000  # longer raw descriptions are rejected (reason too_long)
+    batch_rows: int = 20_000  # rows per Arrow batch inside the pipeline
+    shards: int = 16  # key shards for the group-by steps (dedupe, newest version, sessions)
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    vocab_size: int = 8000  # BPE text vocabulary, special tokens included
+    history_window: int = 50  # keep the last N items of a user's history
+    min_history: int = 3  # users with fewer items are kept for training only (counted)
+    describe_holdout: float = 0.05  # share of items (by hash) held out of describe training
+    search_holdout: float = 0.05  # share of queries (by hash) held out
+    max_describe_tokens: int = 160  # cut describe examples to this many tokens
+    shard_rows: int = 50_000  # rows per output Parquet shard
+    retrain_tokenizer: bool = False  # train a new tokenizer even if vocab/tokenizer.json exists
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n_layer: int = 2
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 192
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    batch_size: int = 64
+    max_steps: int = 600
+    max_minutes: float = 2.0  # stop (and save) after this wall time, whichever comes first
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 50
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    checkpoint_every: int = 100
+    patience: int = 5  # evaluations without a better valid ndcg@10 before stopping
+    seed: int = 1234
+    full_retrain: bool = False  # ignore the latest model and start from scratch
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    top_k: int = 20
+    active_days: int = 30  # users active in the last N days are scored
+    min_query_count: int = 3  # queries searched at least M times are scored
+    batch_size: int = 64
+    max_new_tokens: int = 96
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class Config:
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+
+
+def _build(cls, data: dict[str, Any], where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a table of settings, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown setting {key!r} (known: {', '.join(sorted(fields))})")
+        f = fields[key]
+        if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
+            kwargs[key] = _build(f.default_factory, value, f"{where}.{key}")
+        else:
+            default = getattr(cls(), key)
+            if isinstance(default, bool) and not isinstance(value, bool):
+                raise ConfigError(f"{where}.{key}: expected true/false, got {value!r}")
+            if isinstance(default, (int, float)) and not isinstance(default, bool):
+                if not isinstance(value, (int, float)) or isinstance(value, bool):
+                    raise ConfigError(f"{where}.{key}: expected a number, got {value!r}")
+                value = type(default)(value)
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    return _build(Config, data or {}, "config")
+
+
+def load(path: str | None) -> Config:
+    """Read a TOML (.toml) or YAML (.yaml/.yml) file; None gives the defaults."""
+    if not path:
+        return Config()
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    text = p.read_text()
+    try:
+        if p.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"config file must end in .toml, .yaml or .yml: {p}")
+    except (ValueError, ImportError) as e:  # tomllib.TOMLDecodeError and yaml.YAMLError are ValueErrors / YAMLError
+        raise ConfigError(f"cannot parse {p}: {e}") from None
+    except Exception as e:  # yaml.YAMLError does not derive from ValueError
+        raise ConfigError(f"cannot parse {p}: {e}") from None
+    return from_dict(data)
+
+
+def replace(cfg, **changes):
+    """dataclasses.replace that ignores None values (flags the user did not give)."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
+def to_dict(cfg) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))

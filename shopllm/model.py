@@ -1,0 +1,291 @@
+"""The one model: a decoder-only transformer over the joint vocabulary (nanoGPT style, one file).
+
+Vocabulary layout: ids [0, n_text) are special + BPE text tokens, ids [n_text, n_text + n_items) are
+item tokens. A target that is an item is scored over item tokens only; a text target over text tokens
+only. Input and output embeddings are tied. Sequences may be left-padded: positions are counted from
+the first real token, so a padded prompt gives the same result as the unpadded one.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    n_text: int = 8000  # special + BPE text tokens (ids 0..n_text-1)
+    n_items: int = 2000  # item tokens (ids n_text..n_text+n_items-1)
+    block_size: int = 192  # longest sequence, in tokens
+    n_layer: int = 2  # transformer blocks
+    n_head: int = 4  # attention heads per block
+    n_embd: int = 128  # width of the residual stream
+    dropout: float = 0.1  # dropout on embeddings, attention and MLP outputs (training only)
+    bias: bool = False  # biases in Linear and LayerNorm layers
+
+    @property
+    def vocab_size(self) -> int:
+        return self.n_text + self.n_items
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class KVCache:
+    """Per-layer keys and values of the tokens seen so far, each (B, n_head, T_past, head_size)."""
+
+    def __init__(self, n_layer: int):
+        self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer
+
+    @property
+    def length(self) -> int:
+        first = self.layers[0]
+        return 0 if first is None else first[0].size(2)
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep only batch rows `index` (drop finished sequences)."""
+        self.layers = [None if kv is None else (kv[0][index], kv[1][index]) for kv in self.layers]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+
+    def forward(self, x, attn_mask=None, cache: KVCache | None = None, layer: int = 0):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        hs = C // self.n_head
+        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        if cache is not None:
+            past = cache.layers[layer]
+            if past is not None:
+                k = torch.cat([past[0], k], dim=2)  # (B, nh, T_past + T, hs)
+                v = torch.cat([past[1], v], dim=2)
+            cache.layers[layer] = (k, v)
+        dropout = self.dropout if self.training else 0.0
+        if attn_mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, attn_mask=None, cache=None, layer=0):
+        x = x + self.attn(self.ln_1(x), attn_mask, cache, layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):  # GPT-2's scaled init of residual projections
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.wpe.weight.numel() if non_embedding else n
+
+    # ---- forward ------------------------------------------------------------------------------
+    def hidden(self, idx, attention_mask=None, cache: KVCache | None = None):
+        """Final hidden states (B, T, C). attention_mask: (B, T_past + T) bool, True = real token."""
+        B, T = idx.size()
+        past = cache.length if cache is not None else 0
+        if attention_mask is None:
+            pos = torch.arange(past, past + T, device=idx.device).unsqueeze(0)  # (1, T)
+            attn_mask = None
+            if past:  # new queries see every cached key plus the causal part of their own
+                attn_mask = self._causal(past, T, idx.device).unsqueeze(0).unsqueeze(0)
+        else:
+            real = attention_mask.bool()  # (B, L)
+            pos = (real.long().cumsum(1) - 1).clamp(min=0)[:, past:]  # (B, T)
+            causal = self._causal(past, T, idx.device)  # (T, L)
+            attn_mask = causal.unsqueeze(0) & real.unsqueeze(1)  # (B, T, L)
+            # a padding query with nothing real to look at attends to itself (no NaN rows)
+            diag = torch.zeros_like(causal)
+            diag[torch.arange(T), torch.arange(past, past + T)] = True
+            attn_mask = (attn_mask | diag.unsqueeze(0)).unsqueeze(1)  # (B, 1, T, L)
+        if int(pos.max()) >= self.config.block_size:
+            raise ValueError(f"sequence of {int(pos.max()) + 1} tokens exceeds block_size {self.config.block_size}")
+        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        for i, block in enumerate(self.h):
+            x = block(x, attn_mask, cache, i)
+        return self.ln_f(x)  # (B, T, C)
+
+    @staticmethod
+    def _causal(past: int, T: int, device) -> torch.Tensor:
+        q = torch.arange(past, past + T, device=device).unsqueeze(1)  # (T, 1)
+        k = torch.arange(past + T, device=device).unsqueeze(0)  # (1, L)
+        return k <= q  # (T, L)
+
+    def text_logits(self, h):
+        return F.linear(h, self.wte.weight[: self.config.n_text])  # (..., n_text)
+
+    def item_logits(self, h):
+        return F.linear(h, self.wte.weight[self.config.n_text :])  # (..., n_items)
+
+    def forward(self, idx, targets=None, attention_mask=None, cache: KVCache | None = None):
+        """idx (B, T) token ids; targets (B, T) next-token ids with -1 = ignore.
+
+        Returns (logits, loss). With targets: logits over the whole vocabulary (B, T, V) and the mean
+        cross-entropy, where item targets are scored over item tokens and text targets over text tokens.
+        Without targets: logits (B, 1, V) of the last position and loss None.
+        """
+        h = self.hidden(idx, attention_mask, cache)  # (B, T, C)
+        if targets is None:
+            return F.linear(h[:, -1:, :], self.wte.weight), None  # (B, 1, V)
+        loss = self.loss(h, targets)
+        return F.linear(h, self.wte.weight), loss  # (B, T, V)
+
+    def loss(self, h, targets):
+        """Mean cross-entropy over the non-ignored targets, each over its own part of the vocabulary."""
+        n_text = self.config.n_text
+        flat_h = h.reshape(-1, h.size(-1))  # (B*T, C)
+        flat_t = targets.reshape(-1)  # (B*T,)
+        is_item = flat_t >= n_text
+        is_text = (flat_t >= 0) & ~is_item
+        count = is_item.sum() + is_text.sum()
+        total = flat_h.new_zeros(())
+        if is_item.any():
+            logits = self.item_logits(flat_h[is_item])  # (N_item, n_items)
+            total = total + F.cross_entropy(logits.float(), flat_t[is_item] - n_text, reduction="sum")
+        if is_text.any():
+            logits = self.text_logits(flat_h[is_text])  # (N_text, n_text)
+            total = total + F.cross_entropy(logits.float(), flat_t[is_text], reduction="sum")
+        return total / count.clamp(min=1)
+
+    def training_loss(self, idx, targets, attention_mask=None):
+        """The loss alone, without materialising (B, T, V) logits: what the trainer calls."""
+        return self.loss(self.hidden(idx, attention_mask), targets)
+
+    # ---- serving ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def next_item_logprobs(self, idx, attention_mask=None):
+        """Log-probabilities of the next token over item tokens only: (B, n_items). Inputs left-padded."""
+        h = self.hidden(idx, attention_mask)[:, -1, :]  # (B, C)
+        return F.log_softmax(self.item_logits(h).float(), dim=-1)  # (B, n_items)
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens: int, *, attention_mask=None, eos_id: int | None = None,
+                 banned_ids=None, temperature: float = 0.0, top_p: float = 1.0,
+                 generator: torch.Generator | None = None, use_cache: bool = True):
+        """Continue left-padded prompts idx (B, T) with text tokens only; returns new tokens (B, N).
+
+        Greedy when temperature == 0, else temperature + nucleus (top_p) sampling with `generator`.
+        A row stops after `eos_id`; later positions of a finished row hold `eos_id`. `banned_ids`
+        (text token ids) are never produced. Without the cache every step re-reads the whole sequence.
+        """
+        B = idx.size(0)
+        device = idx.device
+        if attention_mask is None:
+            attention_mask = torch.ones_like(idx, dtype=torch.bool)
+        attention_mask = attention_mask.bool()
+        max_new_tokens = min(max_new_tokens, self.config.block_size - idx.size(1))
+        ban = torch.zeros(self.config.n_text, dtype=torch.bool, device=device)
+        if banned_ids is not None:
+            ban[torch.as_tensor(list(banned_ids), dtype=torch.long, device=device)] = True
+        cache = KVCache(self.config.n_layer) if use_cache else None
+        seq, mask = idx, attention_mask
+        step_input = idx
+        out = []
+        done = torch.zeros(B, dtype=torch.bool, device=device)
+        for _ in range(max(0, max_new_tokens)):
+            if use_cache:
+                h = self.hidden(step_input, mask, cache)[:, -1, :]  # (B, C)
+            else:
+                h = self.hidden(seq, mask)[:, -1, :]
+            logits = self.text_logits(h).float().masked_fill(ban, float("-inf"))  # (B, n_text)
+            nxt = self._pick(logits, temperature, top_p, generator)  # (B,)
+            if eos_id is not None:
+                nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
+                done = done | (nxt == eos_id)
+            out.append(nxt)
+            step_input = nxt.unsqueeze(1)  # (B, 1)
+            seq = torch.cat([seq, step_input], dim=1)
+            mask = torch.cat([mask, torch.ones(B, 1, dtype=torch.bool, device=device)], dim=1)
+            if eos_id is not None and bool(done.all()):
+                break
+        return torch.stack(out, dim=1) if out else idx.new_zeros((B, 0))
+
+    @staticmethod
+    def _pick(logits, temperature, top_p, generator):
+        if temperature <= 0:
+            return logits.argmax(dim=-1)
+        probs = F.softmax(logits / temperature, dim=-1)
+        if top_p < 1.0:
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            keep = sorted_p.cumsum(-1) - sorted_p < top_p  # always keeps the most likely token
+            sorted_p = sorted_p * keep
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+    # ---- warm start ---------------------------------------------------------------------------
+    def with_items(self, n_items: int) -> "GPT":
+        """A copy with `n_items` item rows: trained rows kept as they are, new rows at the mean item row."""
+        old = self.config
+        if n_items < old.n_items:
+            raise ValueError("item vocabulary only grows; cannot drop item rows")
+        from dataclasses import replace
+
+        model = GPT(replace(old, n_items=n_items))
+        state = self.state_dict()
+        w = state["wte.weight"]
+        new_w = model.wte.weight.detach().clone()
+        new_w[: w.size(0)] = w
+        if n_items > old.n_items and old.n_items > 0:
+            new_w[w.size(0):] = w[old.n_text:].mean(0, keepdim=True) + 0.02 * torch.randn_like(new_w[w.size(0):])
+        state["wte.weight"] = new_w
+        model.load_state_dict(state)
+        return model
+
+    def flops_per_token(self) -> float:
+        """Approximate training FLOPs per token (6N plus attention), as in nanoGPT's MFU estimate."""
+        c = self.config
+        return 6 * self.num_params() + 12 * c.n_layer * c.n_embd * c.block_size

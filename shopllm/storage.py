@@ -1,0 +1,142 @@
+"""Partitions under `--out`: where they live, how they are published atomically, how they are read.
+
+A partition `<dataset>/dt=D/` is written into a staging folder beside it, gets its `_SUCCESS`
+marker there, and is then renamed into place (a rename is atomic on one filesystem). A rerun of the
+same date replaces the old partition whole. Readers only trust partitions that have `_SUCCESS`.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SUCCESS = "_SUCCESS"
+STAGING_PREFIX = "_staging-"
+
+
+class OutputError(RuntimeError):
+    """The output directory cannot be written."""
+
+
+def partition_dir(out: str | os.PathLike, dataset: str, date: str) -> Path:
+    return Path(out) / dataset / f"dt={date}"
+
+
+def is_published(path: str | os.PathLike) -> bool:
+    return (Path(path) / SUCCESS).exists()
+
+
+def check_writable(out: str | os.PathLike) -> Path:
+    """Create `out` if needed and prove we can write there; raise OutputError with one clear line."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-probe-{uuid.uuid4().hex}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise OutputError(f"cannot write to --out {out}: {e.strerror or e}") from None
+    return out
+
+
+def staging_dir(out: str | os.PathLike, dataset: str, date: str) -> Path:
+    """A fresh folder beside the final partition (same filesystem, so the final rename is atomic)."""
+    final = partition_dir(out, dataset, date)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f"{STAGING_PREFIX}dt={date}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    return tmp
+
+
+def publish(tmp: Path, out: str | os.PathLike, dataset: str, date: str) -> Path:
+    """Mark `tmp` complete and move it into place as `<dataset>/dt=date`, replacing any old one."""
+    final = partition_dir(out, dataset, date)
+    (tmp / SUCCESS).write_text("")
+    old = None
+    if final.exists():
+        old = final.parent / f"{STAGING_PREFIX}old-dt={date}-{uuid.uuid4().hex[:8]}"
+        final.rename(old)
+    tmp.rename(final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+@contextlib.contextmanager
+def publishing(out: str | os.PathLike, dataset: str, date: str) -> Iterator[Path]:
+    """`with publishing(out, ds, d) as tmp:` write files into tmp; published only if the block succeeds."""
+    tmp = staging_dir(out, dataset, date)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    publish(tmp, out, dataset, date)
+
+
+def clean_staging(out: str | os.PathLike) -> int:
+    """Remove staging folders left by killed runs; returns how many were removed."""
+    n = 0
+    for p in Path(out).glob(f"**/{STAGING_PREFIX}*"):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+            n += 1
+    return n
+
+
+def write_table(table: pa.Table, folder: Path, name: str = "part-00000.parquet") -> Path:
+    path = Path(folder) / name
+    pq.write_table(table, path, compression="zstd")
+    return path
+
+
+def read_partition(out: str | os.PathLike, dataset: str, date: str, schema: pa.Schema | None = None) -> pa.Table:
+    """Read a published partition whole; raise FileNotFoundError with the path if it is not published."""
+    folder = partition_dir(out, dataset, date)
+    if not is_published(folder):
+        raise FileNotFoundError(f"{folder} is not published (no {SUCCESS}); run the stage that writes it first")
+    files = sorted(folder.glob("*.parquet"))
+    if not files:
+        return (schema or pa.schema([])).empty_table()
+    tables = [pq.read_table(f, schema=schema) for f in files]
+    return pa.concat_tables(tables)
+
+
+def partition_files(out: str | os.PathLike, dataset: str, date: str) -> list[str]:
+    folder = partition_dir(out, dataset, date)
+    if not is_published(folder):
+        raise FileNotFoundError(f"{folder} is not published (no {SUCCESS}); run the stage that writes it first")
+    return [str(f) for f in sorted(folder.glob("*.parquet"))]
+
+
+def published_dates(out: str | os.PathLike, dataset: str) -> list[str]:
+    base = Path(out) / dataset
+    if not base.is_dir():
+        return []
+    return sorted(p.name[3:] for p in base.glob("dt=*") if is_published(p))
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+    tmp.replace(path)
+
+
+def read_json(path: str | os.PathLike):
+    return json.loads(Path(path).read_text())
+
+
+def summary_path(out: str | os.PathLike, date: str, stage: str) -> Path:
+    from shopllm.schemas import SUMMARIES
+
+    return Path(out) / SUMMARIES / f"dt={date}" / f"{stage}.json"
