@@ -79,6 +79,7 @@ TOKENS_SCHEMA = pa.schema([
     ("input_ids", pa.list_(pa.int32())),
     ("target_item", pa.string()),  # valid/test history and search: the held-out item; else null
     ("target_id", pa.int32()),  # its token id, -1 when none
+    ("history_ids", pa.list_(pa.int32())),  # valid/test: every item token of the subject before the target (masked when ranking)
 ])
 
 # ---- scores -------------------------------------------------------------------------------------
