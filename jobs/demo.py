@@ -1,10 +1,69 @@
-"""shopllm demo (not built yet)."""
+"""shopllm demo: write the embedded sample shop, run `nightly` on it on the CPU, show a few results."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
 from shopllm.errors import ShopllmError
 
 
-def add_arguments(p):
-    pass
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="demo_out", help="where the sample input and every output go (default: demo_out)")
+    p.add_argument("--config", help="TOML or YAML config file; flags override it")
+    p.add_argument("--force", action="store_true", help="rerun every stage even if a previous demo completed it")
 
 
-def run(args, beam_args):
-    raise ShopllmError("'demo' is not built yet")
+def run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from jobs import nightly
+    from shopllm.sample import SampleConfig, write_sample
+
+    started = time.monotonic()
+    out = Path(args.out)
+    sample_dir = out / "input"
+    cfg = SampleConfig()
+    write_sample(sample_dir, cfg)
+    date = str(cfg.end_date)
+    nightly_args = argparse.Namespace(
+        catalog=str(sample_dir / "catalog" / "*.jsonl.gz"),
+        events=str(sample_dir / "events" / "*.jsonl.gz"),
+        out=str(out), date=date, config=args.config, full_retrain=False, force=args.force,
+    )
+    rc = nightly.run(nightly_args, beam_args)
+    if rc:
+        raise ShopllmError(f"the nightly run on the sample failed (exit {rc}); see the messages above")
+    show(out, date)
+    print(f"\ndemo finished in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+def show(out: Path, date: str) -> None:
+    import pandas as pd
+
+    from shopllm import schemas, storage
+
+    recs = storage.read_partition(out, schemas.RECOMMENDATIONS, date).to_pandas()
+    items = storage.read_partition(out, schemas.CURATED_ITEMS, date).to_pandas()[["item_id", "title"]]
+    descs = storage.read_partition(out, schemas.DESCRIPTIONS, date).to_pandas()
+    report = out / schemas.REPORTS / f"dt={date}" / "report.html"
+    print(f"\nOutputs under {out}/:")
+    for ds in (schemas.CURATED_ITEMS, schemas.CURATED_EVENTS, schemas.CURATED_SESSIONS, schemas.REJECTS_CATALOG,
+               schemas.REJECTS_EVENTS, schemas.RECOMMENDATIONS, schemas.DESCRIPTIONS):
+        print(f"  {storage.partition_dir(out, ds, date)}")
+    print(f"  report: {report}")
+    with pd.option_context("display.width", 160, "display.max_colwidth", 60):
+        first_user = recs[recs.scope == "user"].subject_id.iloc[0] if (recs.scope == "user").any() else None
+        if first_user is not None:
+            top = recs[(recs.scope == "user") & (recs.subject_id == first_user)].head(5).merge(items, on="item_id")
+            print(f"\nTop 5 recommendations for user {first_user}:")
+            print(top[["rank", "item_id", "title", "score"]].to_string(index=False))
+        queries = recs[recs.scope == "query"]
+        if len(queries):
+            q = queries.subject_id.iloc[0]
+            top = queries[queries.subject_id == q].head(5).merge(items, on="item_id")
+            print(f"\nTop 5 items for the search {q!r}:")
+            print(top[["rank", "item_id", "title", "score"]].to_string(index=False))
+        print("\nA few generated descriptions:")
+        shown = descs[~descs.is_fallback].head(3) if (~descs.is_fallback).any() else descs.head(3)
+        for row in shown.merge(items, on="item_id").itertuples():
+            print(f"- {row.title}\n    {row.description[:200]}")

@@ -143,3 +143,32 @@ def replace(cfg, **changes):
 
 def to_dict(cfg) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def to_toml(cfg: Config) -> str:
+    """The config as a TOML document with one [section] per stage (what `jobs/shopllm.example.toml` holds)."""
+
+    def value(v) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)
+        return repr(v)
+
+    def section(name: str, obj) -> list[str]:
+        lines = [f"[{name}]"]
+        nested = []
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if dataclasses.is_dataclass(v):
+                nested.append((f"{name}.{f.name}", v))
+            else:
+                lines.append(f"{f.name} = {value(v)}")
+        for sub_name, sub in nested:
+            lines += ["", *section(sub_name, sub)]
+        return lines
+
+    out = ["# shopllm settings; every key is optional and shows its default. Flags override the file.", ""]
+    for f in dataclasses.fields(cfg):
+        out += [*section(f.name, getattr(cfg, f.name)), ""]
+    return "\n".join(out)
