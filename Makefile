@@ -28,7 +28,7 @@ test-all: setup
 
 bench: setup
 	$(PIP) install -q --no-deps "recbole==1.2.1"
-	$(PY) -m benchmarks.run_all
+	$(PY) -m benchmarks.run_all $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) demo_out
