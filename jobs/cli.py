@@ -49,24 +49,39 @@ def add_common(p: argparse.ArgumentParser, *, out=True, date=True, config=True) 
         p.add_argument("--config", help="TOML or YAML config file; flags override it")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only the subcommand `only` (if given) has its module imported and its flags added.
+
+    Importing every stage (torch, Beam) costs seconds, so `shopllm ingest ...` imports just jobs.ingest.
+    """
     parser = argparse.ArgumentParser(prog="shopllm", description="Offline AI shopping guide for e-commerce shops.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        module = importlib.import_module(f"jobs.{name}")
-        module.add_arguments(p)
-        p.set_defaults(_module=module)
+        if only is None or name == only:
+            module = importlib.import_module(f"jobs.{name}")
+            module.add_arguments(p)
+            p.set_defaults(_module=module)
     return parser
 
 
+def subcommand_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    return parser._subparsers._group_actions[0].choices[name]
+
+
+def _chosen_command(argv: list[str]) -> str | None:
+    return next((a for a in argv if a in COMMANDS), None)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(only=_chosen_command(argv))
     args, rest = parser.parse_known_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,  # Beam's import configures the root logger first; ours must win
     )
     # Beam is chatty at INFO; keep our own progress readable.
     logging.getLogger("apache_beam").setLevel(logging.WARNING)

@@ -36,10 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _stage_parsers(stage: str):
     """The full `shopllm` parser and the stage's own subparser."""
-    from jobs.cli import build_parser
+    from jobs.cli import build_parser, subcommand_parser
 
-    parser = build_parser()
-    return parser, parser._subparsers._group_actions[0].choices[stage]
+    parser = build_parser(only=stage)
+    return parser, subcommand_parser(parser, stage)
 
 
 def stage_argv(stage: str, args: argparse.Namespace, accepts: set[str]) -> list[str]:

@@ -21,7 +21,10 @@ SUCCESS = "_SUCCESS"
 STAGING_PREFIX = "_staging-"
 
 
-class OutputError(RuntimeError):
+from shopllm.errors import ShopllmError
+
+
+class OutputError(ShopllmError):
     """The output directory cannot be written."""
 
 
