@@ -1,0 +1,140 @@
+"""Prepare throughput: text tokens per second of the prepare pipeline beside a plain encode_batch script.
+
+Input: the embedded sample shop (`shopllm.sample`), ingested with `shopllm ingest` into curated/.
+Both sides read the same curated Parquet and encode the same kinds of text (attribute text and
+description of every item, the search queries) with the same tokenizer:
+
+- baseline: a plain script, pyarrow read + `TextTokenizer.encode_batch` over all the texts at once;
+- prepare: the Beam pipeline of `shopllm prepare` with the tokenizer already trained (a second night),
+  which also groups events by user, builds the three kinds of example, sorts and writes sized shards.
+
+ratio = prepare text tokens/s / baseline tokens/s (target >= 0.8). Also printed: the first night with
+tokenizer training, output tokens/s (every token written, item tokens included), Chinese tokens/char.
+
+    python -m benchmarks.prepare_bench [--quick] [--work DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shopllm import storage
+from shopllm.config import PrepareConfig
+from shopllm.sample import SampleConfig, write_sample
+from shopllm.schemas import CURATED_EVENTS, CURATED_ITEMS, VOCAB_DIR
+from shopllm.sequences import attribute_text
+from shopllm.tokenizer import TextTokenizer
+from shopllm.vocab import TOKENIZER_FILE
+
+SIZES = {  # items, users, event lines
+    "quick": SampleConfig(items=400, users=300, events=20_000, days=7),
+    "full": SampleConfig(items=6_000, users=3_000, events=300_000, days=30),
+}
+
+
+def make_curated(work: Path, sample: SampleConfig) -> tuple[Path, str]:
+    from jobs.cli import main as cli
+
+    raw, out = work / "raw", work / "out"
+    write_sample(raw, sample)
+    rc = cli(["ingest", "--catalog", str(raw / "catalog" / "*"), "--events", str(raw / "events" / "*"),
+              "--out", str(out), "--date", sample.end_date])
+    if rc:
+        raise RuntimeError(f"shopllm ingest failed with exit code {rc}")
+    return out, sample.end_date
+
+
+def baseline(out: Path, date: str, tokenizer_path: Path) -> dict:
+    """Plain script: read the curated tables with pyarrow, encode every text in one encode_batch call."""
+    t0 = time.perf_counter()
+    items = pa.concat_tables(pq.read_table(f, columns=["title", "description", "category", "brand", "attributes"])
+                             for f in storage.partition_files(out, CURATED_ITEMS, date))
+    events = pa.concat_tables(pq.read_table(f, columns=["query"])
+                              for f in storage.partition_files(out, CURATED_EVENTS, date))
+    tokenizer = TextTokenizer.load(tokenizer_path)
+    t_read = time.perf_counter()
+    cols = [items.column(c).to_pylist() for c in ("title", "category", "brand", "attributes", "description")]
+    texts = [attribute_text(t or "", c, b, a or []) for t, c, b, a, _ in zip(*cols)]
+    texts += [d for d in cols[4] if d]
+    texts += [q for q in events.column("query").to_pylist() if q]
+    t_texts = time.perf_counter()
+    tokens = sum(len(ids) for ids in tokenizer.encode_batch(texts))
+    t_end = time.perf_counter()
+    return {"texts": len(texts), "tokens": tokens, "read_s": t_read - t0, "encode_s": t_end - t_texts,
+            "total_s": t_end - t0, "tokens_per_s": tokens / (t_end - t0),
+            "encode_only_tokens_per_s": tokens / (t_end - t_texts)}
+
+
+def run_prepare_timed(out: Path, date: str, cfg: PrepareConfig) -> dict:
+    from pipelines.prepare import run_prepare
+
+    t0 = time.perf_counter()
+    summary = run_prepare(out, date, cfg)
+    summary["wall_s"] = time.perf_counter() - t0
+    return summary
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a small sample (smoke run)")
+    p.add_argument("--work", help="working folder (default: a temporary one, removed afterwards)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    size = "quick" if args.quick else "full"
+    sample = SIZES[size]
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="prepare_bench-"))
+    try:
+        t0 = time.perf_counter()
+        out, date = make_curated(work, sample)
+        setup_s = time.perf_counter() - t0
+        cfg = PrepareConfig()
+        first = run_prepare_timed(out, date, cfg)  # trains the tokenizer
+        second = run_prepare_timed(out, date, cfg)  # a later night: the tokenizer is reused
+        base = baseline(out, date, out / VOCAB_DIR / TOKENIZER_FILE)
+    finally:
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+
+    pipe_s = second["seconds"]["pipeline"]
+    text_tps = second["text_tokens_encoded"] / pipe_s
+    out_tokens = sum(second["tokens"].values())
+    ratio = text_tps / base["tokens_per_s"]
+    result = {
+        "size": size, "sample": {"items": sample.items, "users": sample.users, "events": sample.events},
+        "machine": f"{os.cpu_count()}-core CPU", "setup_s (sample+ingest)": round(setup_s, 2),
+        "baseline": {k: round(v, 4) if isinstance(v, float) else v for k, v in base.items()},
+        "prepare": {"pipeline_s": pipe_s, "stage_s": round(second["wall_s"], 3),
+                    "first_night_stage_s": round(first["wall_s"], 3),
+                    "text_tokens": second["text_tokens_encoded"], "text_tokens_per_s": round(text_tps),
+                    "output_tokens": out_tokens, "output_tokens_per_s": round(out_tokens / pipe_s),
+                    "rows": second["rows_total"]},
+        "ratio_vs_baseline": round(ratio, 3), "target_ratio": 0.8,
+        "zh_tokens_per_char": second["zh_tokens_per_char"], "tokenizer_vocab": second["tokenizer"]["vocab_size"],
+    }
+    print(f"prepare benchmark ({size}: {sample.items} items, {sample.users} users, {sample.events} event lines; "
+          f"{result['machine']})")
+    print(f"{'':34s}{'seconds':>10s}{'text tokens':>14s}{'tokens/s':>12s}")
+    print(f"{'baseline: read + encode_batch':34s}{base['total_s']:>10.2f}{base['tokens']:>14,}{base['tokens_per_s']:>12,.0f}")
+    print(f"{'baseline: encode_batch only':34s}{base['encode_s']:>10.2f}{base['tokens']:>14,}"
+          f"{base['encode_only_tokens_per_s']:>12,.0f}")
+    print(f"{'prepare pipeline (tokenizer reused)':34s}{pipe_s:>10.2f}{second['text_tokens_encoded']:>14,}{text_tps:>12,.0f}")
+    print(f"{'prepare stage, first night (trains)':34s}{first['wall_s']:>10.2f}")
+    print(f"prepare output: {out_tokens:,} tokens written ({out_tokens / pipe_s:,.0f}/s), rows {second['rows_total']}")
+    print(f"ratio prepare/baseline: {ratio:.3f} (target >= 0.8); Chinese tokens/char: {second['zh_tokens_per_char']:.3f}")
+    Path("bench_out").mkdir(exist_ok=True)
+    Path("bench_out/prepare.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,323 @@
+"""The prepare pipeline: the example-building transform on tiny inputs, and `shopllm prepare` end to end."""
+import datetime as dt
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import apache_beam as beam
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline  # not collected by pytest
+from apache_beam.testing.util import assert_that, equal_to
+
+from jobs.cli import main
+from pipelines.prepare import BuildExamples
+from shopllm import examples, storage
+from shopllm.config import PrepareConfig
+from shopllm.examples import Example
+from shopllm.schemas import CURATED_EVENTS, CURATED_ITEMS, CURATED_SESSIONS, EVENTS, ITEMS, SESSIONS, TOKENS
+from shopllm.sequences import attribute_text, describe_sequence, history_prompt, history_sequence, search_prompt
+from shopllm.tokenizer import TextTokenizer
+from shopllm.vocab import ItemVocab
+
+DATE = "2024-05-01"
+T0 = dt.datetime(2024, 5, 1, 8, tzinfo=dt.timezone.utc)
+
+
+# ---- tiny curated partitions ---------------------------------------------------------------------
+
+def item(item_id, title, description="", category="数码 > 耳机", brand="Acme", attributes=None, language="zh"):
+    return {"item_id": item_id, "title": title, "description": description, "category": category, "brand": brand,
+            "price": 9.9, "currency": "CNY", "attributes": list((attributes or {}).items()), "language": language,
+            "updated_at": T0, "source_hash": "h"}
+
+
+def event(n, user, session, etype, item_id=None, query=None, minutes=None):
+    return {"event_id": f"e{n}", "user_id": user, "session_id": session, "event_type": etype, "item_id": item_id,
+            "query": query, "ts": T0 + dt.timedelta(minutes=n if minutes is None else minutes), "arrival": n}
+
+
+def sessions_of(events):
+    by_session = {}
+    for e in sorted(events, key=lambda e: (e["ts"], e["arrival"])):
+        by_session.setdefault(e["session_id"], []).append(e)
+    return [{"session_id": s, "user_id": evs[0]["user_id"], "start_ts": evs[0]["ts"], "end_ts": evs[-1]["ts"],
+             "n_events": len(evs), "event_types": [e["event_type"] for e in evs],
+             "item_ids": [e["item_id"] for e in evs], "queries": [e["query"] for e in evs]}
+            for s, evs in by_session.items()]
+
+
+def write_curated(out, date, items, events):
+    for dataset, schema, rows in ((CURATED_ITEMS, ITEMS, items), (CURATED_EVENTS, EVENTS, events),
+                                  (CURATED_SESSIONS, SESSIONS, sessions_of(events))):
+        with storage.publishing(out, dataset, date) as tmp:
+            storage.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
+
+
+ZH_WORDS = ["无线", "蓝牙", "耳机", "降噪", "保温杯", "不锈钢", "键盘", "机械", "鼠标", "静音", "手机壳", "充电器"]
+EN_WORDS = ["wireless", "earbuds", "noise", "bottle", "steel", "keyboard", "mouse", "silent", "case", "charger"]
+
+
+def realistic_shop(n_items=60, n_users=40, seed=7):
+    """Items in Chinese and English; users with several sessions of views, searches, clicks and purchases."""
+    rng = random.Random(seed)
+    items = []
+    for k in range(n_items):
+        zh = k % 2 == 0
+        words = rng.sample(ZH_WORDS if zh else EN_WORDS, 3)
+        title = ("" if zh else " ").join(words)
+        desc = "".join(rng.choices(ZH_WORDS, k=12)) if zh else " ".join(rng.choices(EN_WORDS, k=12))
+        items.append(item(f"sku-{k:03d}", title, desc if k % 7 else "", language="zh" if zh else "en",
+                          attributes={"颜色": rng.choice(["黑色", "白色"]), "size": rng.choice(["S", "M", "L"])}))
+    events, n = [], 0
+    for u in range(n_users):
+        for s in range(rng.randint(1, 3)):
+            session = f"u{u}-s{s}"
+            base = u * 1000 + s * 100
+            for _ in range(rng.randint(1, 8)):
+                n += 1
+                if rng.random() < 0.25:
+                    events.append(event(n, f"u{u}", session, "search", query=" ".join(rng.sample(ZH_WORDS, 2)),
+                                        minutes=base + n % 90))
+                else:
+                    etype = rng.choice(["view", "view", "click", "add_to_cart", "purchase"])
+                    events.append(event(n, f"u{u}", session, etype, item_id=f"sku-{rng.randrange(n_items):03d}",
+                                        minutes=base + n % 90))
+    return items, events
+
+
+def read_split(out, split, date=DATE):
+    return storage.read_partition(out, f"{TOKENS}/{split}", date)
+
+
+def prepare(out, *extra, config=None):
+    args = ["prepare", "--out", str(out), "--date", DATE, *extra]
+    if config:
+        path = Path(out).parent / "prepare.toml"
+        path.write_text("[prepare]\n" + "\n".join(f"{k} = {v}" for k, v in config.items()))
+        args += ["--config", str(path)]
+    return main(args)
+
+
+# ---- the example-building transform --------------------------------------------------------------
+
+def test_build_examples_transform_on_tiny_input(tmp_path):
+    items = [item("a", "蓝牙耳机", "音质好"), item("b", "保温杯", "不锈钢"), item("c", "键盘", ""),
+             item("d", "Mouse", "silent", language="en")]
+    events = [event(1, "u1", "s1", "view", "a"), event(2, "u1", "s1", "search", query="杯子"),
+              event(3, "u1", "s1", "click", "b"), event(4, "u1", "s1", "purchase", "c"),
+              event(5, "u2", "s2", "view", "d")]
+    tokenizer = TextTokenizer.train(["蓝牙耳机 音质好", "保温杯 不锈钢", "杯子 Mouse silent"] * 5, vocab_size=400)
+    tokenizer_path = tokenizer.save(tmp_path / "tokenizer.json")
+    vocab = ItemVocab([])
+    vocab.extend(["a", "b", "c", "d"])
+    vocab.save(tmp_path)
+    cfg = PrepareConfig(search_holdout=0.0, describe_holdout=0.0)
+    n = tokenizer.n_text
+    a, b, c, d = (n + i for i in range(4))
+
+    def describe(token, it):
+        attrs = tokenizer.encode(attribute_text(it["title"], it["category"], it["brand"], it["attributes"]))
+        return Example("train", "describe", it["item_id"],
+                       describe_sequence(token, attrs, tokenizer.encode(it["description"]), cfg.max_describe_tokens),
+                       None, -1, [])
+
+    expected = [
+        # u1: a, b, c -> valid b, test c; the search "杯子" led to b, a held-out event, so it is not trained on
+        Example("valid", "history", "u1", history_prompt([a]), "b", b, [a]),
+        Example("test", "history", "u1", history_prompt([a, b]), "c", c, [a, b]),
+        Example("train", "history", "u1", history_sequence([a]), None, -1, []),
+        Example("train", "history", "u2", history_sequence([d]), None, -1, []),  # short user
+        describe(a, items[0]), describe(b, items[1]), describe(d, items[3]),  # c has no description
+    ]
+    with BeamTestPipeline(runner=FnApiRunner()) as p:
+        item_tables = p | "Items" >> beam.Create([pa.Table.from_pylist(items, schema=ITEMS)])
+        event_tables = p | "Events" >> beam.Create([pa.Table.from_pylist(events, schema=EVENTS)])
+        rows = ((item_tables, event_tables)
+                | BuildExamples(str(tokenizer_path), str(tmp_path), n, cfg)
+                | beam.FlatMap(lambda kv: kv[1])
+                | beam.Map(examples.unpack))
+        assert_that(rows, equal_to(expected))
+
+
+def test_search_holdout_transform_gives_prompt_rows(tmp_path):
+    items = [item("a", "耳机", "好"), item("b", "杯", "好")]
+    events = [event(1, "u1", "s1", "search", query="耳机"), event(2, "u1", "s1", "click", "a")]
+    tokenizer = TextTokenizer.train(["耳机 杯 好"] * 5, vocab_size=300)
+    tokenizer.save(tmp_path / "tokenizer.json")
+    vocab = ItemVocab(["a", "b"])
+    vocab.save(tmp_path)
+    cfg = PrepareConfig(search_holdout=0.999999, describe_holdout=0.0)
+    a = tokenizer.n_text
+    split = examples.holdout_split("耳机", cfg.search_holdout)
+    with BeamTestPipeline(runner=FnApiRunner()) as p:
+        rows = ((p | "I" >> beam.Create([pa.Table.from_pylist(items, schema=ITEMS)]),
+                 p | "E" >> beam.Create([pa.Table.from_pylist(events, schema=EVENTS)]))
+                | BuildExamples(str(tmp_path / "tokenizer.json"), str(tmp_path), a, cfg)
+                | beam.FlatMap(lambda kv: kv[1])
+                | beam.Map(examples.unpack)
+                | beam.Filter(lambda ex: ex.kind == "search"))
+        assert_that(rows, equal_to([Example(split, "search", "耳机", search_prompt(tokenizer.encode("耳机")), "a", a, [])]))
+
+
+# ---- shopllm prepare end to end ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def night_one(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shop") / "out"
+    items, events = realistic_shop()
+    write_curated(out, DATE, items, events)
+    config = {"shard_rows": 25, "vocab_size": 600, "search_holdout": 0.3, "describe_holdout": 0.2}
+    assert prepare(out, config=config) == 0
+    return out, items, events, config
+
+
+def test_prepare_writes_three_published_splits_readable_by_pandas(night_one):
+    out, items, events, _ = night_one
+    frames = {s: pd.read_parquet(storage.partition_dir(out, f"{TOKENS}/{s}", DATE)) for s in ("train", "valid", "test")}
+    assert set(frames["train"]["kind"]) == {"history", "search", "describe"}
+    assert set(frames["test"]["kind"]) >= {"history", "describe"}
+    summary = json.loads(storage.summary_path(out, DATE, "prepare").read_text())
+    for split, frame in frames.items():
+        assert len(frame) == summary["rows_total"][split]
+        assert frame["input_ids"].map(len).sum() == summary["tokens"][split]
+        for kind, n in summary["rows"][split].items():
+            assert (frame["kind"] == kind).sum() == n
+    assert summary["tokenizer"]["trained"] is True
+    assert summary["item_vocab"] == {"size": len(items), "added": len(items)}
+    assert 0 < summary["zh_tokens_per_char"] < 1.0
+
+
+def test_shards_hold_at_most_shard_rows_and_rerun_writes_identical_files(night_one, tmp_path):
+    out, items, events, config = night_one
+    files = storage.partition_files(out, f"{TOKENS}/train", DATE)
+    sizes = [pq.ParquetFile(f).metadata.num_rows for f in files]
+    assert len(files) > 1 and max(sizes) <= config["shard_rows"]
+    assert all(n == config["shard_rows"] for n in sizes[:-1])
+    first = {Path(f).name: Path(f).read_bytes() for f in files}
+    rerun = tmp_path / "out"
+    write_curated(rerun, DATE, items, events)
+    (rerun / "vocab").mkdir()
+    for name in ("tokenizer.json", "item_vocab.json"):
+        (rerun / "vocab" / name).write_bytes((out / "vocab" / name).read_bytes())
+    assert prepare(rerun, "--direct_num_workers=1", config=config) == 0
+    again = {Path(f).name: Path(f).read_bytes() for f in storage.partition_files(rerun, f"{TOKENS}/train", DATE)}
+    assert again == first
+
+
+def test_split_is_leak_free(night_one):
+    """Recomputed independently from the events: no valid/test target event feeds any training row."""
+    out, items, events, config = night_one
+    vocab = ItemVocab.load(out / "vocab")
+    n_text = TextTokenizer.load(out / "vocab" / "tokenizer.json").n_text
+    item_of = lambda token: vocab.item_of(token, n_text)  # noqa: E731
+    train, valid, test = (read_split(out, s).to_pylist() for s in ("train", "valid", "test"))
+    trained_items = Counter()  # (user, item) -> times in the user's training rows
+    for row in train:
+        if row["kind"] == "history":
+            trained_items.update((row["subject_id"], item_of(t)) for t in row["input_ids"][2:-1])
+    targets = {(split, r["subject_id"]): r["target_item"]
+               for split, rows in (("valid", valid), ("test", test)) for r in rows if r["kind"] == "history"}
+
+    held_events = set()
+    for user in {e["user_id"] for e in events}:
+        runs = ordered_item_runs(events, user)
+        if len(runs) < 3:
+            assert ("valid", user) not in targets  # short user: train only
+            continue
+        assert targets[("valid", user)] == runs[-2][0] and targets[("test", user)] == runs[-1][0]
+        held_events.update(runs[-2][1] + runs[-1][1])
+        train_runs = Counter((user, item_id) for item_id, _ in runs[:-2])
+        assert Counter({k: v for k, v in trained_items.items() if k[0] == user}) == train_runs
+
+    expected_pairs = Counter(
+        (query, target["item_id"]) for query, target in search_pairs(events)
+        if examples.holdout_split(query, config["search_holdout"]) == "train" and target["event_id"] not in held_events)
+    assert expected_pairs and any(t["event_id"] in held_events for _, t in search_pairs(events))
+    assert Counter((r["subject_id"], item_of(r["input_ids"][-2])) for r in train if r["kind"] == "search") == expected_pairs
+    held_queries = {r["subject_id"] for r in valid + test if r["kind"] == "search"}
+    assert held_queries and not held_queries & {r["subject_id"] for r in train if r["kind"] == "search"}
+    held_items = {r["subject_id"] for r in valid + test if r["kind"] == "describe"}
+    assert held_items and not held_items & {r["subject_id"] for r in train if r["kind"] == "describe"}
+
+
+def ordered_item_runs(events, user):
+    """[(item_id, [event ids])] of a user's item events in (ts, arrival) order, consecutive repeats merged."""
+    evs = sorted((e for e in events if e["user_id"] == user), key=lambda e: (e["ts"], e["arrival"]))
+    runs = []
+    for e in evs:
+        if e["event_type"] == "search":
+            continue
+        if runs and runs[-1][0] == e["item_id"]:
+            runs[-1][1].append(e["event_id"])
+        else:
+            runs.append((e["item_id"], [e["event_id"]]))
+    return runs
+
+
+def search_pairs(events):
+    """(query, answering event): the first click/cart/purchase after a search in its session, before the next search."""
+    evs = sorted(events, key=lambda e: (e["ts"], e["arrival"]))
+    pairs = []
+    for i, e in enumerate(evs):
+        if e["event_type"] != "search":
+            continue
+        for nxt in evs[i + 1:]:
+            if nxt["session_id"] != e["session_id"]:
+                continue
+            if nxt["event_type"] == "search":
+                break
+            if nxt["event_type"] in ("click", "add_to_cart", "purchase"):
+                pairs.append((e["query"], nxt))
+                break
+    return pairs
+
+
+def test_item_ids_stay_stable_when_the_catalog_grows(tmp_path):
+    out = tmp_path / "out"
+    items, events = realistic_shop(n_items=20, n_users=10)
+    write_curated(out, "2024-05-01", items, events)
+    assert main(["prepare", "--out", str(out), "--date", "2024-05-01"]) == 0
+    first = ItemVocab.load(out / "vocab").items
+    bigger, _ = realistic_shop(n_items=30, n_users=10)
+    bigger = [dict(it, item_id="new-" + it["item_id"]) if k % 2 else it for k, it in enumerate(bigger)]
+    write_curated(out, "2024-05-02", bigger, events)
+    assert main(["prepare", "--out", str(out), "--date", "2024-05-02"]) == 0
+    second = ItemVocab.load(out / "vocab").items
+    assert second[:len(first)] == first
+    new = sorted({it["item_id"] for it in bigger} - set(first))
+    assert second[len(first):] == new
+    summary = json.loads(storage.summary_path(out, "2024-05-02", "prepare").read_text())
+    assert summary["item_vocab"] == {"size": len(second), "added": len(new)}
+    assert summary["tokenizer"]["trained"] is False
+
+
+def test_retrain_tokenizer_flag_trains_again_and_warns(tmp_path, caplog):
+    out = tmp_path / "out"
+    items, events = realistic_shop(n_items=12, n_users=6)
+    write_curated(out, DATE, items, events)
+    assert prepare(out) == 0
+    vocab_before = ItemVocab.load(out / "vocab").items
+    with caplog.at_level("WARNING", logger="pipelines.prepare"):
+        assert prepare(out, "--retrain-tokenizer") == 0
+    assert any("retraining the tokenizer" in r.message for r in caplog.records)
+    summary = json.loads(storage.summary_path(out, DATE, "prepare").read_text())
+    assert summary["tokenizer"]["trained"] is True
+    assert summary["item_vocab"]["added"] == 0 and ItemVocab.load(out / "vocab").items == vocab_before
+
+
+def test_missing_curated_partition_is_one_clear_error(tmp_path, capsys):
+    out = tmp_path / "out"
+    items, events = realistic_shop(n_items=5, n_users=2)
+    write_curated(out, DATE, items, events)
+    import shutil
+
+    shutil.rmtree(storage.partition_dir(out, CURATED_SESSIONS, DATE))
+    assert prepare(out) == 2
+    err = capsys.readouterr().err.strip()
+    assert "curated/sessions/dt=2024-05-01" in err and "shopllm ingest" in err
+    assert len(err.splitlines()) == 1
