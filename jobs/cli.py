@@ -74,15 +74,24 @@ def _chosen_command(argv: list[str]) -> str | None:
     return next((a for a in argv if a in COMMANDS), None)
 
 
+def configure_logging(verbose: bool) -> None:
+    """Our format and level on stderr. Beam's import already put a plain handler on the root logger;
+    replace plain stream handlers (only those: test harnesses' capturing handlers stay)."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if type(h) is logging.StreamHandler:
+            root.removeHandler(h)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(only=_chosen_command(argv))
     args, rest = parser.parse_known_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,  # Beam's import configures the root logger first; ours must win
-    )
+    configure_logging(args.verbose)
     # Beam is chatty at INFO; keep our own progress readable.
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     if rest and args.command not in BEAM_COMMANDS:
