@@ -83,17 +83,26 @@ def configure_logging(verbose: bool) -> None:
             root.removeHandler(h)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_drop_known_noise)
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for chatty in ("apache_beam", "matplotlib", "PIL"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
+_NOISE = ("Resource module is not available", "apitools not found")
+
+
+def _drop_known_noise(record: logging.LogRecord) -> bool:
+    """Beam logs these warnings through the root logger on every run; they say nothing about ours."""
+    return not any(n in str(record.msg) for n in _NOISE)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    configure_logging("-v" in argv or "--verbose" in argv)  # before Beam's import logs through the root logger
     parser = build_parser(only=_chosen_command(argv))
     args, rest = parser.parse_known_args(argv)
-    configure_logging(args.verbose)
-    # Beam is chatty at INFO; keep our own progress readable.
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
     if rest and args.command not in BEAM_COMMANDS:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:

@@ -6,6 +6,7 @@ new figures of its own, so the report never disagrees with the stages.
 from __future__ import annotations
 
 import base64
+import datetime
 import html
 import io
 import os
@@ -144,7 +145,7 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
     if history and keys:
         fig, ax = plt.subplots(figsize=(6, 3))
         for k in keys:
-            pts = [(row["date"], row[k]) for row in history if k in row]
+            pts = [(datetime.date.fromisoformat(row["date"]), row[k]) for row in history if k in row]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=k)
         ax.set_title("Evaluation over nights"), ax.legend(fontsize=7), ax.tick_params(axis="x", rotation=30)
         out["Metrics over nights"] = _png(fig)
