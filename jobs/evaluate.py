@@ -1,10 +1,47 @@
-"""shopllm evaluate (not built yet)."""
+"""shopllm evaluate: hr@10 / ndcg@10 / mrr per scope and description quality -> summaries/dt=D/evaluate.json."""
+from __future__ import annotations
+
+import json
+
+from shopllm import storage
 from shopllm.errors import ShopllmError
 
 
 def add_arguments(p):
-    pass
+    from jobs.cli import add_common
+
+    add_common(p, config=False)
+    p.add_argument("--model", help="model version (default: the one on the published recommendations)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs (default cpu)")
+    p.add_argument("--batch-size", type=int, default=256, help="prompts per forward pass (default 256)")
+
+
+def _fmt(v):
+    return "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
+
+
+def print_summary(s: dict) -> None:
+    print(f"evaluate {s['date']} with model {s['model_version']} ({s['catalog_items']} catalog items)")
+    for scope, m in s["ranking"].items():
+        print(f"  {scope:16s} n {m['n']:>6d}   hr@10 {_fmt(m.get('hr@10'))}   ndcg@10 {_fmt(m.get('ndcg@10'))}"
+              f"   mrr {_fmt(m.get('mrr', m.get('mrr@top_k')))}")
+    d = s["descriptions"]
+    print(f"  descriptions     held out {d['heldout_items']}   perplexity {_fmt(d['perplexity'])}   attribute coverage "
+          f"{_fmt(d['attribute_coverage'])}   distinct-2 {_fmt(d['distinct-2'])}   repeated 4-grams "
+          f"{_fmt(d['repeated_4gram_rate'])}   fallbacks {_fmt(d['fallback_share'])}")
 
 
 def run(args, beam_args):
-    raise ShopllmError("'evaluate' is not built yet")
+    from shopllm.evaluation import evaluate
+
+    if args.batch_size < 1:
+        raise ShopllmError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ShopllmError("--device cuda given but no CUDA device is available")
+    summary = evaluate(args.out, args.date, version=args.model, device=args.device, batch_size=args.batch_size)
+    storage.write_json(storage.summary_path(args.out, args.date, "evaluate"), summary)
+    print_summary(summary)
+    return 0

@@ -1,0 +1,390 @@
+"""The score pipeline: ranked recommendations and generated descriptions for one date.
+
+    curated/events ──> UserRequests ──┐
+    curated/sessions ─> SessionRequests ┼─> RankSubjects (RunInference) ─> WriteSortedParquet ─> scores/recommendations
+    curated/events ──> QueryRequests ─┘
+    curated/items + previous descriptions ─> DescribeItems (RunInference for new/changed) ─> WriteSortedParquet ─> scores/descriptions
+
+Both outputs are written into staging folders by the pipeline and published by `run_score` after it
+finished, so readers never see half a partition; `models/LATEST` moves only after both are published.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
+
+from pipelines.common import counter_values, make_pipeline, run_pipeline
+from shopllm import modelstore, storage
+from shopllm.config import ScoreConfig
+from shopllm.describe import (DescribeRequest, Describer, describe_batch, needs_generation, request_of,
+                              source_hash)
+from shopllm.errors import ShopllmError
+from shopllm.ranking import (RankRequest, Ranker, day_bounds, query_request, rank_batch, session_on_day,
+                             session_request, user_request)
+from shopllm.schemas import (CURATED_EVENTS, CURATED_ITEMS, CURATED_SESSIONS, DESCRIPTIONS,
+                             DESCRIPTIONS_SCHEMA, RECOMMENDATIONS, RECOMMENDATIONS_SCHEMA, SCOPES)
+from shopllm.tokenizer import TextTokenizer
+
+log = logging.getLogger(__name__)
+NAMESPACE = "shopllm.score"
+OUTPUT_SHARDS = 4  # fixed, so a rerun writes the same files
+
+
+# ---- the model handler ------------------------------------------------------------------------
+class ShopModelHandler(ModelHandler):
+    """RunInference handler for the shopllm model: loads model, tokenizer and item vocabulary once per
+    worker; `task` 'rank' ranks RankRequests, 'describe' writes descriptions for DescribeRequests.
+
+    Batches hold prompts of different lengths; the inference functions group them into length
+    buckets and left-pad within a bucket (see shopllm.ranking.rank_batch / describe.describe_batch).
+    Wrap in KeyedModelHandler so every result keeps its subject.
+    """
+
+    def __init__(self, model_dir: str, task: str, *, device: str = "cpu", batch_size: int = 64,
+                 top_k: int = 20, catalog: Sequence[str] = (), max_new_tokens: int = 96,
+                 temperature: float = 0.0, top_p: float = 1.0, seed: int = 0):
+        if task not in ("rank", "describe"):
+            raise ValueError(f"unknown task {task!r}")
+        # fixed-size batches (the last one of a bundle may be smaller): BatchElements would otherwise start
+        # at one element and grow slowly, running many tiny forward passes
+        super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
+        self.model_dir, self.task, self.device = str(model_dir), task, device
+        self.top_k, self.catalog = top_k, tuple(catalog)
+        self.decoding = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+
+    def load_model(self):
+        loaded = modelstore.load_folder(self.model_dir, self.device)
+        tokenizer = TextTokenizer.load(loaded.tokenizer_path)
+        if self.task == "rank":
+            return Ranker(loaded.model, tokenizer, loaded.items, self.catalog, self.device)
+        return Describer(loaded.model, tokenizer, loaded.items, self.device, **self.decoding)
+
+    def run_inference(self, batch, model, inference_args=None):
+        results = rank_batch(model, batch, self.top_k) if self.task == "rank" else describe_batch(model, batch)
+        return [PredictionResult(example, result) for example, result in zip(batch, results)]
+
+    def get_num_bytes(self, batch) -> int:  # the default pickles every batch just to count bytes
+        return sum(len(r.items) + len(r.query) if isinstance(r, RankRequest) else len(r.title) for r in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return "shopllm.RunInference"
+
+
+# ---- subjects -----------------------------------------------------------------------------------
+def _read(pipeline_or_pbegin, label: str, files: list[str], columns: list[str] | None = None):
+    if not files:
+        return pipeline_or_pbegin | f"No{label}" >> beam.Create([])
+    pattern = str(Path(files[0]).parent / "*.parquet")
+    return pipeline_or_pbegin | label >> beam.io.ReadFromParquet(pattern, columns=columns)
+
+
+class UserRequests(beam.PTransform):
+    """Events -> (('user', user_id), RankRequest) for users active in the last `active_days` days."""
+
+    def __init__(self, date: str, active_days: int):
+        super().__init__()
+        self.start, self.end = day_bounds(date)
+        self.active_since = self.end - dt.timedelta(days=active_days)
+
+    def expand(self, events):
+        end, since = self.end, self.active_since
+        return (events
+                | "UpToEndOfDay" >> beam.Filter(lambda e: e["ts"] < end)
+                | "KeyByUser" >> beam.Map(lambda e: (e["user_id"], e))
+                | "GroupByUser" >> beam.GroupByKey()
+                | "UserRequest" >> beam.FlatMap(lambda kv: [] if (r := user_request(kv[1], since)) is None
+                                                else [(("user", kv[0]), r)]))
+
+
+class SessionRequests(beam.PTransform):
+    """Sessions -> (('session', session_id), RankRequest) for sessions with events on the date."""
+
+    def __init__(self, date: str):
+        super().__init__()
+        self.start, self.end = day_bounds(date)
+
+    def expand(self, sessions):
+        start, end = self.start, self.end
+        return (sessions
+                | "OnTheDay" >> beam.Filter(lambda s: session_on_day(s, start, end))
+                | "SessionRequest" >> beam.Map(lambda s: (("session", s["session_id"]), session_request(s))))
+
+
+class QueryRequests(beam.PTransform):
+    """Search events -> (('query', query), RankRequest) for queries searched >= min_count times in the window."""
+
+    def __init__(self, date: str, active_days: int, min_count: int):
+        super().__init__()
+        _, self.end = day_bounds(date)
+        self.since = self.end - dt.timedelta(days=active_days)
+        self.min_count = min_count
+
+    def expand(self, events):
+        since, end, m = self.since, self.end, self.min_count
+        return (events
+                | "Searches" >> beam.Filter(lambda e: e["event_type"] == "search" and e["query"]
+                                            and since <= e["ts"] < end)
+                | "Query" >> beam.Map(lambda e: e["query"])
+                | "CountPerQuery" >> beam.combiners.Count.PerElement()
+                | "Frequent" >> beam.Filter(lambda kv: kv[1] >= m)
+                | "QueryRequest" >> beam.Map(lambda kv: (("query", kv[0]), query_request(kv[0]))))
+
+
+class _RecommendationRows(beam.DoFn):
+    """(key, PredictionResult) -> one list of the subject's K rows (one element per subject, not per row:
+    Beam's per-element cost is then paid once per subject); counts scored / skipped / short of K per scope."""
+
+    def __init__(self, version: str, k: int):
+        self.version, self.k = version, k
+
+    def process(self, keyed):
+        (scope, subject), pred = keyed
+        res = pred.inference
+        if res.n_unknown:
+            Metrics.counter(NAMESPACE, f"{scope}_unknown_history_items").inc(res.n_unknown)
+        if res.skipped:
+            Metrics.counter(NAMESPACE, f"{scope}_skipped_{res.skipped}").inc()
+            return
+        Metrics.counter(NAMESPACE, f"{scope}_scored").inc()
+        if len(res.item_ids) < self.k:
+            Metrics.counter(NAMESPACE, f"{scope}_short_of_k").inc()
+        yield [{"model_version": self.version, "scope": scope, "subject_id": subject,
+                "rank": rank, "item_id": item, "score": score}
+               for rank, (item, score) in enumerate(zip(res.item_ids, res.scores), start=1)]
+
+
+class RankSubjects(beam.PTransform):
+    """Keyed RankRequests -> lists of RECOMMENDATIONS rows (one list per subject) via RunInference."""
+
+    def __init__(self, handler: ShopModelHandler, version: str):
+        super().__init__()
+        self.handler, self.version = handler, version
+
+    def expand(self, requests):
+        return (requests
+                | "RunInference" >> RunInference(KeyedModelHandler(self.handler))
+                | "ToRows" >> beam.ParDo(_RecommendationRows(self.version, self.handler.top_k)))
+
+
+# ---- descriptions -----------------------------------------------------------------------------
+class DescribeItems(beam.PTransform):
+    """(items, previous descriptions) -> [DESCRIPTIONS row] per item: new/changed items generated, the rest
+    carried over."""
+
+    def __init__(self, handler: ShopModelHandler, version: str, date: str):
+        super().__init__()
+        self.handler, self.version, self.date = handler, version, date
+
+    def expand(self, pcolls):
+        items, previous = pcolls
+        joined = ({"item": items | "KeyItems" >> beam.Map(lambda r: (r["item_id"], r)),
+                   "prev": previous | "KeyPrevious" >> beam.Map(lambda r: (r["item_id"], r))}
+                  | "JoinPrevious" >> beam.CoGroupByKey())
+        split = joined | "GenerateOrCarry" >> beam.ParDo(_Plan()).with_outputs("generate", main="carried")
+        version, date = self.version, self.date
+        generated = (split.generate
+                     | "RunInference" >> RunInference(KeyedModelHandler(self.handler))
+                     | "GeneratedRows" >> beam.Map(lambda kv: _generated_row(kv, version, date)))
+        return ((split.carried, generated)
+                | "AllDescriptions" >> beam.Flatten()
+                | "AsRowLists" >> beam.Map(lambda row: [row]))
+
+
+class _Plan(beam.DoFn):
+    def process(self, kv):
+        item_id, grouped = kv
+        items, prev = list(grouped["item"]), list(grouped["prev"])
+        if items:  # an item gone from the catalog is not published again
+            yield from self._plan(item_id, items[0], prev[0] if prev else None)
+
+    @staticmethod
+    def _plan(item_id, item, previous):
+        if needs_generation(item, previous):
+            Metrics.counter(NAMESPACE, "descriptions_generated").inc()
+            yield beam.pvalue.TaggedOutput("generate", ((item_id, source_hash(item)), request_of(item)))
+        else:
+            Metrics.counter(NAMESPACE, "descriptions_carried_over").inc()
+            if previous.get("is_fallback"):
+                Metrics.counter(NAMESPACE, "descriptions_fallbacks").inc()
+            yield {name: previous.get(name) for name in DESCRIPTIONS_SCHEMA.names}
+
+
+def _generated_row(keyed, version: str, date: str) -> dict[str, Any]:
+    (item_id, src_hash), pred = keyed
+    req: DescribeRequest = pred.example
+    res = pred.inference
+    if res.is_fallback:
+        Metrics.counter(NAMESPACE, "descriptions_fallbacks").inc()
+        Metrics.counter(NAMESPACE, f"descriptions_fallback_{res.reason}").inc()
+    return {"model_version": version, "item_id": item_id, "language": req.language,
+            "description": res.description, "source_hash": src_hash, "is_fallback": res.is_fallback,
+            "generated_dt": date}
+
+
+# ---- output -----------------------------------------------------------------------------------
+def write_rows(folder: str, shard: int, groups: Iterable[list[dict]], schema: pa.Schema, sort_key) -> str:
+    """Write one shard's row groups, rows sorted, as `part-<shard>.parquet` (through Beam's filesystems)."""
+    rows = sorted((r for g in groups for r in g), key=sort_key)
+    table = pa.Table.from_pylist(rows, schema=schema)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    path = FileSystems.join(folder, f"part-{shard:05d}.parquet")
+    with FileSystems.create(path) as f:
+        f.write(buf.getvalue())
+    return path
+
+
+_SCOPE_ORDER = {s: i for i, s in enumerate(SCOPES)}
+
+
+def recommendation_order(r):
+    return (_SCOPE_ORDER[r["scope"]], r["subject_id"], r["rank"])
+
+
+def description_order(r):
+    return r["item_id"]
+
+
+class WriteSortedParquet(beam.PTransform):
+    """Lists of rows (all of one subject) -> a fixed number of Parquet shards in `folder`, rows sorted in each,
+    so a rerun is byte-identical. `shard_of(row)` names the shard of a list by its first row."""
+
+    def __init__(self, folder: str, schema: pa.Schema, shard_of, sort_key, shards: int = OUTPUT_SHARDS):
+        super().__init__()
+        self.folder, self.schema, self.shard_of, self.sort_key, self.shards = folder, schema, shard_of, sort_key, shards
+
+    def expand(self, rows):
+        folder, schema, shard_of, sort_key, n = self.folder, self.schema, self.shard_of, self.sort_key, self.shards
+        return (rows
+                | "KeyByShard" >> beam.Map(lambda g: (zlib.crc32(shard_of(g[0]).encode("utf-8")) % n, g))
+                | "GroupByShard" >> beam.GroupByKey()
+                | "WriteShard" >> beam.MapTuple(lambda shard, rs: write_rows(folder, shard, rs, schema, sort_key)))
+
+
+# ---- the whole stage ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScoreInputs:
+    items: list[str]
+    events: list[str]
+    sessions: list[str]
+    previous_descriptions: list[str]  # files of the newest descriptions partition before the date
+    previous_date: str | None
+
+
+def find_inputs(out: str, date: str) -> ScoreInputs:
+    try:
+        items = storage.partition_files(out, CURATED_ITEMS, date)
+        events = storage.partition_files(out, CURATED_EVENTS, date)
+        sessions = storage.partition_files(out, CURATED_SESSIONS, date)
+    except FileNotFoundError as e:
+        raise ShopllmError(f"{e}") from None
+    earlier = [d for d in storage.published_dates(out, DESCRIPTIONS) if d < date]
+    prev = earlier[-1] if earlier else None
+    prev_files = storage.partition_files(out, DESCRIPTIONS, prev) if prev else []
+    return ScoreInputs(items, events, sessions, prev_files, prev)
+
+
+def build(p: beam.Pipeline, inputs: ScoreInputs, *, model_dir: str, version: str, date: str, cfg: ScoreConfig,
+          catalog: Sequence[str], rec_dir: str, desc_dir: str) -> None:
+    """Wire the whole score pipeline into `p` (nothing runs until p.run())."""
+    common = dict(device=cfg.device, batch_size=cfg.batch_size)
+    ranker = ShopModelHandler(model_dir, "rank", top_k=cfg.top_k, catalog=catalog, **common)
+    describer = ShopModelHandler(model_dir, "describe", max_new_tokens=cfg.max_new_tokens,
+                                 temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, **common)
+    events = _read(p, "ReadEvents", inputs.events, ["user_id", "event_type", "item_id", "query", "ts", "arrival"])
+    sessions = _read(p, "ReadSessions", inputs.sessions, ["session_id", "start_ts", "end_ts", "item_ids"])
+    requests = ((events | "UserRequests" >> UserRequests(date, cfg.active_days),
+                 sessions | "SessionRequests" >> SessionRequests(date),
+                 events | "QueryRequests" >> QueryRequests(date, cfg.active_days, cfg.min_query_count))
+                | "AllSubjects" >> beam.Flatten())
+    (requests
+     | "RankSubjects" >> RankSubjects(ranker, version)
+     | "WriteRecommendations" >> WriteSortedParquet(rec_dir, RECOMMENDATIONS_SCHEMA,
+                                                    lambda r: r["subject_id"], recommendation_order))
+    items = _read(p, "ReadItems", inputs.items)
+    previous = _read(p, "ReadPreviousDescriptions", inputs.previous_descriptions)
+    ((items, previous)
+     | "DescribeItems" >> DescribeItems(describer, version, date)
+     | "WriteDescriptions" >> WriteSortedParquet(desc_dir, DESCRIPTIONS_SCHEMA,
+                                                 lambda r: r["item_id"], description_order))
+
+
+def catalog_item_ids(files: list[str]) -> list[str]:
+    if not files:
+        return []
+    return sorted(set(pq.read_table(files, columns=["item_id"]).column("item_id").to_pylist()) - {None})
+
+
+def summarize(counters: dict[str, int], *, date, version, cfg: ScoreConfig, catalog: list[str],
+              model_items: set[str], previous_date, seconds: float) -> dict:
+    def scope_summary(scope):
+        skipped = {k[len(f"{scope}_skipped_"):]: v for k, v in counters.items() if k.startswith(f"{scope}_skipped_")}
+        return {"scored": counters.get(f"{scope}_scored", 0), "skipped": dict(sorted(skipped.items())),
+                "short_of_k": counters.get(f"{scope}_short_of_k", 0),
+                "unknown_history_items": counters.get(f"{scope}_unknown_history_items", 0)}
+
+    reasons = {k[len("descriptions_fallback_"):]: v for k, v in counters.items()
+               if k.startswith("descriptions_fallback_")}
+    return {
+        "date": date, "model_version": version, "top_k": cfg.top_k, "active_days": cfg.active_days,
+        "min_query_count": cfg.min_query_count, "device": cfg.device,
+        "catalog_items": len(catalog),
+        "catalog_items_unknown_to_model": sum(1 for i in catalog if i not in model_items),
+        "recommendations": {s: scope_summary(s) for s in SCOPES},
+        "descriptions": {
+            "previous_partition": previous_date,
+            "generated": counters.get("descriptions_generated", 0),
+            "carried_over": counters.get("descriptions_carried_over", 0),
+            "fallbacks": counters.get("descriptions_fallbacks", 0),
+            "fallback_reasons_new": dict(sorted(reasons.items())),
+        },
+        "seconds": round(seconds, 2),
+    }
+
+
+def run_score(out: str, date: str, version: str, cfg: ScoreConfig, beam_args: Sequence[str] = ()) -> dict:
+    """Run the pipeline, publish both partitions, move models/LATEST, write the summary; return it."""
+    if not modelstore.exists(out, version):
+        raise ShopllmError(f"no model {version} under {modelstore.models_root(out)}; run 'shopllm train' first")
+    storage.check_writable(out)
+    inputs = find_inputs(out, date)
+    catalog = catalog_item_ids(inputs.items)
+    model_dir = modelstore.model_dir(out, version)
+    from shopllm.vocab import ItemVocab
+
+    model_items = set(ItemVocab.load(model_dir).items)
+    t0 = time.perf_counter()
+    rec_tmp = storage.staging_dir(out, RECOMMENDATIONS, date)
+    desc_tmp = storage.staging_dir(out, DESCRIPTIONS, date)
+    try:
+        p = make_pipeline(beam_args)
+        build(p, inputs, model_dir=str(model_dir), version=version, date=date, cfg=cfg, catalog=catalog,
+              rec_dir=str(rec_tmp), desc_dir=str(desc_tmp))
+        result = run_pipeline(p)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(rec_tmp, ignore_errors=True)
+        shutil.rmtree(desc_tmp, ignore_errors=True)
+        raise
+    storage.publish(rec_tmp, out, RECOMMENDATIONS, date)
+    storage.publish(desc_tmp, out, DESCRIPTIONS, date)
+    modelstore.set_latest(out, version)
+    summary = summarize(counter_values(result, NAMESPACE), date=date, version=version, cfg=cfg, catalog=catalog,
+                        model_items=model_items, previous_date=inputs.previous_date,
+                        seconds=time.perf_counter() - t0)
+    storage.write_json(storage.summary_path(out, date, "score"), summary)
+    return summary

@@ -1,0 +1,205 @@
+"""The evaluate stage: ranking metrics per scope and description quality, from the test split and the scores.
+
+How each number is made (so it can be read without the code):
+
+- user scope: the published user recommendations were ranked from each user's full history, which
+  includes the held-out test item, so they are not used. Each test history row is ranked again from
+  its own `input_ids` (the history before the target) with the same model and the same ranking code
+  as `shopllm score` (today's catalog only), the subject's earlier items masked (`history_ids`) but the
+  target never masked.
+- query scope: every held-out search row ranked from its prompt the same way (no mask). Where a held-out
+  query also has published query-scope recommendations (it was searched often enough), `query_published`
+  reports hits in those top-K lists (mrr there is mrr@K).
+- session scope: each session of the date with at least two known items (consecutive repeats collapsed)
+  is ranked from all but its last item, which is the target; items seen earlier in the session are masked
+  as when scoring. Sessions whose last item was already seen earlier are left out (scoring masks seen
+  items, so such a target could never be recommended) and counted.
+- A target that is not in today's catalog cannot be recommended; it counts as a miss (rank C + 1).
+- ranks are full (every catalog item is a candidate), ties counted pessimistically (shopllm.metrics).
+- descriptions, on the held-out describe items: perplexity of the model on their description tokens
+  (the part after `<desc>`, `<eos>` included); attribute coverage, distinct-2 and the repeated 4-gram
+  rate of their published text (fallback texts included, their share reported).
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Sequence
+
+import pyarrow as pa
+import torch
+
+from shopllm import metrics, modelstore, storage
+from shopllm.describe import attribute_pairs
+from shopllm.errors import ShopllmError
+from shopllm.ranking import RankRequest, Ranker, catalog_logprobs, collapse_repeats, day_bounds, exclude_mask
+from shopllm.schemas import (CURATED_ITEMS, CURATED_SESSIONS, DESCRIPTIONS, RECOMMENDATIONS, TOKENS,
+                             TOKENS_SCHEMA)
+from shopllm.text_metrics import attribute_coverage, distinct_n, repeated_ngram_rate_all
+from shopllm.tokenizer import TextTokenizer
+from shopllm.vocab import DESC_ID, EOS_ID, PAD_ID
+
+K = 10
+
+
+def _read(out, dataset, date, schema=None) -> pa.Table:
+    try:
+        return storage.read_partition(out, dataset, date, schema)
+    except FileNotFoundError as e:
+        raise ShopllmError(str(e)) from None
+
+
+def _fit(ids: Sequence[int], block_size: int) -> list[int]:
+    """A prompt cut to block_size, keeping its first two tokens (<bos> <hist>|<query>) and its end."""
+    ids = list(ids)
+    if ids and ids[-1] == EOS_ID:
+        ids = ids[:-1]
+    return ids if len(ids) <= block_size else ids[:2] + ids[-(block_size - 2):]
+
+
+def ranks_of(ranker: Ranker, prompts: list[list[int]], targets: list[str], excludes: list[tuple[str, ...]],
+             batch_size: int = 256) -> list[int]:
+    """1-based rank of each target item among today's catalog (C + 1 when the target is not in it)."""
+    C = len(ranker.col_items)
+    out: list[int] = []
+    for start in range(0, len(prompts), batch_size):
+        sl = slice(start, start + batch_size)
+        logp = catalog_logprobs(ranker, prompts[sl])  # (b, C)
+        reqs = [RankRequest("history", exclude=e) for e in excludes[sl]]
+        mask = exclude_mask(ranker, reqs)
+        cols = [ranker.col_index.get(t, -1) for t in targets[sl]]
+        known = torch.tensor([max(c, 0) for c in cols], device=logp.device)
+        r = metrics.target_ranks(logp, known, mask).cpu().tolist()
+        out.extend(rank if c >= 0 else C + 1 for rank, c in zip(r, cols))
+    return out
+
+
+def summarize_ranks(ranks: list[int], **extra) -> dict:
+    if not ranks:
+        return {"n": 0, **extra}
+    m = metrics.metrics_from_ranks(torch.tensor(ranks), ks=(K,))
+    return {"n": len(ranks), f"hr@{K}": m[f"hr@{K}"], f"ndcg@{K}": m[f"ndcg@{K}"], "mrr": m["mrr"], **extra}
+
+
+def user_and_query_scopes(ranker: Ranker, test: pa.Table, batch_size: int) -> dict:
+    out = {}
+    n_text = ranker.n_text
+    for kind, scope in (("history", "user"), ("search", "query")):
+        rows = [r for r in test.to_pylist() if r["kind"] == kind and r["target_item"]]
+        prompts = [_fit(r["input_ids"], ranker.block_size) for r in rows]
+        targets = [r["target_item"] for r in rows]
+        excludes = [tuple(ranker.items.item_of(t, n_text) for t in (r["history_ids"] or []) if t >= n_text)
+                    if kind == "history" else () for r in rows]
+        ranks = ranks_of(ranker, prompts, targets, excludes, batch_size)
+        C = len(ranker.col_items)
+        out[scope] = summarize_ranks(ranks, target_not_in_catalog=sum(r == C + 1 for r in ranks))
+    return out
+
+
+def session_cases(sessions: pa.Table, date: str, known) -> tuple[list[tuple[list[str], str]], int]:
+    """(items before the last, last item) of each session of the date, and how many had a repeated last item."""
+    start, end = day_bounds(date)
+    cases, repeated = [], 0
+    for s in sessions.to_pylist():
+        if not (s["start_ts"] < end and s["end_ts"] >= start):
+            continue
+        items = collapse_repeats(i for i in (s["item_ids"] or []) if i is not None and i in known)
+        if len(items) < 2:
+            continue
+        *before, last = items
+        if last in before:
+            repeated += 1
+        else:
+            cases.append((before, last))
+    return cases, repeated
+
+
+def session_scope(ranker: Ranker, sessions: pa.Table, date: str, batch_size: int) -> dict:
+    cases, repeated = session_cases(sessions, date, ranker.items)
+    prompts = [ranker.prompt(RankRequest("history", items=tuple(b)))[0] for b, _ in cases]
+    ranks = ranks_of(ranker, prompts, [t for _, t in cases], [tuple(b) for b, _ in cases], batch_size)
+    return summarize_ranks(ranks, left_out_last_item_seen_before=repeated)
+
+
+def published_query_hits(recs: pa.Table, test: pa.Table) -> dict:
+    """Hits of the held-out search targets in the published query-scope top-K lists."""
+    lists: dict[str, list[str]] = {}
+    for r in sorted(recs.to_pylist(), key=lambda r: (r["subject_id"], r["rank"])):
+        if r["scope"] == "query":
+            lists.setdefault(r["subject_id"], []).append(r["item_id"])
+    rows = [r for r in test.to_pylist() if r["kind"] == "search" and r["target_item"] and r["subject_id"] in lists]
+    if not rows:
+        return {"n": 0}
+    ranks = [lists[r["subject_id"]].index(r["target_item"]) + 1 if r["target_item"] in lists[r["subject_id"]]
+             else math.inf for r in rows]
+    hits = [rk <= K for rk in ranks]
+    return {"n": len(rows), f"hr@{K}": sum(hits) / len(rows),
+            f"ndcg@{K}": sum(1 / math.log2(rk + 1) for rk in ranks if rk <= K) / len(rows),
+            "mrr@top_k": sum(1 / rk for rk in ranks) / len(rows)}
+
+
+@torch.no_grad()
+def description_perplexity(model, sequences: list[list[int]], batch_size: int = 64, device="cpu") -> float | None:
+    """exp(mean cross-entropy) over the tokens after <desc> (the description and its <eos>)."""
+    batches = []
+    block = model.config.block_size
+    for start in range(0, len(sequences), batch_size):
+        chunk = [s[:block + 1] for s in sequences[start:start + batch_size] if DESC_ID in s]
+        if not chunk:
+            continue
+        T = max(len(s) for s in chunk) - 1
+        idx = torch.full((len(chunk), T), PAD_ID, dtype=torch.long)
+        tgt = torch.full((len(chunk), T), -1, dtype=torch.long)
+        for r, s in enumerate(chunk):
+            idx[r, :len(s) - 1] = torch.tensor(s[:-1])
+            d = s.index(DESC_ID)
+            tgt[r, d:len(s) - 1] = torch.tensor(s[d + 1:])  # predict every token after <desc>
+        batches.append((idx.to(device), tgt.to(device)))
+    if not any(int((t >= 0).sum()) for _, t in batches):
+        return None
+    return metrics.perplexity(model, batches)
+
+
+def description_quality(test: pa.Table, descriptions: pa.Table, items: pa.Table, model, device) -> dict:
+    held = [r for r in test.to_pylist() if r["kind"] == "describe"]
+    ids = {r["subject_id"] for r in held}
+    texts = {r["item_id"]: r for r in descriptions.to_pylist() if r["item_id"] in ids}
+    attrs = {r["item_id"]: dict(attribute_pairs(r["attributes"])) for r in items.to_pylist() if r["item_id"] in ids}
+    coverage = [c for i, r in texts.items() if (c := attribute_coverage(r["description"], attrs.get(i))) is not None]
+    published = [r["description"] for r in texts.values()]
+    return {
+        "heldout_items": len(held),
+        "perplexity": description_perplexity(model, [r["input_ids"] for r in held], device=device),
+        "with_published_text": len(published),
+        "attribute_coverage": statistics.fmean(coverage) if coverage else None,
+        "distinct-2": distinct_n(published, 2) if published else None,
+        "repeated_4gram_rate": repeated_ngram_rate_all(published, 4) if published else None,
+        "fallback_share": (sum(bool(r["is_fallback"]) for r in texts.values()) / len(texts)) if texts else None,
+    }
+
+
+def evaluate(out: str, date: str, *, version: str | None = None, device: str = "cpu", batch_size: int = 256) -> dict:
+    """Every metric of the evaluate stage for one date (see the module docstring for the method)."""
+    recs = _read(out, RECOMMENDATIONS, date)
+    test = _read(out, f"{TOKENS}/test", date, TOKENS_SCHEMA)
+    items = _read(out, CURATED_ITEMS, date)
+    sessions = _read(out, CURATED_SESSIONS, date)
+    descriptions = _read(out, DESCRIPTIONS, date)
+    if version is None:
+        published = sorted(set(recs.column("model_version").to_pylist())) if recs.num_rows else []
+        version = published[-1] if published else modelstore.latest_version(out)
+    if not version or not modelstore.exists(out, version):
+        raise ShopllmError(f"no model {version or '(none published)'} under {modelstore.models_root(out)}")
+    loaded = modelstore.load(out, version, device)
+    ranker = Ranker(loaded.model, TextTokenizer.load(loaded.tokenizer_path), loaded.items,
+                    items.column("item_id").to_pylist(), device)
+    ranking = user_and_query_scopes(ranker, test, batch_size)
+    ranking["session"] = session_scope(ranker, sessions, date, batch_size)
+    ranking["query_published"] = published_query_hits(recs, test)
+    return {
+        "date": date,
+        "model_version": version,
+        "catalog_items": len(ranker.col_items),
+        "ranking": {s: ranking[s] for s in ("user", "session", "query", "query_published")},
+        "descriptions": description_quality(test, descriptions, items, loaded.model, device),
+    }

@@ -1,0 +1,219 @@
+"""Ranking: who gets scored (subjects), how a batch of them is ranked, and the swappable top-K.
+
+Plain Python + torch, no Beam. `pipelines/score.py` wires these into RunInference; `evaluation.py`
+and the benchmark call `rank_batch` directly, so production, evaluation and the bare torch loop rank
+exactly the same way.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Iterable, NamedTuple, Sequence
+
+import torch
+
+from shopllm.sequences import history_prompt, search_prompt
+
+NEG_INF = float("-inf")
+BUCKET = 16  # prompts are left-padded to a multiple of this: a row's result never depends on its batch-mates
+RANK_SLACK = 3  # <bos> <hist>|<query> ... <rec>: room the prompt layout needs besides its body
+
+# reasons a subject is skipped (summary keys)
+NO_HISTORY = "no_history"
+UNKNOWN_ITEMS = "unknown_items"
+EMPTY_QUERY = "empty_query"
+
+
+def top_k(logprobs: torch.Tensor, k: int, exclude_mask: torch.Tensor | None = None):
+    """The k best columns of each row, ties broken by column (lower column first).
+
+    logprobs: (B, N) float scores (log-probabilities).
+    k: how many to return; more than N is cut to N.
+    exclude_mask: (B, N) bool, True = never return this column; None = nothing excluded.
+    Returns (scores (B, k) float32, ids (B, k) int64). Where a row has fewer than k eligible
+    columns, the missing places hold score -inf and id -1 (the caller drops them).
+    """
+    B, N = logprobs.shape
+    k = min(k, N)
+    x = logprobs.float()
+    if exclude_mask is not None:
+        x = x.masked_fill(exclude_mask, NEG_INF)
+    # A stable descending sort keeps equal scores in column order; topk gives no such guarantee.
+    scores, ids = torch.sort(x, dim=-1, descending=True, stable=True)
+    scores, ids = scores[:, :k], ids[:, :k]
+    ids = ids.masked_fill(scores == NEG_INF, -1)
+    return scores, ids
+
+
+# ---- subjects ---------------------------------------------------------------------------------
+class RankRequest(NamedTuple):
+    """One subject to rank. kind 'history': `items` in time order; kind 'search': `query` text."""
+
+    kind: str
+    items: tuple[str, ...] = ()
+    query: str = ""
+    exclude: tuple[str, ...] = ()  # item ids never recommended to this subject
+
+
+class RankResult(NamedTuple):
+    item_ids: tuple[str, ...]  # best first; fewer than K when fewer items were eligible
+    scores: tuple[float, ...]
+    skipped: str | None = None  # why nothing was ranked (NO_HISTORY, UNKNOWN_ITEMS, EMPTY_QUERY)
+    n_unknown: int = 0  # history items the model does not know (dropped from the prompt)
+
+
+def collapse_repeats(items: Iterable[str]) -> list[str]:
+    """[a, a, b, a] -> [a, b, a]: consecutive repeats say nothing new about the next item."""
+    out: list[str] = []
+    for i in items:
+        if i is not None and (not out or out[-1] != i):
+            out.append(i)
+    return out
+
+
+def day_bounds(date: str) -> tuple[dt.datetime, dt.datetime]:
+    """[start, end) of a UTC day."""
+    start = dt.datetime.fromisoformat(date).replace(tzinfo=dt.timezone.utc)
+    return start, start + dt.timedelta(days=1)
+
+
+def _ts_key(e: dict):
+    return (e["ts"], e.get("arrival") or 0)
+
+
+def user_request(events: Iterable[dict], active_since: dt.datetime) -> RankRequest | None:
+    """A user's request from their events up to the end of the day; None if not active since `active_since`.
+
+    History = item events (everything but search) in time order, consecutive repeats collapsed.
+    Excluded = items the user purchased.
+    """
+    events = sorted(events, key=_ts_key)
+    if not events or events[-1]["ts"] < active_since:
+        return None
+    items = collapse_repeats(e["item_id"] for e in events if e["event_type"] != "search")
+    bought = sorted({e["item_id"] for e in events if e["event_type"] == "purchase" and e["item_id"]})
+    return RankRequest("history", items=tuple(items), exclude=tuple(bought))
+
+
+def session_request(session: dict) -> RankRequest:
+    """A session's request: its items in order (repeats collapsed); every item it saw is excluded."""
+    seen = [i for i in session["item_ids"] or [] if i is not None]
+    return RankRequest("history", items=tuple(collapse_repeats(seen)), exclude=tuple(sorted(set(seen))))
+
+
+def session_on_day(session: dict, start: dt.datetime, end: dt.datetime) -> bool:
+    """Sessions are cut by inactivity, so a session overlapping the day has events on it."""
+    return session["start_ts"] < end and session["end_ts"] >= start
+
+
+def query_request(query: str) -> RankRequest:
+    return RankRequest("search", query=query)
+
+
+# ---- the batch ranker ---------------------------------------------------------------------------
+@dataclass
+class Ranker:
+    """Everything ranking needs, loaded once per worker: the model and the catalog as columns.
+
+    Columns are today's catalog items known to the model, sorted by item_id, so restricting to the
+    catalog and breaking ties by item id are one gather plus the stable sort in `top_k`.
+    """
+
+    model: "torch.nn.Module"
+    tokenizer: object  # shopllm.tokenizer.TextTokenizer
+    items: object  # shopllm.vocab.ItemVocab
+    catalog: Sequence[str]
+    device: str = "cpu"
+    col_items: list[str] = field(init=False)
+    col_tokens: torch.Tensor = field(init=False)  # (C,) item index of each column
+    col_index: dict[str, int] = field(init=False)  # item_id -> its column
+
+    def __post_init__(self):
+        self.n_text = self.model.config.n_text
+        self.block_size = self.model.config.block_size
+        self.col_items = sorted({i for i in self.catalog if i in self.items})
+        idx = [self.items.index[i] for i in self.col_items]
+        self.col_tokens = torch.tensor(idx, dtype=torch.long, device=self.device)
+        self.col_index = {item: c for c, item in enumerate(self.col_items)}
+
+    def prompt(self, req: RankRequest) -> tuple[list[int] | None, str | None, int]:
+        """(token ids, skip reason, unknown count) of one request."""
+        if req.kind == "search":
+            text_ids = self.tokenizer.encode(req.query or "")
+            if not text_ids:
+                return None, EMPTY_QUERY, 0
+            return search_prompt(text_ids[: self.block_size - RANK_SLACK]), None, 0
+        if not req.items:
+            return None, NO_HISTORY, 0
+        known = [i for i in req.items if i in self.items]
+        n_unknown = len(req.items) - len(known)
+        known = collapse_repeats(known)  # dropping an unknown item can make neighbours repeat
+        if not known:
+            return None, UNKNOWN_ITEMS, n_unknown
+        tail = known[-(self.block_size - RANK_SLACK):]
+        return history_prompt(self.items.token_ids(tail, self.n_text)), None, n_unknown
+
+    def exclude_columns(self, req: RankRequest) -> list[int]:
+        return [self.col_index[i] for i in req.exclude if i in self.col_index]
+
+
+def pad_left(seqs: Sequence[Sequence[int]], length: int, pad_id: int = 0):
+    """(ids (B, length) long, mask (B, length) bool) with every sequence right-aligned."""
+    ids = torch.full((len(seqs), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), length), dtype=torch.bool)
+    for r, s in enumerate(seqs):
+        if s:
+            ids[r, length - len(s):] = torch.as_tensor(s, dtype=torch.long)
+            mask[r, length - len(s):] = True
+    return ids, mask
+
+
+def bucket_length(n: int, limit: int) -> int:
+    return min(limit, -(-n // BUCKET) * BUCKET)
+
+
+def length_buckets(lengths: Sequence[int], limit: int) -> dict[int, list[int]]:
+    """Row indices grouped by padded length, in a fixed order."""
+    groups: dict[int, list[int]] = {}
+    for r, n in enumerate(lengths):
+        groups.setdefault(bucket_length(n, limit), []).append(r)
+    return dict(sorted(groups.items()))
+
+
+def catalog_logprobs(ranker: Ranker, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Next-item log-probabilities over the catalog columns, (B, C), one forward per length bucket."""
+    out = torch.empty((len(prompts), len(ranker.col_items)), dtype=torch.float32, device=ranker.device)
+    for length, rows in length_buckets([len(p) for p in prompts], ranker.block_size).items():
+        ids, mask = pad_left([prompts[r] for r in rows], length)
+        logp = ranker.model.next_item_logprobs(ids.to(ranker.device), mask.to(ranker.device))  # (b, n_items)
+        out[torch.tensor(rows, device=ranker.device)] = logp.index_select(1, ranker.col_tokens)  # (b, C)
+    return out
+
+
+def exclude_mask(ranker: Ranker, requests: Sequence[RankRequest]) -> torch.Tensor:
+    """(B, C) bool, True at the catalog columns each request must never get."""
+    mask = torch.zeros((len(requests), len(ranker.col_items)), dtype=torch.bool)
+    for row, req in enumerate(requests):
+        mask[row, ranker.exclude_columns(req)] = True
+    return mask.to(ranker.device)
+
+
+def rank_batch(ranker: Ranker, requests: Sequence[RankRequest], k: int,
+               rank_fn=top_k) -> list[RankResult]:
+    """Rank a batch of subjects: prompts -> catalog log-probabilities -> `rank_fn` (swappable top-K)."""
+    results: list[RankResult | None] = [None] * len(requests)
+    live: list[tuple[int, list[int], int]] = []  # (request index, prompt, unknown items)
+    for r, req in enumerate(requests):
+        ids, skipped, n_unknown = ranker.prompt(req)
+        if ids is None:
+            results[r] = RankResult((), (), skipped, n_unknown)
+        else:
+            live.append((r, ids, n_unknown))
+    if live:
+        logp = catalog_logprobs(ranker, [ids for _, ids, _ in live])  # (b, C)
+        scores, cols = rank_fn(logp, k, exclude_mask(ranker, [requests[r] for r, _, _ in live]))
+        scores, cols = scores.cpu().tolist(), cols.cpu().tolist()
+        for row, (r, _, n_unknown) in enumerate(live):
+            pairs = [(ranker.col_items[c], s) for c, s in zip(cols[row], scores[row]) if c >= 0]
+            results[r] = RankResult(tuple(p[0] for p in pairs), tuple(p[1] for p in pairs), None, n_unknown)
+    return results  # type: ignore[return-value]

@@ -1,0 +1,104 @@
+"""The evaluate stage on the tiny shop: ranks checked against a hand computation with the model."""
+from __future__ import annotations
+
+import json
+import math
+
+import pyarrow as pa
+import pytest
+import torch
+
+from shopllm import modelstore, storage
+from shopllm.config import ScoreConfig
+from shopllm.schemas import TOKENS, TOKENS_SCHEMA
+from shopllm.sequences import attribute_text, describe_sequence, history_prompt, search_prompt
+from shopllm.tokenizer import TextTokenizer
+
+from test_score_pipeline import DATE, VERSION, _item, tiny_model, write_curated, write_partition
+
+
+def _hand_rank(model, prompt, target_tok, catalog_toks, masked_toks=()):
+    """Rank of the target among catalog items, masked ones removed, ties pessimistic."""
+    logp = model.next_item_logprobs(torch.tensor([prompt]))[0]
+    n_text = model.config.n_text
+    t = float(logp[target_tok - n_text])
+    return 1 + sum(1 for c in catalog_toks if c != target_tok and c not in masked_toks and float(logp[c - n_text]) >= t)
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    from jobs.cli import main
+    from pipelines.score import run_score
+
+    out = tmp_path_factory.mktemp("eval")
+    items, _ = write_curated(out)
+    tiny_model(out, items)
+    run_score(str(out), DATE, VERSION, ScoreConfig(top_k=5, active_days=7, batch_size=8, max_new_tokens=8))
+    lm = modelstore.load(out, VERSION)
+    tok = TextTokenizer.load(lm.tokenizer_path)
+    n = tok.n_text
+    t = lambda i: lm.items.token_id(i, n)  # noqa: E731
+    by_id = {i["item_id"]: i for i in items}
+    attr = tok.encode(attribute_text(by_id["i01"]["title"], by_id["i01"]["category"], by_id["i01"]["brand"],
+                                     by_id["i01"]["attributes"]))
+    rows = [
+        {"kind": "history", "subject_id": "u1", "input_ids": history_prompt([t("i00"), t("i01"), t("i02")]),
+         "target_item": "i03", "target_id": t("i03"), "history_ids": [t("i00"), t("i01"), t("i02")]},
+        {"kind": "history", "subject_id": "u9", "input_ids": history_prompt([t("i04")]),
+         "target_item": "gone-item", "target_id": t("gone-item"), "history_ids": [t("i04")]},
+        {"kind": "search", "subject_id": "wireless headphones",
+         "input_ids": search_prompt(tok.encode("wireless headphones")), "target_item": "i05",
+         "target_id": t("i05"), "history_ids": []},
+        {"kind": "describe", "subject_id": "i01",
+         "input_ids": describe_sequence(t("i01"), attr[:30], tok.encode("great sound, long battery"), 64),
+         "target_item": "i01", "target_id": t("i01"), "history_ids": []},
+    ]
+    write_partition(out, f"{TOKENS}/test", DATE, rows, TOKENS_SCHEMA)
+    assert main(["evaluate", "--out", str(out), "--date", DATE]) == 0
+    summary = json.loads(storage.summary_path(out, DATE, "evaluate").read_text())
+    catalog = [t(f"i{i:02d}") for i in range(12)]
+    return summary, lm.model, t, tok, catalog
+
+
+def test_user_scope_ranks_from_the_test_history(evaluated):
+    s, model, t, _, catalog = evaluated
+    user = s["ranking"]["user"]
+    r = _hand_rank(model, history_prompt([t("i00"), t("i01"), t("i02")]), t("i03"), catalog,
+                   {t("i00"), t("i01"), t("i02")})
+    # u1's rank r, and u9's target left the catalog: a miss at rank C + 1
+    assert user["n"] == 2 and user["target_not_in_catalog"] == 1
+    assert user["mrr"] == pytest.approx((1 / r + 1 / 13) / 2)
+    assert user["hr@10"] == pytest.approx((r <= 10) / 2)
+    assert user["ndcg@10"] == pytest.approx((1 / math.log2(r + 1) if r <= 10 else 0) / 2)
+
+
+def test_session_and_query_scopes(evaluated):
+    s, model, t, tok, catalog = evaluated
+    # sessions of the day: s2 = i04 -> i05 (evaluated); s5 has one known item; s3 none
+    r = _hand_rank(model, history_prompt([t("i04")]), t("i05"), catalog, {t("i04")})
+    assert s["ranking"]["session"]["n"] == 1 and s["ranking"]["session"]["mrr"] == pytest.approx(1 / r)
+    q = _hand_rank(model, search_prompt(tok.encode("wireless headphones")), t("i05"), catalog)
+    assert s["ranking"]["query"]["n"] == 1 and s["ranking"]["query"]["mrr"] == pytest.approx(1 / q)
+    pub = s["ranking"]["query_published"]  # the query was scored (searched 3 times), top-5 published
+    assert pub["n"] == 1 and pub["hr@10"] == (1.0 if q <= 5 else 0.0)
+
+
+def test_description_metrics(evaluated):
+    s, *_ = evaluated
+    d = s["descriptions"]
+    assert d["heldout_items"] == 1 and d["with_published_text"] == 1
+    assert d["perplexity"] > 1.0 and math.isfinite(d["perplexity"])
+    # a random model's text is degenerate, so the fallback (which lists every attribute) was published
+    assert d["fallback_share"] == 1.0 and d["attribute_coverage"] == 1.0
+    assert 0 < d["distinct-2"] <= 1 and 0 <= d["repeated_4gram_rate"] < 1
+
+
+def test_missing_test_split_is_a_clear_error(tmp_path, capsys):
+    from jobs.cli import main
+    from pipelines.score import run_score
+
+    items, _ = write_curated(tmp_path, items=[_item(i) for i in range(4)])
+    tiny_model(tmp_path, items)
+    run_score(str(tmp_path), DATE, VERSION, ScoreConfig(top_k=2, batch_size=8, max_new_tokens=4))
+    assert main(["evaluate", "--out", str(tmp_path), "--date", DATE]) == 2
+    assert "tokens/test/dt=2024-05-10 is not published" in capsys.readouterr().err
