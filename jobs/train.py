@@ -1,10 +1,239 @@
-"""shopllm train (not built yet)."""
-from shopllm.errors import ShopllmError
+"""shopllm train: train (or warm-start) the transformer on tokens/ into models/v<date>/.
+
+    shopllm train --out DIR [--date D] [--config F] [--full-retrain] [--max-steps N] [--max-minutes M]
+    torchrun --nproc_per_node=N -m jobs.train --out DIR ...      (DDP: gloo on CPU, NCCL on GPU)
+
+A killed run resumes from checkpoints/dt=D/train.pt when rerun with the same data and settings.
+Training does not move models/LATEST: the score stage does, once that version's scores are published.
+"""
+from __future__ import annotations
+
+import os
+
+# Other processes share this machine's cores: OpenMP threads that spin while waiting make every step
+# several times slower under contention; passive waiting costs little when the machine is idle.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from shopllm import config as config_mod
+from shopllm import modelstore, storage
+from shopllm.config import TrainConfig
+from shopllm.data import TokenStream, read_eval_rows
+from shopllm.errors import ConfigError, InputError, ShopllmError
+from shopllm.metrics import evaluate_rows
+from shopllm.model import GPT, GPTConfig
+from shopllm.schemas import TOKENS, VOCAB_DIR
+from shopllm.tokenizer import TextTokenizer
+from shopllm.trainer import Trainer
+from shopllm.vocab import TOKENIZER_FILE, ItemVocab
+
+log = logging.getLogger("shopllm.train")
+
+CHECKPOINTS = "checkpoints"  # checkpoints/dt=D/train.pt and evals.jsonl: working state, not a product
 
 
-def add_arguments(p):
-    pass
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from jobs.cli import add_common
+
+    add_common(p)
+    p.add_argument("--full-retrain", action="store_true", help="ignore the latest model; train from scratch")
+    p.add_argument("--max-steps", type=int, help="optimizer steps (overrides train.max_steps)")
+    p.add_argument("--max-minutes", type=float, help="wall-time limit (overrides train.max_minutes)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
+    p.add_argument("--no-resume", action="store_true", help="ignore a checkpoint left by an earlier run")
 
 
-def run(args, beam_args):
-    raise ShopllmError("'train' is not built yet")
+def train_config(args) -> TrainConfig:
+    cfg = config_mod.load(args.config).train
+    cfg = config_mod.replace(cfg, max_steps=args.max_steps, max_minutes=args.max_minutes)
+    if args.full_retrain:
+        cfg = replace(cfg, full_retrain=True)
+    if cfg.max_steps <= 0 or cfg.batch_size <= 0:
+        raise ConfigError("train.max_steps and train.batch_size must be positive")
+    return cfg
+
+
+def setup_distributed(device_flag: str | None) -> tuple[str, int, int]:
+    """(device, rank, world size); initialises the process group when launched by torchrun."""
+    use_cuda = device_flag == "cuda" or (device_flag is None and torch.cuda.is_available())
+    if use_cuda and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but no CUDA device is available")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return ("cuda" if use_cuda else "cpu"), 0, 1
+    import torch.distributed as dist
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return (f"cuda:{local_rank}" if use_cuda else "cpu"), dist.get_rank(), world
+
+
+def build_model(cfg: TrainConfig, n_text: int, n_items: int, out: str) -> tuple[GPT, str | None, str]:
+    """The model to train, warm-started from models/LATEST where possible; (model, from version, why)."""
+    m = cfg.model
+    fresh = GPT(GPTConfig(n_text=n_text, n_items=n_items, block_size=m.block_size, n_layer=m.n_layer,
+                          n_head=m.n_head, n_embd=m.n_embd, dropout=m.dropout))
+    latest = modelstore.latest_version(out)
+    if cfg.full_retrain:
+        return fresh, None, "full retrain asked for"
+    if latest is None:
+        return fresh, None, "no earlier model"
+    old = modelstore.load(out, latest).model
+    oc = old.config
+    if oc.n_text != n_text:
+        return fresh, None, f"tokenizer changed (n_text {oc.n_text} -> {n_text}): earlier weights do not fit"
+    if (oc.n_layer, oc.n_head, oc.n_embd, oc.block_size) != (m.n_layer, m.n_head, m.n_embd, m.block_size):
+        return fresh, None, f"model shape changed in the config: {latest} does not fit"
+    if n_items < oc.n_items:
+        return fresh, None, f"item vocabulary shrank ({oc.n_items} -> {n_items}); it should only grow"
+    grown = old.with_items(n_items)
+    model = GPT(replace(grown.config, dropout=m.dropout))
+    model.load_state_dict(grown.state_dict())
+    return model, latest, f"warm start from {latest} (+{n_items - oc.n_items} items)"
+
+
+def loss_kwargs(cfg: TrainConfig) -> dict:
+    kw = {}
+    if cfg.label_smoothing:
+        kw["label_smoothing"] = cfg.label_smoothing
+    if cfg.future_items > 1:
+        kw.update(future_items=cfg.future_items, future_weight=cfg.future_weight)
+    return kw
+
+
+def fingerprint(cfg: TrainConfig, files: list[str], model: GPT, warm_from: str | None) -> str:
+    """What a checkpoint must match to be resumed: data files, settings, model shape, starting point."""
+    settings = config_mod.to_dict(replace(cfg, max_minutes=0.0))
+    parts = [json.dumps(settings, sort_keys=True), json.dumps(model.config.to_dict(), sort_keys=True), str(warm_from)]
+    parts += [f"{Path(f).name}:{os.path.getsize(f)}:{os.path.getmtime(f)}" for f in files]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def run(args, beam_args=()) -> int:
+    cfg = train_config(args)
+    out, date = args.out, args.date
+    vocab_dir = Path(out) / VOCAB_DIR
+    tokenizer_path = vocab_dir / TOKENIZER_FILE
+    if not tokenizer_path.exists():
+        raise InputError(f"{tokenizer_path} not found; run `shopllm prepare` first")
+    try:
+        train_files = storage.partition_files(out, f"{TOKENS}/train", date)
+    except FileNotFoundError as e:
+        raise InputError(f"{e}") from None
+    if not train_files:
+        raise InputError(f"no training shards in {storage.partition_dir(out, f'{TOKENS}/train', date)}")
+    n_text = TextTokenizer.load(tokenizer_path).n_text
+    items = ItemVocab.load(vocab_dir)
+    device, rank, world = setup_distributed(args.device)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model, warm_from, why = build_model(cfg, n_text, len(items), out)
+    if rank == 0:
+        log.info("%s; %.2fM parameters, %d items, device %s, %d process(es)", why,
+                 model.num_params() / 1e6, len(items), device, world)
+    stream = TokenStream(train_files, cfg.batch_size, model.config.block_size, seed=cfg.seed,
+                         rank=rank, world_size=world)
+    evaluate = valid_evaluator(out, date, cfg, device)
+    work = storage.partition_dir(out, CHECKPOINTS, date)
+    fp = fingerprint(cfg, train_files, model, warm_from)
+    trainer = Trainer(model, cfg, stream, evaluate=evaluate, checkpoint_path=work / "train.pt",
+                      metrics_path=work / "evals.jsonl", device=device, log_every=cfg.log_every,
+                      loss_kwargs=loss_kwargs(cfg),
+                      fingerprint=fp)
+    resume = not args.no_resume
+    if rank == 0 and not (resume and trainer.resumable()):
+        (work / "evals.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh curve
+    result = trainer.run(resume=resume)
+    if rank == 0:
+        save_outputs(out, date, cfg, trainer.model, result, tokenizer_path, items, warm_from, why, world, device,
+                     len(stream.files), stream.n_rows)
+    return 0
+
+
+def valid_evaluator(out: str, date: str, cfg: TrainConfig, device: str):
+    try:
+        files = storage.partition_files(out, f"{TOKENS}/valid", date)
+    except FileNotFoundError:
+        log.warning("no valid split for %s: training without evaluation or early stopping", date)
+        return None
+    rows = read_eval_rows(files)
+    if len(rows) == 0 and not rows.sequences:
+        log.warning("the valid split is empty: training without evaluation or early stopping")
+        return None
+    return lambda model: evaluate_rows(model, rows, batch_size=cfg.eval_batch_size, device=device)
+
+
+def downsample(values: list[float], points: int = 200) -> list[list[float]]:
+    """[[step, value], ...] with at most `points` points (means of equal windows) for the report."""
+    if not values:
+        return []
+    w = max(1, -(-len(values) // points))
+    return [[min(i + w, len(values)), sum(values[i:i + w]) / len(values[i:i + w])] for i in range(0, len(values), w)]
+
+
+def save_outputs(out, date, cfg, model, result, tokenizer_path, items, warm_from, why, world, device,
+                 n_files, n_rows) -> None:
+    version = modelstore.version_for(date)
+    best = result.curve[[r["step"] for r in result.curve].index(result.best_step)] if result.best_step else {}
+    summary = {
+        "version": version,
+        "steps": result.steps,
+        "tokens": result.tokens,
+        "tokens_per_s": round(result.tokens_per_s, 1),
+        "wall_s": round(result.wall_s, 2),
+        "best_step": result.best_step,
+        "best_valid": {k: v for k, v in best.items() if k not in ("step", "lr", "tokens", "elapsed_s")},
+        "best_valid_ndcg@10": result.best_score,
+        "stopped_early": result.stopped_early,
+        "resumed_from_step": result.resumed_from,
+        "warm_started": warm_from is not None,
+        "warm_start_from": warm_from,
+        "start": why,
+        "processes": world,
+        "device": device,
+        "train_rows": n_rows,
+        "train_files": n_files,
+        "params": model.num_params(),
+        "loss_curve": downsample(result.losses),
+        "eval_curve": result.curve,
+        "ndcg_curve": [[r["step"], r.get("ndcg@10")] for r in result.curve],
+        "config": config_mod.to_dict(cfg),
+    }
+    modelstore.save(out, version, model, tokenizer_json=tokenizer_path, items=items, metrics=summary,
+                    extra_config={"train": config_mod.to_dict(cfg)})
+    storage.write_json(storage.summary_path(out, date, "train"), summary)
+    log.info("saved %s: %d steps, best valid ndcg@10 %s at step %s, %.0f tokens/s", version, result.steps,
+             f"{result.best_score:.4f}" if result.best_score is not None else "n/a", result.best_step,
+             result.tokens_per_s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m jobs.train` / `torchrun -m jobs.train`: the same flags as `shopllm train`."""
+    p = argparse.ArgumentParser(prog="jobs.train", description="train the shopllm transformer")
+    add_arguments(p)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args)
+    except ShopllmError as e:
+        print(f"shopllm train: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

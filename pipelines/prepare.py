@@ -5,10 +5,12 @@ Beam pipeline, publish the three partitions, write the summary. Workers get the 
 vocabulary as file paths and load them once in `setup()`, so on a distributed runner `--out` must be a
 filesystem every worker sees.
 
-    curated/events --KeyEventsByUser--GroupByUser--BuildUserExamples--> history rows
-                                                             \\--> search pairs --BatchSearches--TokenizeSearches
+    curated/events --ShardEventsByUser--GroupByUserShard--BuildUserExamples--> history + search rows
     curated/items  --DescribeItems--> describe rows
-    all rows --WriteShards: SortBuckets -> AssignShards -> GroupShards -> WriteShard--> part-NNNNN.parquet
+    all rows --WriteShards: SortGroups -> AssignShards -> GroupShards -> WriteShard--> part-NNNNN.parquet
+
+Elements are Arrow tables (one per user shard, item batch, sort group or output shard), never one per
+event or row: the per-row work is vectorised in `shopllm.examples`.
 """
 from __future__ import annotations
 
@@ -16,17 +18,19 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from apache_beam.io.parquetio import ReadAllFromParquetBatched
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from shopllm import examples, storage
 from shopllm.errors import ShopllmError
-from shopllm.examples import Event, SearchPair
 from shopllm.schemas import (CURATED_EVENTS, CURATED_ITEMS, CURATED_SESSIONS, EXAMPLE_KINDS, MODELS_DIR, SPLITS,
                              TOKENS, TOKENS_SCHEMA, VOCAB_DIR)
 from shopllm.tokenizer import TextTokenizer
@@ -36,96 +40,110 @@ from pipelines.common import counter_values, make_pipeline, run_pipeline
 log = logging.getLogger(__name__)
 
 NAMESPACE = "prepare"
-BUCKETS = 64  # sort buckets per split: the unit of parallel sorting before rows are cut into shards
+READ_FILES = 16  # curated files read into one element
+USER_SHARDS = 8  # users are hashed into this many shards: the unit of parallel example building
+SORT_GROUPS = 8  # each split's sort buckets are sorted and cut into shards in this many groups
+BUCKETS_PER_GROUP = examples.BUCKETS // SORT_GROUPS
+
+
+Key = Tuple[str, int]  # (split, sort group) or (split, shard)
+
+
+class ArrowTableCoder(beam.coders.Coder):
+    """Arrow tables between steps as IPC streams. Beam samples element sizes by encoding elements; with few,
+    large elements that costs more than the steps themselves, so the estimate is the table's buffer size."""
+
+    def encode(self, table: pa.Table) -> bytes:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return sink.getvalue().to_pybytes()
+
+    def decode(self, data: bytes) -> pa.Table:
+        return pa.ipc.open_stream(data).read_all()
+
+    def estimate_size(self, table: pa.Table) -> int:
+        return table.get_total_buffer_size()
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def to_type_hint(self):
+        return pa.Table
+
+
+beam.coders.registry.register_coder(pa.Table, ArrowTableCoder)
 
 
 def counter(name: str):
     return Metrics.counter(NAMESPACE, name)
 
 
-def keyed_by_bucket(rows: Sequence[tuple]):
-    """((split, bucket), [packed rows]) per bucket, so the shuffle moves few large elements."""
-    groups: dict[tuple[str, int], list[tuple]] = {}
-    for row in rows:
-        key = (row[0], examples.stable_bucket(f"{row[1]}\x00{row[2]}", BUCKETS))
-        groups.setdefault(key, []).append(row)
-    return list(groups.items())
+def parts_by_key(table: pa.Table, key: np.ndarray):
+    """(key value, rows with that key) for every key present, from one reordering of the table."""
+    order = np.argsort(key, kind="stable")
+    table, key = table.take(pa.array(order)), key[order]
+    starts = np.flatnonzero(np.diff(key, prepend=-1))
+    for start, end in zip(starts, [*starts[1:], len(key)]):
+        yield int(key[start]), table.slice(start, end - start)
+
+
+def keyed_by_sort_group(rows: pa.Table):
+    """((split, group), rows) per (split, sort group) present, so the shuffle moves few large tables."""
+    split = pc.index_in(rows["split"], value_set=pa.array(SPLITS)).to_numpy()
+    key = split * SORT_GROUPS + rows["bucket"].to_numpy() // BUCKETS_PER_GROUP
+    for k, part in parts_by_key(rows, key):
+        yield (SPLITS[k // SORT_GROUPS], k % SORT_GROUPS), part
 
 
 # ---- building examples ---------------------------------------------------------------------------
 
-class KeyEventsByUser(beam.DoFn):
-    def process(self, table):
-        yield from examples.events_by_user(table).items()
+def split_by_user_shard(table: pa.Table):
+    """(shard, events of the users of that shard) for every user shard in a curated/events table."""
+    users = pc.dictionary_encode(pc.fill_null(table["user_id"], "").combine_chunks())
+    shard_of_user = np.array([examples.stable_bucket(u, USER_SHARDS) for u in users.dictionary.to_pylist()], np.int32)
+    yield from parts_by_key(table, shard_of_user[users.indices.to_numpy()])
 
 
-class BuildUserExamples(beam.DoFn):
-    """History rows (main output) and search pairs (tagged 'search') of one user."""
-
-    def __init__(self, vocab_dir: str, n_text: int, cfg):
-        self.vocab_dir, self.n_text, self.cfg = vocab_dir, n_text, cfg
-
-    def setup(self):
-        self.item_index = ItemVocab.load(self.vocab_dir).index
-        self.users = counter("users")
-        self.short_users = counter("short_users")
-        self.unknown = counter("unknown_item_events")
-        self.no_target = counter("searches_without_target")
-        self.withheld = counter("search_pairs_withheld")
-
-    def process(self, element):
-        user_id, batches = element
-        events = [Event(*e) for batch in batches for e in batch]
-        res = examples.build_user_examples(user_id, events, self.item_index, self.n_text, self.cfg)
-        self.users.inc()
-        self.short_users.inc(int(res.short))
-        self.unknown.inc(res.unknown_item_events)
-        self.no_target.inc(res.searches_without_target)
-        self.withheld.inc(res.searches_withheld)
-        yield from keyed_by_bucket([examples.pack(ex) for ex in res.history])
-        for pair in res.searches:
-            yield beam.pvalue.TaggedOutput("search", tuple(pair))
-
-
-class TokenizeSearches(beam.DoFn):
-    """Encodes a batch of queries in one encode_batch call; the tokenizer is loaded once per worker."""
-
-    def __init__(self, tokenizer_path: str):
-        self.tokenizer_path = tokenizer_path
-
-    def setup(self):
-        self.tokenizer = TextTokenizer.load(self.tokenizer_path)
-        self.text_tokens = counter("text_tokens")
-
-    def process(self, batch):
-        rows, n_tokens = examples.search_batch([SearchPair(*p) for p in batch], self.tokenizer)
-        self.text_tokens.inc(n_tokens)
-        yield from keyed_by_bucket([examples.pack(ex) for ex in rows])
-
-
-class DescribeItems(beam.DoFn):
-    """Describe rows of a curated/items Arrow batch (attribute text + description in one encode_batch)."""
+class TokenizingDoFn(beam.DoFn):
+    """Loads the tokenizer and the item vocabulary once per worker, from the paths it was given."""
 
     def __init__(self, tokenizer_path: str, vocab_dir: str, n_text: int, cfg):
         self.tokenizer_path, self.vocab_dir, self.n_text, self.cfg = tokenizer_path, vocab_dir, n_text, cfg
 
     def setup(self):
         self.tokenizer = TextTokenizer.load(self.tokenizer_path)
-        self.item_index = ItemVocab.load(self.vocab_dir).index
-        self.text_tokens = counter("text_tokens")
-        self.no_desc = counter("items_without_description")
-        self.unknown = counter("unknown_items")
+        self.item_tokens = examples.ItemTokens(pa.array(ItemVocab.load(self.vocab_dir).items, pa.string()), self.n_text)
+
+
+class BuildUserExamples(TokenizingDoFn):
+    """History and search rows of the users of one shard (queries encoded in one encode_batch call)."""
+
+    def process(self, element):
+        _, tables = element
+        res = examples.shard_examples(pa.concat_tables(tables), self.item_tokens, self.cfg)
+        search, text_tokens = examples.search_rows(res.searches, self.tokenizer)
+        for name, n in (("users", res.users), ("short_users", res.short_users), ("text_tokens", text_tokens),
+                        ("unknown_item_events", res.unknown_item_events),
+                        ("searches_without_target", res.searches_without_target),
+                        ("search_pairs_withheld", res.searches_withheld)):
+            counter(name).inc(n)
+        yield from keyed_by_sort_group(pa.concat_tables([res.history, search]))
+
+
+class DescribeItems(TokenizingDoFn):
+    """Describe rows of a curated/items table (attribute texts + descriptions in one encode_batch)."""
 
     def process(self, table):
-        res = examples.describe_batch(table, self.tokenizer, self.item_index, self.n_text, self.cfg)
-        self.text_tokens.inc(res.text_tokens)
-        self.no_desc.inc(res.without_description)
-        self.unknown.inc(res.unknown_items)
-        yield from keyed_by_bucket([examples.pack(ex) for ex in res.examples])
+        res = examples.describe_batch(table, self.tokenizer, self.item_tokens, self.cfg)
+        counter("text_tokens").inc(res.text_tokens)
+        counter("items_without_description").inc(res.without_description)
+        counter("unknown_items").inc(res.unknown_items)
+        yield from keyed_by_sort_group(res.rows)
 
 
 class BuildExamples(beam.PTransform):
-    """(items Arrow batches, events Arrow batches) -> ((split, bucket), [packed rows]) of all three kinds."""
+    """(items Arrow batches, events Arrow batches) -> ((split, sort group), rows table) of all three kinds."""
 
     def __init__(self, tokenizer_path: str, vocab_dir: str, n_text: int, cfg):
         super().__init__()
@@ -133,40 +151,37 @@ class BuildExamples(beam.PTransform):
 
     def expand(self, inputs):
         items, events = inputs
-        per_user = (events
-                    | "KeyEventsByUser" >> beam.ParDo(KeyEventsByUser())
-                    | "GroupByUser" >> beam.GroupByKey()
-                    | "BuildUserExamples" >> beam.ParDo(
-                        BuildUserExamples(self.vocab_dir, self.n_text, self.cfg)).with_outputs("search", main="history"))
-        search = (per_user.search
-                  | "BatchSearches" >> beam.BatchElements(min_batch_size=256, max_batch_size=8192)
-                  | "TokenizeSearches" >> beam.ParDo(TokenizeSearches(self.tokenizer_path)))
-        describe = items | "DescribeItems" >> beam.ParDo(
-            DescribeItems(self.tokenizer_path, self.vocab_dir, self.n_text, self.cfg))
-        return (per_user.history, search, describe) | "AllExamples" >> beam.Flatten()
+        paths = (self.tokenizer_path, self.vocab_dir, self.n_text, self.cfg)
+        # declared output types: no inference into the numpy code, and ArrowTableCoder for the tables
+        user_rows = (events
+                     | "ShardEventsByUser" >> beam.FlatMap(split_by_user_shard).with_output_types(Tuple[int, pa.Table])
+                     | "GroupByUserShard" >> beam.GroupByKey()
+                     | "BuildUserExamples" >> beam.ParDo(BuildUserExamples(*paths)).with_output_types(Tuple[Key, pa.Table]))
+        describe = items | "DescribeItems" >> beam.ParDo(DescribeItems(*paths)).with_output_types(Tuple[Key, pa.Table])
+        return (user_rows, describe) | "AllExamples" >> beam.Flatten()
 
 
 # ---- writing deterministic, sized shards ---------------------------------------------------------
 
-def sort_bucket(element):
-    key, chunks = element
-    return key, sorted((row for chunk in chunks for row in chunk), key=examples.sort_key)
+def sort_group(element):
+    key, tables = element
+    return key, examples.sort_rows(pa.concat_tables(tables))
 
 
-def shard_slices(element, bucket_sizes, shard_rows: int):
-    """Cut a sorted bucket at the shard boundaries of its split: ((split, shard), (first row index, rows)).
+def shard_slices(element, group_sizes, shard_rows: int):
+    """Cut a sorted group at the shard boundaries of its split: ((split, shard), (first row index, rows)).
 
-    Rows of a split are numbered bucket by bucket (bucket 0 first), so every shard but the last of a split
+    Rows of a split are numbered group by group (group 0 first), so every shard but the last of a split
     holds exactly `shard_rows` rows and the order does not depend on how the runner scheduled anything.
     """
-    (split, bucket), rows = element
-    start = sum(n for (s, b), n in bucket_sizes if s == split and b < bucket)
+    (split, group), rows = element
+    start = sum(n for (s, g), n in group_sizes if s == split and g < group)
     i = 0
-    while i < len(rows):
+    while i < rows.num_rows:
         g = start + i
         shard = g // shard_rows
-        take = min(len(rows) - i, (shard + 1) * shard_rows - g)
-        yield (split, shard), (g, rows[i:i + take])
+        take = min(rows.num_rows - i, (shard + 1) * shard_rows - g)
+        yield (split, shard), (g, rows.slice(i, take))
         i += take
 
 
@@ -176,32 +191,32 @@ class WriteShard(beam.DoFn):
 
     def process(self, element):
         (split, shard), slices = element
-        rows = [row for _, part in sorted(slices, key=lambda s: s[0]) for row in part]
-        storage.write_table(examples.rows_to_table(rows), Path(self.staging[split]), f"part-{shard:05d}.parquet")
-        counter(f"tokens_{split}").inc(examples.count_tokens(rows))
-        kinds: dict[str, int] = {}
-        for row in rows:
-            kinds[row[1]] = kinds.get(row[1], 0) + 1
-        for kind, n in kinds.items():
-            counter(f"rows_{split}_{kind}").inc(n)
+        rows = pa.concat_tables([part for _, part in sorted(slices, key=lambda s: s[0])])
+        storage.write_table(examples.tokens_table(rows), Path(self.staging[split]), f"part-{shard:05d}.parquet")
+        counter(f"tokens_{split}").inc(examples.tokens_in(rows))
+        for kind in pc.value_counts(rows["kind"]).to_pylist():
+            counter(f"rows_{split}_{kind['values']}").inc(kind["counts"])
         counter(f"shards_{split}").inc()
-        yield split, shard, len(rows)
+        yield split, shard, rows.num_rows
 
 
 class WriteShards(beam.PTransform):
-    """((split, bucket), [packed rows]) -> staging[split]/part-NNNNN.parquet, at most shard_rows rows each."""
+    """((split, sort group), rows) -> staging[split]/part-NNNNN.parquet, at most shard_rows rows each."""
 
     def __init__(self, staging: dict[str, str], shard_rows: int):
         super().__init__()
         self.staging, self.shard_rows = {k: str(v) for k, v in staging.items()}, shard_rows
 
     def expand(self, rows):
-        buckets = rows | "GroupBuckets" >> beam.GroupByKey() | "SortBuckets" >> beam.Map(sort_bucket)
-        sizes = buckets | "BucketSizes" >> beam.Map(lambda kv: (kv[0], len(kv[1])))
-        return (buckets
-                | "AssignShards" >> beam.FlatMap(shard_slices, beam.pvalue.AsList(sizes), self.shard_rows)
+        groups = (rows
+                  | "GroupSortGroups" >> beam.GroupByKey()
+                  | "SortGroups" >> beam.Map(sort_group).with_output_types(Tuple[Key, pa.Table]))
+        sizes = groups | "GroupSizes" >> beam.Map(lambda kv: (kv[0], kv[1].num_rows)).with_output_types(Tuple[Key, int])
+        return (groups
+                | "AssignShards" >> beam.FlatMap(shard_slices, beam.pvalue.AsList(sizes), self.shard_rows
+                                               ).with_output_types(Tuple[Key, Tuple[int, pa.Table]])
                 | "GroupShards" >> beam.GroupByKey()
-                | "WriteShard" >> beam.ParDo(WriteShard(self.staging)))
+                | "WriteShard" >> beam.ParDo(WriteShard(self.staging)).with_output_types(Tuple[str, int, int]))
 
 
 # ---- the stage -----------------------------------------------------------------------------------
@@ -256,11 +271,24 @@ def publish_splits(out, date: str, staging: dict[str, Path]) -> None:
         storage.publish(folder, out, f"{TOKENS}/{split}", date)
 
 
+def read_parquet_files(paths: Sequence[str], columns: Sequence[str]) -> pa.Table:
+    """The columns of a few Parquet files as one table (through Beam's filesystems, so any URI works)."""
+    tables = []
+    for path in paths:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            tables.append(pq.read_table(f, columns=list(columns)))
+    return pa.concat_tables(tables)
+
+
+def read_curated(p, name: str, paths: Sequence[str], columns: Sequence[str]):
+    """One element per READ_FILES files: few, large Arrow tables instead of one element per record batch."""
+    chunks = [paths[i:i + READ_FILES] for i in range(0, len(paths), READ_FILES)]
+    return p | f"{name}Files" >> beam.Create(chunks) | f"Read{name}" >> beam.Map(read_parquet_files, columns).with_output_types(pa.Table)
+
+
 def build_pipeline(p, files, tokenizer_path, vocab_dir, n_text, cfg, staging):
-    read = lambda name, dataset, cols: (  # noqa: E731
-        p | f"{name}Files" >> beam.Create(files[dataset]) | f"Read{name}" >> ReadAllFromParquetBatched(columns=cols))
-    items = read("Items", CURATED_ITEMS, examples.ITEM_COLUMNS)
-    events = read("Events", CURATED_EVENTS, examples.EVENT_COLUMNS)
+    items = read_curated(p, "Items", files[CURATED_ITEMS], examples.ITEM_COLUMNS)
+    events = read_curated(p, "Events", files[CURATED_EVENTS], examples.EVENT_COLUMNS)
     return ((items, events)
             | "BuildExamples" >> BuildExamples(tokenizer_path, vocab_dir, n_text, cfg)
             | "WriteShards" >> WriteShards(staging, cfg.shard_rows))

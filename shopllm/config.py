@@ -48,7 +48,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     batch_size: int = 64
     max_steps: int = 600
-    max_minutes: float = 2.0  # stop (and save) after this wall time, whichever comes first
+    max_minutes: float = 1.5  # stop (and save) after this wall time, whichever comes first
     lr: float = 3e-3
     min_lr: float = 3e-4
     warmup_steps: int = 50
@@ -59,6 +59,11 @@ class TrainConfig:
     patience: int = 5  # evaluations without a better valid ndcg@10 before stopping
     seed: int = 1234
     full_retrain: bool = False  # ignore the latest model and start from scratch
+    label_smoothing: float = 0.0  # share of each target's probability spread over its vocabulary part
+    future_items: int = 1  # > 1: also score the items 2..N ahead at each item position (see GPT.loss)
+    future_weight: float = 0.5  # weight of that extra term
+    eval_batch_size: int = 256  # held-out prompts ranked per forward pass
+    log_every: int = 20  # steps between progress lines on stderr
 
 
 @dataclass(frozen=True)

@@ -9,28 +9,44 @@ Splits:
   item (consecutive repeats are one item) is kept out of every training row, search rows included.
 - search: a deterministic hash of the query text, so a held-out query never appears in training.
 - describe: a deterministic hash of the item id.
+
+The pipeline works on Arrow tables, many users or items at a time: events are sorted once, users and
+runs of repeated items are found with numpy, and the rows' token lists are built as flat arrays
+(`Ragged`). The per-row functions (`search_example`, `describe_example`, `chunk_from_end`) state the
+layouts one example at a time; tests check that the vectorised code agrees with them.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 from array import array
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from shopllm import sequences
 from shopllm.errors import ConfigError
 from shopllm.schemas import TOKENS_SCHEMA
+from shopllm.vocab import ATTR_ID, BOS_ID, DESC_ID, EOS_ID, HIST_ID, QUERY_ID, REC_ID
 
 ITEM_EVENT_TYPES = frozenset({"view", "click", "add_to_cart", "purchase"})
 SEARCH_TARGET_TYPES = frozenset({"click", "add_to_cart", "purchase"})  # a view is not an answer to a query
 NO_TARGET = -1
+NULL_STRING = pa.scalar(None, pa.string())
+BUCKETS = 64  # rows are ordered by (bucket of kind+subject, then content): the unit of parallel sorting
+
+EVENT_COLUMNS = ["user_id", "ts", "arrival", "event_id", "session_id", "event_type", "item_id", "query"]
+ITEM_COLUMNS = ["item_id", "title", "description", "category", "brand", "attributes"]
+# what the pipeline shuffles: a TOKENS_SCHEMA row plus its split and sort bucket
+ROWS_SCHEMA = pa.schema([("split", pa.string()), ("bucket", pa.int32()), *TOKENS_SCHEMA])
 
 
 class Event(NamedTuple):
-    """One curated event of a user, in the compact form the pipeline shuffles."""
+    """One curated event of a user (the per-user view used by `build_user_examples`)."""
 
     ts: int  # microseconds since the epoch, UTC
     arrival: int  # tie-breaker after ts
@@ -41,8 +57,13 @@ class Event(NamedTuple):
     query: str | None
 
 
+EVENT_FIELD_TYPES = [("ts", pa.int64()), ("arrival", pa.int64()), ("event_id", pa.string()),
+                     ("session_id", pa.string()), ("event_type", pa.string()), ("item_id", pa.string()),
+                     ("query", pa.string())]
+
+
 class Example(NamedTuple):
-    """One row of tokens/<split>; ids as Python lists here (packed to bytes inside the pipeline)."""
+    """One row of tokens/<split> as Python values."""
 
     split: str
     kind: str
@@ -96,6 +117,17 @@ def stable_bucket(key: str, n: int) -> int:
     return int(stable_fraction(key) * n)
 
 
+def per_distinct(keys: pa.Array, fn, type_: pa.DataType) -> pa.Array:
+    """fn(key) for every entry of `keys`, computed once per distinct key (keys repeat a lot)."""
+    distinct = pc.unique(keys)
+    values = pa.array([fn(k) for k in distinct.to_pylist()], type_)
+    return values.take(pc.index_in(keys, value_set=distinct))
+
+
+def holdout_splits(keys: pa.Array, holdout: float) -> pa.Array:
+    return per_distinct(keys, lambda k: holdout_split(k, holdout), pa.string())
+
+
 def check_config(cfg) -> None:
     """Reject PrepareConfig values that would give wrong or empty output."""
     if cfg.history_window < 1:
@@ -112,19 +144,7 @@ def check_config(cfg) -> None:
         raise ConfigError(f"prepare.vocab_size must be >= 300 (256 bytes + special tokens), got {cfg.vocab_size}")
 
 
-# ---- history and search, per user ----------------------------------------------------------------
-
-def collapse_repeats(events: Sequence[Event], positions: Sequence[int]) -> list[tuple[str, list[int]]]:
-    """Runs of the same item among the item events at `positions`: [(item_id, [event positions])]."""
-    runs: list[tuple[str, list[int]]] = []
-    for pos in positions:
-        item = events[pos].item_id
-        if runs and runs[-1][0] == item:
-            runs[-1][1].append(pos)
-        else:
-            runs.append((item, [pos]))
-    return runs
-
+# ---- per-row forms (the layouts, one example at a time) ------------------------------------------
 
 def chunk_from_end(items: Sequence[int], window: int) -> list[list[int]]:
     """Consecutive chunks of `window` items; the oldest chunk is the short one, so the recent ones are full."""
@@ -136,78 +156,6 @@ def chunk_from_end(items: Sequence[int], window: int) -> list[list[int]]:
     return chunks[::-1]
 
 
-def unique_in_order(ids: Iterable[int]) -> list[int]:
-    return list(dict.fromkeys(ids))
-
-
-def held_out_row(split: str, user_id: str, before: Sequence[int], item_id: str, token: int,
-                 window: int) -> Example:
-    return Example(split, "history", user_id, sequences.history_prompt(before[-window:]), item_id, token,
-                   unique_in_order(before))
-
-
-def next_target(events: Sequence[Event], start: int) -> int | None:
-    """Position of the first click/cart/purchase after the search at `start` in its session, before any
-    later search there (that click answers the later query); None if there is none."""
-    session = events[start].session_id
-    for pos in range(start + 1, len(events)):
-        e = events[pos]
-        if e.session_id != session:
-            continue
-        if e.event_type == "search":
-            return None
-        if e.event_type in SEARCH_TARGET_TYPES:
-            return pos
-    return None
-
-
-def build_user_examples(user_id: str, events: Iterable[Event], item_index: Mapping[str, int], n_text: int,
-                        cfg) -> UserExamples:
-    """History rows and search pairs of one user. `item_index` maps item_id -> index in the ItemVocab."""
-    events = sorted(events, key=lambda e: (e.ts, e.arrival, e.event_id or ""))
-    out = UserExamples()
-    positions = []
-    for pos, e in enumerate(events):
-        if e.event_type in ITEM_EVENT_TYPES:
-            if e.item_id in item_index:
-                positions.append(pos)
-            else:
-                out.unknown_item_events += 1
-    runs = collapse_repeats(events, positions)
-    tokens = [n_text + item_index[item] for item, _ in runs]
-
-    held_out: set[int] = set()
-    if len(runs) < max(cfg.min_history, 2):
-        out.short = True
-        train_tokens = tokens
-    else:
-        train_tokens = tokens[:-2]
-        (valid_item, valid_pos), (test_item, test_pos) = runs[-2], runs[-1]
-        held_out.update(valid_pos)
-        held_out.update(test_pos)
-        out.history.append(held_out_row("valid", user_id, tokens[:-2], valid_item, tokens[-2], cfg.history_window))
-        out.history.append(held_out_row("test", user_id, tokens[:-1], test_item, tokens[-1], cfg.history_window))
-    for chunk in chunk_from_end(train_tokens, cfg.history_window):
-        out.history.append(Example("train", "history", user_id, sequences.history_sequence(chunk), None, NO_TARGET, []))
-
-    for pos, e in enumerate(events):
-        if e.event_type != "search" or not e.query:
-            continue
-        target = next_target(events, pos)
-        if target is None:
-            out.searches_without_target += 1
-            continue
-        item = events[target].item_id
-        if item not in item_index:
-            continue  # already counted as an unknown item event
-        split = holdout_split(e.query, cfg.search_holdout)
-        if split == "train" and target in held_out:
-            out.searches_withheld += 1
-            continue
-        out.searches.append(SearchPair(split, e.query, item, n_text + item_index[item]))
-    return out
-
-
 def search_example(pair: SearchPair, query_ids: Sequence[int]) -> Example:
     if pair.split == "train":
         return Example("train", "search", pair.query, sequences.search_sequence(query_ids, pair.item_token),
@@ -216,8 +164,6 @@ def search_example(pair: SearchPair, query_ids: Sequence[int]) -> Example:
                    pair.item_token, [])
 
 
-# ---- describe, per item --------------------------------------------------------------------------
-
 def describe_example(item_id: str, item_token: int, attr_ids: Sequence[int], desc_ids: Sequence[int],
                      cfg) -> Example:
     """The full describe sequence. Valid/test rows name the item in target_item but keep target_id -1:
@@ -225,6 +171,364 @@ def describe_example(item_id: str, item_token: int, attr_ids: Sequence[int], des
     split = holdout_split(item_id, cfg.describe_holdout)
     seq = sequences.describe_sequence(item_token, attr_ids, desc_ids, cfg.max_describe_tokens)
     return Example(split, "describe", item_id, seq, None if split == "train" else item_id, NO_TARGET, [])
+
+
+# ---- ragged id lists, one per row, as flat numpy arrays ------------------------------------------
+
+@dataclass
+class Ragged:
+    """Rows of int32 ids: all ids in one flat array, and the number of ids of each row."""
+
+    values: np.ndarray  # int32
+    lengths: np.ndarray  # int64, one per row
+
+    @classmethod
+    def from_lists(cls, lists: Sequence[Sequence[int]]) -> "Ragged":
+        lengths = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+        values = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int32, count=int(lengths.sum()))
+        return cls(values, lengths)
+
+    @classmethod
+    def of_rows(cls, values: np.ndarray, rows: np.ndarray, n_rows: int) -> "Ragged":
+        """`values[k]` belongs to row `rows[k]`; `rows` is non-decreasing."""
+        return cls(values.astype(np.int32), np.bincount(rows, minlength=n_rows).astype(np.int64))
+
+    @classmethod
+    def constant(cls, value, n_rows: int) -> "Ragged":
+        """One id per row: `value` (an int, or an array with one id per row)."""
+        return cls(np.broadcast_to(np.asarray(value, np.int32), (n_rows,)).copy(), np.ones(n_rows, np.int64))
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
+
+    def position_in_row(self) -> np.ndarray:
+        return np.arange(len(self.values)) - np.repeat(self.offsets[:-1], self.lengths)
+
+    def truncate(self, max_len: int) -> "Ragged":
+        return Ragged(self.values[self.position_in_row() < max_len], np.minimum(self.lengths, max_len))
+
+    def to_arrow(self) -> pa.ListArray:
+        return pa.ListArray.from_arrays(pa.array(self.offsets.astype(np.int32)), pa.array(self.values, pa.int32()))
+
+
+def concat_rows(n_rows: int, *parts) -> Ragged:
+    """Row i = parts[0][i] + parts[1][i] + ...; a part is a Ragged, an int (the same id in every row) or
+    an array (one id per row)."""
+    parts = [p if isinstance(p, Ragged) else Ragged.constant(p, n_rows) for p in parts]
+    lengths = sum((p.lengths for p in parts), np.zeros(n_rows, np.int64))
+    out = np.empty(int(lengths.sum()), np.int32)
+    row_start = np.cumsum(lengths) - lengths
+    for p in parts:
+        out[np.repeat(row_start, p.lengths) + p.position_in_row()] = p.values
+        row_start = row_start + p.lengths
+    return Ragged(out, lengths)
+
+
+def ids_as_bytes(ids: pa.ListArray) -> pa.BinaryArray:
+    """Each row's int32 ids as one native-endian byte string (a sort key that orders like the old packed rows)."""
+    offsets = ids.offsets.to_numpy().astype(np.int64)
+    values = ids.values.to_numpy()[offsets[0]:offsets[-1]]
+    byte_offsets = ((offsets - offsets[0]) * 4).astype(np.int32)
+    return pa.Array.from_buffers(pa.binary(), len(ids), [None, pa.py_buffer(byte_offsets), pa.py_buffer(values)])
+
+
+# ---- tables of rows ------------------------------------------------------------------------------
+
+def rows_table(split, kind: str, subject: pa.Array, input_ids: Ragged, target_item: pa.Array | None = None,
+               target_id=NO_TARGET, history_ids: Ragged | None = None) -> pa.Table:
+    """A ROWS_SCHEMA table; `split` is one string or one per row, the bucket is computed from kind+subject."""
+    n = len(subject)
+    columns = {
+        "split": pa.repeat(split, n) if isinstance(split, str) else split,
+        "bucket": sort_buckets(kind, subject),
+        "kind": pa.repeat(kind, n),
+        "subject_id": subject,
+        "input_ids": input_ids.to_arrow(),
+        "target_item": pa.nulls(n, pa.string()) if target_item is None else target_item,
+        "target_id": pa.array(np.broadcast_to(np.asarray(target_id, np.int32), (n,)).copy()),
+        "history_ids": (history_ids or Ragged(np.zeros(0, np.int32), np.zeros(n, np.int64))).to_arrow(),
+    }
+    return pa.Table.from_pydict(columns, schema=ROWS_SCHEMA)
+
+
+@functools.lru_cache(maxsize=1 << 16)  # a user's valid, test and train rows are built apart
+def sort_bucket(kind: str, subject: str) -> int:
+    return stable_bucket(f"{kind}\x00{subject}", BUCKETS)
+
+
+def sort_buckets(kind: str, subject: pa.Array) -> pa.Array:
+    return per_distinct(subject, lambda s: sort_bucket(kind, s), pa.int32())
+
+
+def sort_rows(rows: pa.Table) -> pa.Table:
+    """Rows in their total output order (bucket, kind, subject, ids, target, history), so reruns write
+    identical files; rows equal in every key are identical."""
+    keys = pa.table({
+        "bucket": rows["bucket"], "kind": rows["kind"], "subject_id": rows["subject_id"],
+        "input_ids": ids_as_bytes(rows["input_ids"].combine_chunks()),
+        "target_item": pc.fill_null(rows["target_item"], ""), "target_id": rows["target_id"],
+        "history_ids": ids_as_bytes(rows["history_ids"].combine_chunks()),
+    })
+    return rows.take(pc.sort_indices(keys, [(name, "ascending") for name in keys.column_names]))
+
+
+def tokens_table(rows: pa.Table) -> pa.Table:
+    """ROWS_SCHEMA rows -> a TOKENS_SCHEMA table (the split is the partition, the bucket a sort key)."""
+    return rows.select(TOKENS_SCHEMA.names).cast(TOKENS_SCHEMA).combine_chunks()
+
+
+def table_examples(rows: pa.Table) -> list[Example]:
+    return [Example(**r) for r in rows.select(list(Example._fields)).to_pylist()]
+
+
+def tokens_in(rows: pa.Table) -> int:
+    return int(pc.sum(pc.list_value_length(rows["input_ids"])).as_py() or 0)
+
+
+# ---- history and search, many users at once ------------------------------------------------------
+
+@dataclass
+class ItemTokens:
+    """Item ids -> token ids through the item vocabulary (token = n_text + index)."""
+
+    items: pa.Array  # the vocabulary's item ids in index order
+    n_text: int
+
+    @classmethod
+    def from_index(cls, item_index: Mapping[str, int], n_text: int) -> "ItemTokens":
+        items = sorted(item_index, key=item_index.__getitem__)
+        if [item_index[i] for i in items] != list(range(len(items))):
+            raise ValueError("item index must number the items 0..n-1")
+        return cls(pa.array(items, pa.string()), n_text)
+
+    def tokens(self, item_ids) -> np.ndarray:
+        """Token id of each item id; -1 where it is null or not in the vocabulary."""
+        index = pc.fill_null(pc.index_in(item_ids, value_set=self.items), -1).to_numpy()
+        return np.where(index >= 0, index + self.n_text, -1)
+
+
+@dataclass
+class ShardExamples:
+    """History rows and search pairs of the users of a shard, and the counts of what was left out."""
+
+    history: pa.Table  # ROWS_SCHEMA
+    searches: pa.Table  # split, query, item_id, item_token (in time order)
+    users: int
+    short_users: int  # fewer than min_history items: train only
+    unknown_item_events: int
+    searches_without_target: int
+    searches_withheld: int
+
+
+def sorted_events(table: pa.Table) -> pa.Table:
+    """The events in (user, ts, arrival, event_id) order, nulls filled, plus `user`: a code per user."""
+    users = pc.dictionary_encode(pc.fill_null(table["user_id"], "").combine_chunks())
+    events = pa.table({
+        "user": users.indices, "user_id": pc.fill_null(table["user_id"], ""),
+        "ts": table["ts"].cast(pa.int64()), "arrival": pc.fill_null(table["arrival"], 0),
+        "event_id": pc.fill_null(table["event_id"], ""), "session_id": pc.fill_null(table["session_id"], ""),
+        "event_type": table["event_type"], "item_id": table["item_id"], "query": table["query"],
+    })
+    order = pc.sort_indices(events, [(c, "ascending") for c in ("user", "ts", "arrival", "event_id")])
+    return events.take(order).combine_chunks()
+
+
+def is_in(column, values) -> np.ndarray:
+    return pc.fill_null(pc.is_in(column, value_set=pa.array(sorted(values))), False).to_numpy(zero_copy_only=False)
+
+
+@dataclass
+class Runs:
+    """A shard's known item events with consecutive repeats (per user) collapsed into runs."""
+
+    event: np.ndarray  # first event of each run (index into the sorted events)
+    user: np.ndarray  # user code of each run (non-decreasing)
+    token: np.ndarray  # item token of each run
+    pos: np.ndarray  # position of the run in its user's history
+    n_of_user: np.ndarray  # number of runs of each user (indexed by user code)
+    run_of_event: np.ndarray  # run of each event, -1 for events that are not known item events
+
+    @property
+    def n(self) -> np.ndarray:
+        """Number of runs of the run's user, per run."""
+        return self.n_of_user[self.user]
+
+
+def item_runs(events: pa.Table, tokens: np.ndarray) -> tuple[Runs, int]:
+    """The runs of the known item events, and the number of item events whose item is unknown."""
+    user = events["user"].to_numpy()
+    is_item = is_in(events["event_type"], ITEM_EVENT_TYPES)
+    kept = np.flatnonzero(is_item & (tokens >= 0))
+    starts = np.ones(len(kept), bool)
+    starts[1:] = (user[kept][1:] != user[kept][:-1]) | (tokens[kept][1:] != tokens[kept][:-1])
+    run_of_event = np.full(len(user), -1)
+    run_of_event[kept] = np.cumsum(starts) - 1
+    first = kept[starts]
+    n_users = int(user.max()) + 1 if len(user) else 0  # codes are 0..n_users-1
+    n_of_user = np.bincount(user[first], minlength=n_users)
+    first_run = np.cumsum(n_of_user) - n_of_user
+    pos = np.arange(len(first)) - first_run[user[first]]
+    runs = Runs(first, user[first], tokens[first], pos, n_of_user, run_of_event)
+    return runs, int((is_item & (tokens < 0)).sum())
+
+
+def train_history_rows(events: pa.Table, runs: Runs, n_train: np.ndarray, window: int) -> pa.Table:
+    """history_sequence rows: each user's first n_train runs cut into chunks of `window` from the end."""
+    train = runs.pos < n_train[runs.user]
+    user, pos = runs.user[train], runs.pos[train]
+    chunk = (n_train[user] - 1 - pos) // window  # counted from the most recent end
+    new_row = np.ones(len(user), bool)
+    new_row[1:] = (user[1:] != user[:-1]) | (chunk[1:] != chunk[:-1])
+    row = np.cumsum(new_row) - 1
+    n_rows = int(new_row.sum())
+    items = Ragged.of_rows(runs.token[train], row, n_rows)
+    subject = events["user_id"].take(runs.event[train][new_row])
+    return rows_table("train", "history", subject, concat_rows(n_rows, BOS_ID, HIST_ID, items, EOS_ID))
+
+
+def first_occurrences(runs: Runs) -> np.ndarray:
+    """True for the first run of each (user, item)."""
+    first = np.zeros(len(runs.token), bool)
+    if len(runs.token):
+        key = runs.user.astype(np.int64) * (int(runs.token.max()) + 1) + runs.token
+        first[np.unique(key, return_index=True)[1]] = True
+    return first
+
+
+def held_out_history_rows(split: str, back: int, events: pa.Table, runs: Runs, long_users: np.ndarray,
+                          window: int) -> pa.Table:
+    """valid (back=2) or test (back=1) rows of the long users: the prompt of the last `window` items before
+    the target, and every distinct item before it (masked when ranking)."""
+    row_of_user = np.full(len(runs.n_of_user), -1)
+    row_of_user[long_users] = np.arange(len(long_users))
+    cut = runs.n - back  # position of the target run
+    before = (row_of_user[runs.user] >= 0) & (runs.pos < cut)
+    in_window = before & (runs.pos >= cut - window)
+    in_history = before & first_occurrences(runs)
+    n_rows = len(long_users)
+    prompt = Ragged.of_rows(runs.token[in_window], row_of_user[runs.user[in_window]], n_rows)
+    history = Ragged.of_rows(runs.token[in_history], row_of_user[runs.user[in_history]], n_rows)
+    first_run = np.cumsum(runs.n_of_user) - runs.n_of_user
+    target = first_run[long_users] + runs.n_of_user[long_users] - back
+    target_event = pa.array(runs.event[target])
+    return rows_table(split, "history", events["user_id"].take(target_event),
+                      concat_rows(n_rows, BOS_ID, HIST_ID, prompt), events["item_id"].take(target_event),
+                      runs.token[target], history)
+
+
+def search_answers(events: pa.Table) -> tuple[np.ndarray, np.ndarray, int]:
+    """(search events, the events answering them, searches without an answer). The answer is the first
+    click/cart/purchase after the search in its session, before any later search there (that click answers
+    the later query)."""
+    etype = events["event_type"]
+    relevant = np.flatnonzero(is_in(etype, SEARCH_TARGET_TYPES | {"search"}))  # views and others are skipped
+    user = events["user"].to_numpy()
+    session = pc.dictionary_encode(events["session_id"].combine_chunks()).indices.to_numpy()
+    order = relevant[np.lexsort((relevant, session[relevant], user[relevant]))]  # by user, session, time
+    is_search = is_in(etype, {"search"})[order]
+    has_query = pc.fill_null(pc.not_equal(events["query"], ""), False).to_numpy(zero_copy_only=False)[order]
+    is_target = is_in(etype, SEARCH_TARGET_TYPES)[order]
+    answered = np.zeros(len(order), bool)
+    answered[:-1] = ((user[order][1:] == user[order][:-1]) & (session[order][1:] == session[order][:-1])
+                     & is_target[1:])
+    source = is_search & has_query
+    hits = np.flatnonzero(source & answered)
+    return order[hits], order[hits + 1], int(source.sum()) - len(hits)
+
+
+def search_pairs(events: pa.Table, tokens: np.ndarray, held_out: np.ndarray,
+                 holdout: float) -> tuple[pa.Table, int, int]:
+    """(search pairs, searches without target, train pairs withheld because their answer is held out)."""
+    source, answer, without_target = search_answers(events)
+    known = tokens[answer] >= 0  # an unknown answer item is already counted as an unknown item event
+    source, answer = source[known], answer[known]
+    query = events["query"].take(pa.array(source))
+    split = holdout_splits(query, holdout)
+    withheld = pc.equal(split, "train").to_numpy(zero_copy_only=False) & held_out[answer]
+    keep = np.argsort(source[~withheld], kind="stable")  # time order
+    pairs = pa.table({"split": split.filter(pa.array(~withheld)), "query": query.filter(pa.array(~withheld)),
+                      "item_id": events["item_id"].take(pa.array(answer[~withheld])),
+                      "item_token": pa.array(tokens[answer[~withheld]], pa.int32())})
+    return pairs.take(pa.array(keep)), without_target, int(withheld.sum())
+
+
+def shard_examples(table: pa.Table, item_tokens: ItemTokens, cfg) -> ShardExamples:
+    """History rows and search pairs of every user in a curated/events table (all of each user's events)."""
+    events = sorted_events(table)
+    tokens = item_tokens.tokens(events["item_id"])
+    runs, unknown = item_runs(events, tokens)
+    long_user = runs.n_of_user >= max(cfg.min_history, 2)
+    long_users = np.flatnonzero(long_user)
+    n_train = np.where(long_user, runs.n_of_user - 2, runs.n_of_user)
+    history = pa.concat_tables([
+        held_out_history_rows("valid", 2, events, runs, long_users, cfg.history_window),
+        held_out_history_rows("test", 1, events, runs, long_users, cfg.history_window),
+        train_history_rows(events, runs, n_train, cfg.history_window),
+    ])
+    held_run = long_user[runs.user] & (runs.pos >= runs.n - 2)
+    held_out = (runs.run_of_event >= 0) & held_run[runs.run_of_event]
+    pairs, without_target, withheld = search_pairs(events, tokens, held_out, cfg.search_holdout)
+    return ShardExamples(history, pairs, len(runs.n_of_user), len(runs.n_of_user) - len(long_users), unknown,
+                         without_target, withheld)
+
+
+def search_rows(pairs: pa.Table, tokenizer) -> tuple[pa.Table, int]:
+    """Search rows of many pairs, queries encoded in one encode_batch call; also the text tokens encoded."""
+    n = pairs.num_rows
+    query = Ragged.from_lists(tokenizer.encode_batch(pairs["query"].to_pylist()) if n else [])
+    train = pc.equal(pairs["split"], "train").to_numpy(zero_copy_only=False)
+    item_token = pairs["item_token"].to_numpy()
+    answer = Ragged(np.stack([item_token[train], np.full(train.sum(), EOS_ID)], axis=1).ravel().astype(np.int32),
+                    np.where(train, 2, 0))  # train rows go on to the item and <eos>; held-out rows are prompts
+    rows = rows_table(pairs["split"], "search", pairs["query"], concat_rows(n, BOS_ID, QUERY_ID, query, REC_ID, answer),
+                      pc.if_else(pa.array(train), NULL_STRING, pairs["item_id"]),
+                      np.where(train, NO_TARGET, item_token))
+    return rows, len(query.values)
+
+
+def events_table(user_id: str, events: Sequence[Event]) -> pa.Table:
+    columns = {name: pa.array([getattr(e, name) for e in events], type_) for name, type_ in EVENT_FIELD_TYPES}
+    return pa.table({"user_id": pa.repeat(user_id, len(events)), **columns})
+
+
+def build_user_examples(user_id: str, events: Iterable[Event], item_index: Mapping[str, int], n_text: int,
+                        cfg) -> UserExamples:
+    """History rows and search pairs of one user: `shard_examples` on that user's events alone.
+    `item_index` maps item_id -> index in the ItemVocab. Rows come valid, test, then train in time order."""
+    res = shard_examples(events_table(user_id, list(events)), ItemTokens.from_index(item_index, n_text), cfg)
+    return UserExamples(table_examples(res.history), [SearchPair(**p) for p in res.searches.to_pylist()],
+                        res.short_users == 1, res.unknown_item_events, res.searches_without_target,
+                        res.searches_withheld)
+
+
+# ---- describe, many items at once ----------------------------------------------------------------
+
+@dataclass
+class DescribeBatch:
+    rows: pa.Table  # ROWS_SCHEMA
+    without_description: int  # nothing to learn to generate: not a describe example
+    unknown_items: int
+    text_tokens: int  # tokens the tokenizer produced for this batch
+
+
+def describe_batch(table: pa.Table, tokenizer, item_tokens: ItemTokens, cfg) -> DescribeBatch:
+    """Describe rows of a curated/items table: attribute texts and descriptions encoded in one call."""
+    tokens = item_tokens.tokens(table["item_id"])
+    has_desc = pc.fill_null(pc.not_equal(table["description"], ""), False).to_numpy(zero_copy_only=False)
+    keep = (tokens >= 0) & has_desc
+    items = table.filter(pa.array(keep))
+    cols = [items[c].to_pylist() for c in ("title", "category", "brand", "attributes", "description")]
+    attr_texts = [sequences.attribute_text(t or "", c, b, a or []) for t, c, b, a, _ in zip(*cols)]
+    n = items.num_rows
+    encoded = tokenizer.encode_batch(attr_texts + cols[4]) if n else []
+    attrs, descs = Ragged.from_lists(encoded[:n]), Ragged.from_lists(encoded[n:])
+    seq = concat_rows(n, BOS_ID, tokens[keep], ATTR_ID, attrs, DESC_ID, descs, EOS_ID).truncate(cfg.max_describe_tokens)
+    split = holdout_splits(items["item_id"], cfg.describe_holdout)
+    held = pc.not_equal(split, "train")
+    rows = rows_table(split, "describe", items["item_id"], seq, pc.if_else(held, items["item_id"], NULL_STRING))
+    return DescribeBatch(rows, int(((tokens >= 0) & ~has_desc).sum()), int((tokens < 0).sum()),
+                         len(attrs.values) + len(descs.values))
 
 
 # ---- tokenizer training text ---------------------------------------------------------------------
@@ -251,7 +555,7 @@ def chinese_texts(items: pa.Table) -> list[str]:
     return texts
 
 
-# ---- packed rows (what the pipeline shuffles) and the Arrow table ---------------------------------
+# ---- packed row tuples (a compact per-row form for tools and tests) -------------------------------
 
 def pack_ids(ids: Sequence[int]) -> bytes:
     return array("i", ids).tobytes()
@@ -271,83 +575,11 @@ def unpack(row: tuple) -> Example:
     return Example(split, kind, subject, unpack_ids(ids), target_item, target_id, unpack_ids(hist))
 
 
-def sort_key(row: tuple) -> tuple:
-    """Total order of packed rows (identical rows are interchangeable), so reruns write identical files."""
-    _, kind, subject, ids, target_item, target_id, hist = row
-    return (kind, subject, ids, target_item or "", target_id, hist)
-
-
-def _list_array(blobs: Sequence[bytes]) -> pa.Array:
-    lengths = np.fromiter((len(b) // 4 for b in blobs), dtype=np.int32, count=len(blobs))
-    offsets = np.zeros(len(blobs) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    values = np.frombuffer(b"".join(blobs), dtype=np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.int32()))
-
-
 def rows_to_table(rows: Sequence[tuple]) -> pa.Table:
     """Packed rows -> a TOKENS_SCHEMA table (the split column is dropped: it is the partition)."""
-    cols = list(zip(*rows)) if rows else [()] * 7
-    return pa.Table.from_arrays([
-        pa.array(cols[1], pa.string()),
-        pa.array(cols[2], pa.string()),
-        _list_array(cols[3]),
-        pa.array(cols[4], pa.string()),
-        pa.array(cols[5], pa.int32()),
-        _list_array(cols[6]),
-    ], schema=TOKENS_SCHEMA)
+    examples = [unpack(r) for r in rows]
+    return pa.Table.from_pylist([ex._asdict() for ex in examples], schema=TOKENS_SCHEMA)
 
 
 def count_tokens(rows: Iterable[tuple]) -> int:
     return sum(len(r[3]) // 4 for r in rows)
-
-
-# ---- Arrow batches -> examples (one call per batch, so the tokenizer sees many texts at once) -----
-
-EVENT_COLUMNS = ["user_id", "ts", "arrival", "event_id", "session_id", "event_type", "item_id", "query"]
-ITEM_COLUMNS = ["item_id", "title", "description", "category", "brand", "attributes"]
-
-
-def events_by_user(table: pa.Table) -> dict[str, list[tuple]]:
-    """The events of a curated/events batch as Event tuples, grouped by user."""
-    ts = table.column("ts").cast(pa.int64()).to_pylist()
-    cols = [table.column(c).to_pylist() for c in EVENT_COLUMNS[2:]]
-    users: dict[str, list[tuple]] = {}
-    for user, t, arrival, event_id, session, etype, item, query in zip(table.column("user_id").to_pylist(), ts, *cols):
-        users.setdefault(user, []).append((t, arrival or 0, event_id or "", session or "", etype, item, query))
-    return users
-
-
-@dataclass
-class DescribeBatch:
-    examples: list[Example]
-    without_description: int  # nothing to learn to generate: not a describe example
-    unknown_items: int
-    text_tokens: int  # tokens the tokenizer produced for this batch
-
-
-def describe_batch(table: pa.Table, tokenizer, item_index: Mapping[str, int], n_text: int, cfg) -> DescribeBatch:
-    """Describe examples of a curated/items batch: attribute text and description encoded in one call."""
-    cols = [table.column(c).to_pylist() for c in ITEM_COLUMNS]
-    kept, attr_texts, descs = [], [], []
-    no_desc = unknown = 0
-    for item_id, title, desc, category, brand, attrs in zip(*cols):
-        if item_id not in item_index:
-            unknown += 1
-        elif not desc:
-            no_desc += 1
-        else:
-            kept.append(item_id)
-            attr_texts.append(sequences.attribute_text(title or "", category, brand, attrs or []))
-            descs.append(desc)
-    encoded = tokenizer.encode_batch(attr_texts + descs) if kept else []
-    n = len(kept)
-    examples = [describe_example(item_id, n_text + item_index[item_id], encoded[i], encoded[n + i], cfg)
-                for i, item_id in enumerate(kept)]
-    return DescribeBatch(examples, no_desc, unknown, sum(len(ids) for ids in encoded))
-
-
-def search_batch(pairs: Sequence[SearchPair], tokenizer) -> tuple[list[Example], int]:
-    """Search examples of many pairs, queries encoded in one call; also the number of text tokens."""
-    encoded = tokenizer.encode_batch([p.query for p in pairs]) if pairs else []
-    return [search_example(p, ids) for p, ids in zip(pairs, encoded)], sum(len(ids) for ids in encoded)

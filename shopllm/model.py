@@ -184,8 +184,15 @@ class GPT(nn.Module):
         loss = self.loss(h, targets)
         return F.linear(h, self.wte.weight), loss  # (B, T, V)
 
-    def loss(self, h, targets):
-        """Mean cross-entropy over the non-ignored targets, each over its own part of the vocabulary."""
+    def loss(self, h, targets, label_smoothing: float = 0.0, future_items: int = 1, future_weight: float = 0.5):
+        """Mean cross-entropy over the non-ignored targets, each over its own part of the vocabulary.
+
+        label_smoothing spreads that share of each target's mass over its own part (items or text).
+        future_items > 1 adds, at every position whose next token is an item, the mean cross-entropy of
+        the items 2..future_items tokens ahead (scored by the same next-item distribution), weighted by
+        future_weight: a user's next few items are all plausible answers, and when several are rated
+        or bought at once their order is noise.
+        """
         n_text = self.config.n_text
         flat_h = h.reshape(-1, h.size(-1))  # (B*T, C)
         flat_t = targets.reshape(-1)  # (B*T,)
@@ -193,17 +200,37 @@ class GPT(nn.Module):
         is_text = (flat_t >= 0) & ~is_item
         count = is_item.sum() + is_text.sum()
         total = flat_h.new_zeros(())
+        future = flat_h.new_zeros(())
         if is_item.any():
-            logits = self.item_logits(flat_h[is_item])  # (N_item, n_items)
-            total = total + F.cross_entropy(logits.float(), flat_t[is_item] - n_text, reduction="sum")
+            logits = self.item_logits(flat_h[is_item]).float()  # (N_item, n_items)
+            total = total + F.cross_entropy(logits, flat_t[is_item] - n_text, reduction="sum",
+                                            label_smoothing=label_smoothing)
+            if future_items > 1:
+                future = self._future_loss(F.log_softmax(logits, -1), targets, is_item, future_items)
         if is_text.any():
             logits = self.text_logits(flat_h[is_text])  # (N_text, n_text)
-            total = total + F.cross_entropy(logits.float(), flat_t[is_text], reduction="sum")
-        return total / count.clamp(min=1)
+            total = total + F.cross_entropy(logits.float(), flat_t[is_text], reduction="sum",
+                                            label_smoothing=label_smoothing)
+        return total / count.clamp(min=1) + future_weight * future
 
-    def training_loss(self, idx, targets, attention_mask=None):
+    def _future_loss(self, logp, targets, is_item, future_items: int):
+        """Mean -log p(item j tokens ahead), j = 2..future_items, at the item positions `is_item`."""
+        n_text = self.config.n_text
+        B, T = targets.shape
+        losses = []
+        for j in range(1, future_items):
+            ahead = torch.full_like(targets, -1)
+            ahead[:, : T - j] = targets[:, j:]  # (B, T): the token j + 1 places ahead
+            ahead = ahead.reshape(-1)[is_item]  # (N_item,)
+            ok = ahead >= n_text
+            if ok.any():
+                losses.append(-logp[ok].gather(1, (ahead[ok] - n_text).unsqueeze(1)).mean())
+        return torch.stack(losses).mean() if losses else logp.new_zeros(())
+
+    def training_loss(self, idx, targets, attention_mask=None, label_smoothing: float = 0.0,
+                      future_items: int = 1, future_weight: float = 0.5):
         """The loss alone, without materialising (B, T, V) logits: what the trainer calls."""
-        return self.loss(self.hidden(idx, attention_mask), targets)
+        return self.loss(self.hidden(idx, attention_mask), targets, label_smoothing, future_items, future_weight)
 
     # ---- serving ------------------------------------------------------------------------------
     @torch.no_grad()

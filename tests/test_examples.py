@@ -1,14 +1,18 @@
 """Building the three kinds of example and their splits (plain functions, no Beam)."""
 import os
+import random
 import subprocess
 import sys
 from dataclasses import replace
 
+import numpy as np
 import pyarrow as pa
+import pytest
 
 from shopllm import examples
 from shopllm.config import PrepareConfig
 from shopllm.examples import Event, Example, SearchPair
+from shopllm.sequences import attribute_text
 from shopllm.vocab import BOS_ID, EOS_ID, HIST_ID, QUERY_ID, REC_ID
 
 N_TEXT = 100
@@ -140,3 +144,146 @@ def test_packed_rows_become_a_tokens_table():
     assert table.schema.field("input_ids").type == pa.list_(pa.int32())
     assert examples.count_tokens(packed) == 8
     assert examples.rows_to_table([]).num_rows == 0
+
+
+# ---- the vectorised shard code against a plain per-user reference --------------------------------
+
+def reference_user_examples(user_id, events, index, n_text, cfg):
+    """The per-user rules written out one event at a time (the pipeline computes them with Arrow/numpy)."""
+    events = sorted(events, key=lambda e: (e.ts, e.arrival, e.event_id or ""))
+    out = examples.UserExamples()
+    runs = []  # [item_id, [event positions]], consecutive repeats merged
+    for pos, e in enumerate(events):
+        if e.event_type not in examples.ITEM_EVENT_TYPES:
+            continue
+        if e.item_id not in index:
+            out.unknown_item_events += 1
+        elif runs and runs[-1][0] == e.item_id:
+            runs[-1][1].append(pos)
+        else:
+            runs.append([e.item_id, [pos]])
+    tokens = [n_text + index[item] for item, _ in runs]
+    held_out = set()
+    out.short = len(runs) < max(cfg.min_history, 2)
+    if not out.short:
+        for split, k in (("valid", len(runs) - 2), ("test", len(runs) - 1)):
+            before = tokens[:k]
+            out.history.append(Example(split, "history", user_id, [BOS_ID, HIST_ID, *before[-cfg.history_window:]],
+                                       runs[k][0], tokens[k], list(dict.fromkeys(before))))
+            held_out.update(runs[k][1])
+    for chunk in examples.chunk_from_end(tokens if out.short else tokens[:-2], cfg.history_window):
+        out.history.append(Example("train", "history", user_id, [BOS_ID, HIST_ID, *chunk, EOS_ID], None, -1, []))
+    for pos, e in enumerate(events):
+        if e.event_type != "search" or not e.query:
+            continue
+        later = [p for p in range(pos + 1, len(events)) if events[p].session_id == e.session_id
+                 and events[p].event_type in examples.SEARCH_TARGET_TYPES | {"search"}]
+        if not later or events[later[0]].event_type == "search":
+            out.searches_without_target += 1
+            continue
+        target = later[0]
+        if events[target].item_id not in index:
+            continue
+        split = examples.holdout_split(e.query, cfg.search_holdout)
+        if split == "train" and target in held_out:
+            out.searches_withheld += 1
+            continue
+        out.searches.append(SearchPair(split, e.query, events[target].item_id, n_text + index[events[target].item_id]))
+    return out
+
+
+def random_users(seed, n_users=25):
+    """Events of many users: ts ties broken by arrival or event_id, repeats, unknown items, interleaved sessions."""
+    rng = random.Random(seed)
+    items = [*INDEX, "unknown"]
+    users = {}
+    for u in range(n_users):
+        evs = []
+        for k in range(rng.randint(0, 14)):
+            etype = rng.choice(["view", "view", "click", "add_to_cart", "purchase", "search", "other"])
+            item = None if etype == "search" else rng.choice(items[:3] if rng.random() < 0.3 else items)
+            query = rng.choice(["mug", "kettle", "耳机", ""]) if etype == "search" else None
+            evs.append(Event(rng.randint(0, 6), rng.randint(0, 2), f"e{k:02d}", rng.choice(["a", "b"]), etype,
+                             item, query))
+        users[f"user-{u}"] = evs
+    return users
+
+
+def as_sortable(ex):
+    return (ex.split, ex.subject_id, tuple(ex.input_ids), ex.target_item or "", ex.target_id, tuple(ex.history_ids))
+
+
+@pytest.mark.parametrize("seed,window,min_history,holdout", [
+    (1, 50, 3, 0.0), (2, 2, 3, 0.5), (3, 1, 1, 0.9), (4, 3, 5, 0.3), (5, 4, 2, 0.0)])
+def test_shard_examples_match_the_per_user_reference(seed, window, min_history, holdout):
+    cfg = PrepareConfig(history_window=window, min_history=min_history, search_holdout=holdout)
+    users = random_users(seed)
+    table = pa.table({
+        "user_id": [u for u, evs in users.items() for _ in evs],
+        **{name: pa.array([getattr(e, name) for evs in users.values() for e in evs], type_)
+           for name, type_ in examples.EVENT_FIELD_TYPES}})
+    got = examples.shard_examples(table, examples.ItemTokens.from_index(INDEX, N_TEXT), cfg)
+    refs = {u: reference_user_examples(u, evs, INDEX, N_TEXT, cfg) for u, evs in users.items() if evs}
+    assert sorted(map(as_sortable, examples.table_examples(got.history))) == sorted(
+        as_sortable(ex) for r in refs.values() for ex in r.history)
+    want_pairs = [p for r in refs.values() for p in r.searches]
+    assert sorted(SearchPair(**p) for p in got.searches.to_pylist()) == sorted(want_pairs)
+    assert (got.users, got.short_users) == (len(refs), sum(r.short for r in refs.values()))
+    assert got.unknown_item_events == sum(r.unknown_item_events for r in refs.values())
+    assert got.searches_without_target == sum(r.searches_without_target for r in refs.values())
+    assert got.searches_withheld == sum(r.searches_withheld for r in refs.values())
+    assert got.history.num_rows and want_pairs  # the input exercises both kinds
+
+
+class CharTokenizer:
+    """A stand-in tokenizer: one id per character."""
+
+    def encode_batch(self, texts):
+        return [[10 + ord(c) % 50 for c in t] for t in texts]
+
+
+def test_search_rows_match_the_per_row_layouts():
+    pairs = [SearchPair("train", "mug", "i3", 103), SearchPair("test", "耳机", "i4", 104),
+             SearchPair("valid", "", "i5", 105), SearchPair("train", "kettle", "i1", 101)]
+    rows, n_tokens = examples.search_rows(pa.Table.from_pylist([p._asdict() for p in pairs]), CharTokenizer())
+    encoded = CharTokenizer().encode_batch([p.query for p in pairs])
+    assert examples.table_examples(rows) == [examples.search_example(p, ids) for p, ids in zip(pairs, encoded)]
+    assert n_tokens == sum(map(len, encoded))
+
+
+def test_describe_batch_matches_the_per_row_layout_and_counts_what_it_leaves_out():
+    items = pa.Table.from_pylist([
+        {"item_id": f"i{k}", "title": f"title {k}", "description": "words " * k if k != 2 else "",
+         "category": "a > b", "brand": None, "attributes": [("color", "red")]} for k in range(6)]
+        + [{"item_id": "unknown", "title": "t", "description": "d", "category": None, "brand": None,
+            "attributes": None}])
+    cfg = replace(CFG, describe_holdout=0.5, max_describe_tokens=30)
+    res = examples.describe_batch(items, CharTokenizer(), examples.ItemTokens.from_index(INDEX, N_TEXT), cfg)
+    tk = CharTokenizer()
+    want = [examples.describe_example(
+        r["item_id"], N_TEXT + INDEX[r["item_id"]],
+        tk.encode_batch([attribute_text(r["title"], r["category"], r["brand"], r["attributes"])])[0],
+        tk.encode_batch([r["description"]])[0], cfg) for r in items.to_pylist()[:6] if r["description"]]
+    assert examples.table_examples(res.rows) == want
+    assert (res.without_description, res.unknown_items) == (2, 1)  # i0 and i2 have no description
+
+
+def test_sort_rows_orders_like_the_packed_row_keys():
+    """The output order (and so every shard's bytes) is the one earlier versions wrote: bucket, kind, subject,
+    then the ids compared as packed int32 bytes."""
+    rng = random.Random(3)
+    exs = [Example("train", rng.choice(["history", "search"]), rng.choice(["u1", "u2", "中"]),
+                   [rng.choice([1, 2, 256, 300, 65536]) for _ in range(rng.randint(0, 3))],
+                   rng.choice([None, "i1", ""]), rng.choice([-1, 5]), [rng.choice([1, 256])] * rng.randint(0, 2))
+           for _ in range(300)]
+    rows = pa.concat_tables([examples.rows_table(
+        "train", kind, pa.array([e.subject_id for e in group]),
+        examples.Ragged.from_lists([e.input_ids for e in group]),
+        pa.array([e.target_item for e in group], pa.string()), np.array([e.target_id for e in group]),
+        examples.Ragged.from_lists([e.history_ids for e in group]))
+        for kind in ("history", "search") for group in [[e for e in exs if e.kind == kind]]])
+    got = examples.table_examples(examples.sort_rows(rows))
+    bucket = lambda e: examples.stable_bucket(f"{e.kind}\x00{e.subject_id}", examples.BUCKETS)  # noqa: E731
+    want = sorted(exs, key=lambda e: (bucket(e), e.kind, e.subject_id, examples.pack_ids(e.input_ids),
+                                      e.target_item or "", e.target_id, examples.pack_ids(e.history_ids)))
+    assert [as_sortable(e) for e in got] == [as_sortable(e) for e in want]

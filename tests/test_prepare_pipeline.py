@@ -139,8 +139,7 @@ def test_build_examples_transform_on_tiny_input(tmp_path):
         event_tables = p | "Events" >> beam.Create([pa.Table.from_pylist(events, schema=EVENTS)])
         rows = ((item_tables, event_tables)
                 | BuildExamples(str(tokenizer_path), str(tmp_path), n, cfg)
-                | beam.FlatMap(lambda kv: kv[1])
-                | beam.Map(examples.unpack))
+                | beam.FlatMap(lambda kv: examples.table_examples(kv[1])))
         assert_that(rows, equal_to(expected))
 
 
@@ -158,8 +157,7 @@ def test_search_holdout_transform_gives_prompt_rows(tmp_path):
         rows = ((p | "I" >> beam.Create([pa.Table.from_pylist(items, schema=ITEMS)]),
                  p | "E" >> beam.Create([pa.Table.from_pylist(events, schema=EVENTS)]))
                 | BuildExamples(str(tmp_path / "tokenizer.json"), str(tmp_path), a, cfg)
-                | beam.FlatMap(lambda kv: kv[1])
-                | beam.Map(examples.unpack)
+                | beam.FlatMap(lambda kv: examples.table_examples(kv[1]))
                 | beam.Filter(lambda ex: ex.kind == "search"))
         assert_that(rows, equal_to([Example(split, "search", "耳机", search_prompt(tokenizer.encode("耳机")), "a", a, [])]))
 
@@ -321,3 +319,13 @@ def test_missing_curated_partition_is_one_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "curated/sessions/dt=2024-05-01" in err and "shopllm ingest" in err
     assert len(err.splitlines()) == 1
+
+
+def test_arrow_table_coder_round_trips_a_slice():
+    from pipelines.prepare import ArrowTableCoder
+
+    items, _ = realistic_shop(n_items=10, n_users=1)
+    table = pa.Table.from_pylist(items, schema=ITEMS).slice(3, 4)
+    coder = ArrowTableCoder()
+    assert coder.decode(coder.encode(table)).equals(table)
+    assert 0 < coder.estimate_size(table)

@@ -1,0 +1,333 @@
+"""A small trainer that does not know the model (minGPT style).
+
+It needs only `model.training_loss(idx, targets, **loss_kwargs)` returning the mean loss over the
+targets that are not -1, a stream of `shopllm.data.Batch`, and optionally an `evaluate(model) ->
+dict` callback whose `score_key` (ndcg@10) drives early stopping. Under torchrun (an initialised
+process group) the model is wrapped in DDP and each rank trains on its slice of every global batch.
+
+Checkpoints hold everything a resumed run needs to continue exactly where the killed one stopped:
+weights, optimizer, step, RNG states, stream position, the best weights so far and the curves. They
+contain only tensors and plain types, so they load with `torch.load(weights_only=True)`.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from shopllm.config import TrainConfig
+from shopllm.data import Batch, Position
+
+log = logging.getLogger(__name__)
+
+
+def get_lr(step: int, cfg: TrainConfig) -> float:
+    """Learning rate at `step` (0-based): linear warmup to cfg.lr over warmup_steps, then a cosine
+    down to cfg.min_lr at cfg.max_steps, and cfg.min_lr after that."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if step >= cfg.max_steps:
+        return cfg.min_lr
+    ratio = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.lr - cfg.min_lr)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: str = "cpu") -> torch.optim.AdamW:
+    """AdamW with weight decay on 2-D weights only (matrices and embeddings; not norms or biases)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    fused = torch.device(device).type == "cuda"
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=fused)
+
+
+class _LossOnly(nn.Module):
+    """DDP syncs gradients through `forward`; this routes forward to the model's training_loss."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, idx, targets, **kwargs):
+        return self.model.training_loss(idx, targets, **kwargs)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    tokens: int  # target tokens trained on, all ranks
+    wall_s: float  # wall time of this process's loop
+    tokens_per_s: float
+    losses: list[float]  # training loss per step, from step 0 (a resumed run includes the old steps)
+    curve: list[dict]  # one dict per evaluation
+    best_score: float | None
+    best_step: int | None
+    stopped_early: bool
+    resumed_from: int | None = None
+
+
+@dataclass
+class _State:
+    step: int = 0
+    position: Position = field(default_factory=Position)
+    tokens: int = 0
+    losses: list[float] = field(default_factory=list)
+    curve: list[dict] = field(default_factory=list)
+    best_score: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+    best_model: dict | None = None
+    done: bool = False
+    stopped_early: bool = False
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, cfg: TrainConfig, stream: Iterable[Batch] | object, *,
+                 evaluate: Callable[[nn.Module], dict] | None = None, score_key: str = "ndcg@10",
+                 checkpoint_path: str | os.PathLike | None = None, metrics_path: str | os.PathLike | None = None,
+                 device: str = "cpu", loss_kwargs: dict | None = None, log_every: int = 20, progress=sys.stderr,
+                 fingerprint: str = ""):
+        self.model = model.to(device)
+        self.cfg = cfg
+        self.stream = stream
+        self.evaluate = evaluate
+        self.score_key = score_key
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        self.metrics_path = Path(metrics_path) if metrics_path else None
+        self.device = device
+        self.loss_kwargs = loss_kwargs or {}
+        self.log_every = log_every
+        self.progress = progress
+        self.fingerprint = fingerprint
+        self.distributed = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world_size = dist.get_world_size() if self.distributed else 1
+        self.optimizer = make_optimizer(self.model, cfg, device)
+        self.state = _State()
+        self.resumed_from: int | None = None
+        self.is_cuda = torch.device(device).type == "cuda"
+        loss_module = _LossOnly(self.model)
+        if self.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            loss_module = DDP(loss_module, device_ids=[torch.device(device).index] if self.is_cuda else None)
+        self.loss_module = loss_module
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def checkpoint(self) -> dict:
+        s = self.state
+        rng = {"torch": torch.get_rng_state()}
+        if self.is_cuda:
+            rng["cuda"] = torch.cuda.get_rng_state(torch.device(self.device))
+        return {
+            "fingerprint": self.fingerprint,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": s.step,
+            "position": [s.position.epoch, s.position.batch],
+            "tokens": s.tokens,
+            "rng": rng,
+            "losses": list(s.losses),
+            "curve": json.dumps(s.curve),  # a string: evaluation dicts may hold any JSON value
+            "best": {"score": s.best_score, "step": s.best_step, "bad_evals": s.bad_evals},
+            "best_model": s.best_model,
+            "done": s.done,
+            "stopped_early": s.stopped_early,
+        }
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoint_path is None or self.rank != 0:
+            return
+        path = self.checkpoint_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        torch.save(self.checkpoint(), tmp)
+        os.replace(tmp, path)
+
+    def _read_checkpoint(self, path: str | os.PathLike | None) -> dict | None:
+        path = Path(path) if path else self.checkpoint_path
+        if path is None or not path.exists():
+            return None
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        if ck.get("fingerprint", "") != self.fingerprint:
+            log.warning("checkpoint %s is from other data or settings; starting fresh", path)
+            return None
+        return ck
+
+    def resumable(self, path: str | os.PathLike | None = None) -> bool:
+        return self._read_checkpoint(path) is not None
+
+    def load_checkpoint(self, path: str | os.PathLike | None = None) -> bool:
+        """Restore a checkpoint if one exists and matches this run's fingerprint; True if resumed."""
+        ck = self._read_checkpoint(path)
+        if ck is None:
+            return False
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        best = ck["best"]
+        self.state = _State(
+            step=int(ck["step"]), position=Position(*ck["position"]), tokens=int(ck["tokens"]),
+            losses=list(ck["losses"]), curve=json.loads(ck["curve"]), best_score=best["score"],
+            best_step=best["step"], bad_evals=int(best["bad_evals"]), best_model=ck["best_model"],
+            done=bool(ck["done"]), stopped_early=bool(ck["stopped_early"]),
+        )
+        torch.set_rng_state(ck["rng"]["torch"])
+        if self.is_cuda and "cuda" in ck["rng"]:
+            torch.cuda.set_rng_state(ck["rng"]["cuda"], torch.device(self.device))
+        self.resumed_from = self.state.step
+        return True
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.is_cuda:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def train_step(self, batch: Batch, lr: float) -> torch.Tensor:
+        """One optimizer step on this rank's slice; returns the global batch's mean loss (a 0-d tensor,
+        left on the device so a GPU is not made to wait for it every step)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        idx = batch.idx.to(self.device, non_blocking=True)
+        targets = batch.targets.to(self.device, non_blocking=True)
+        local_tokens = int((batch.targets >= 0).sum())
+        with self._autocast():
+            loss = self.loss_module(idx, targets, **self.loss_kwargs)
+        # DDP averages gradients over ranks; weighting by this rank's share of the global batch's
+        # tokens makes that average the gradient of the global batch's mean loss.
+        scaled = loss * (local_tokens * self.world_size / max(1, batch.global_tokens))
+        scaled.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        report = scaled.detach() / self.world_size
+        if self.distributed:
+            dist.all_reduce(report)
+        return report
+
+    def _should_stop(self, local_stop: bool) -> bool:
+        """Every rank stops together (a time limit could otherwise trip on one rank only)."""
+        if not self.distributed:
+            return local_stop
+        flag = torch.tensor([1.0 if local_stop else 0.0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def run(self, max_steps: int | None = None, max_minutes: float | None = None,
+            resume: bool = True) -> TrainResult:
+        """Train until cfg.max_steps (or `max_steps`, for a run cut short on purpose), the time limit
+        or early stopping; then load the best evaluated weights into the model."""
+        cfg = self.cfg
+        limit_steps = cfg.max_steps if max_steps is None else min(max_steps, cfg.max_steps)
+        limit_s = 60.0 * (cfg.max_minutes if max_minutes is None else max_minutes)
+        if not (resume and self.load_checkpoint()):
+            torch.manual_seed(cfg.seed + self.rank)  # dropout masks; each rank its own
+        s = self.state
+        self.model.train()
+        start = time.perf_counter()
+        start_tokens = s.tokens
+        window_t, window_tokens = start, 0
+        batches = self.stream.iterate(s.position) if hasattr(self.stream, "iterate") else iter(self.stream)
+        evaluated_at = s.curve[-1]["step"] if s.curve else None
+        pending: list[torch.Tensor] = []  # losses not yet read back from the device
+        while not s.done and s.step < limit_steps:
+            batch = next(batches)
+            lr = get_lr(s.step, cfg)
+            pending.append(self.train_step(batch, lr))
+            s.step += 1
+            s.position = batch.position
+            s.tokens += batch.global_tokens
+            window_tokens += batch.global_tokens
+            log_now = s.step % self.log_every == 0 or s.step == limit_steps
+            eval_now = self.evaluate is not None and cfg.eval_every > 0 and s.step % cfg.eval_every == 0
+            ckpt_now = self.checkpoint_path and cfg.checkpoint_every > 0 and s.step % cfg.checkpoint_every == 0
+            if log_now or eval_now or ckpt_now or not self.is_cuda:
+                self._flush(pending)
+            if log_now:
+                now = time.perf_counter()
+                self._progress(f"step {s.step}/{limit_steps} loss {s.losses[-1]:.4f} lr {lr:.2e} "
+                               f"tok/s {window_tokens / max(now - window_t, 1e-9):,.0f} {now - start:.0f}s")
+                window_t, window_tokens = now, 0
+            if eval_now:
+                self._evaluate(s.losses[-1], lr, time.perf_counter() - start)
+                evaluated_at = s.step
+            # ranks agree on stopping through a collective; on a GPU only every few steps (it syncs)
+            if not self.distributed or s.step % 10 == 0 or log_now or eval_now:
+                out_of_time = time.perf_counter() - start >= limit_s
+                if self._should_stop(out_of_time or s.stopped_early):
+                    if out_of_time:
+                        self._progress(f"time limit of {limit_s / 60:.1f} min reached at step {s.step}")
+                    break
+            if ckpt_now:
+                self.save_checkpoint()
+        self._flush(pending)
+        wall = time.perf_counter() - start
+        if self.evaluate is not None and evaluated_at != s.step and s.losses:
+            self._evaluate(s.losses[-1], get_lr(max(s.step - 1, 0), cfg), wall)
+        if s.step >= cfg.max_steps or s.stopped_early:
+            s.done = True
+        self.save_checkpoint()
+        if self.distributed:
+            dist.barrier()
+        if s.best_model is not None:
+            self.model.load_state_dict(s.best_model)
+        trained = s.tokens - start_tokens
+        return TrainResult(
+            steps=s.step, tokens=s.tokens, wall_s=wall, tokens_per_s=trained / wall if wall > 0 else 0.0,
+            losses=list(s.losses), curve=list(s.curve), best_score=s.best_score, best_step=s.best_step,
+            stopped_early=s.stopped_early, resumed_from=self.resumed_from,
+        )
+
+    def _flush(self, pending: list[torch.Tensor]) -> None:
+        if not pending:
+            return
+        values = torch.stack(pending).float().cpu().tolist()
+        first = self.state.step - len(values)
+        pending.clear()
+        for i, v in enumerate(values):
+            if not math.isfinite(v):
+                raise FloatingPointError(f"training loss became {v} at step {first + i}")
+        self.state.losses.extend(values)
+
+    def _evaluate(self, loss: float, lr: float, elapsed: float) -> None:
+        s = self.state
+        with self._autocast():
+            metrics = self.evaluate(self.model)
+        self.model.train()
+        row = {"step": s.step, "train_loss": loss, "lr": lr, "tokens": s.tokens, "elapsed_s": round(elapsed, 2),
+               **metrics}
+        s.curve.append(row)
+        score = metrics.get(self.score_key)
+        if score is not None and (s.best_score is None or score > s.best_score):
+            s.best_score, s.best_step, s.bad_evals = score, s.step, 0
+            s.best_model = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        elif score is not None:
+            s.bad_evals += 1
+            if s.bad_evals >= self.cfg.patience:
+                s.stopped_early = True
+                self._progress(f"early stop at step {s.step}: no better {self.score_key} in {s.bad_evals} evaluations")
+        shown = " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+        self._progress(f"eval step {s.step}: {shown}")
+        if self.metrics_path is not None and self.rank == 0:
+            self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def _progress(self, line: str) -> None:
+        if self.rank == 0 and self.progress is not None:
+            print(line, file=self.progress, flush=True)

@@ -1,0 +1,99 @@
+"""The transformer: loss over the right part of the vocabulary, padding, KV cache, warm start."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from shopllm.model import GPT, GPTConfig
+
+
+def tiny(**kw) -> GPT:
+    torch.manual_seed(0)
+    cfg = dict(n_text=20, n_items=10, block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
+    cfg.update(kw)
+    return GPT(GPTConfig(**cfg)).eval()
+
+
+def test_forward_shapes_and_training_loss_agree():
+    m = tiny()
+    idx = torch.tensor([[1, 3, 22, 25], [1, 3, 27, 0]])
+    targets = torch.tensor([[3, 22, 25, 2], [3, 27, 2, -1]])
+    logits, loss = m(idx, targets)
+    assert logits.shape == (2, 4, 30)
+    assert m.training_loss(idx, targets).item() == pytest.approx(loss.item(), abs=1e-6)
+    last, none = m(idx)
+    assert last.shape == (2, 1, 30) and none is None
+
+
+def test_item_targets_are_scored_over_items_and_text_over_text():
+    m = tiny()
+    idx = torch.tensor([[1, 3, 22]])
+    targets = torch.tensor([[-1, -1, 25]])  # one item target
+    h = m.hidden(idx)[0, -1]
+    expected = -F.log_softmax(m.item_logits(h), -1)[25 - 20]
+    assert m.training_loss(idx, targets).item() == pytest.approx(expected.item(), abs=1e-5)
+    targets = torch.tensor([[-1, -1, 7]])  # one text target
+    expected = -F.log_softmax(m.text_logits(h), -1)[7]
+    assert m.training_loss(idx, targets).item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_label_smoothing_is_off_by_default_and_raises_a_confident_loss():
+    m = tiny()
+    idx = torch.tensor([[1, 3, 22, 23]])
+    targets = torch.tensor([[3, 22, 23, 24]])
+    plain = m.training_loss(idx, targets)
+    assert m.training_loss(idx, targets, label_smoothing=0.0).item() == plain.item()
+    assert m.training_loss(idx, targets, label_smoothing=0.5).item() != pytest.approx(plain.item())
+
+
+def test_left_padded_prompt_ranks_like_the_unpadded_one():
+    m = tiny()
+    alone = m.next_item_logprobs(torch.tensor([[1, 3, 22, 25]]))
+    padded = m.next_item_logprobs(torch.tensor([[0, 0, 1, 3, 22, 25]]),
+                                  attention_mask=torch.tensor([[0, 0, 1, 1, 1, 1]]))
+    torch.testing.assert_close(alone, padded, atol=1e-5, rtol=1e-5)
+
+
+def test_generate_with_and_without_kv_cache_agree():
+    m = tiny()
+    prompt = torch.tensor([[1, 21, 6, 9, 7]])
+    assert torch.equal(m.generate(prompt, 6, use_cache=True), m.generate(prompt, 6, use_cache=False))
+
+
+def test_with_items_keeps_trained_rows():
+    m = tiny()
+    grown = m.with_items(14)
+    assert grown.config.n_items == 14
+    torch.testing.assert_close(grown.wte.weight[:30], m.wte.weight)
+    idx = torch.tensor([[1, 3, 22]])
+    torch.testing.assert_close(grown.hidden(idx), m.hidden(idx))
+    with pytest.raises(ValueError):
+        m.with_items(5)
+
+
+def test_flops_per_token_counts_six_per_parameter_plus_attention():
+    m = tiny()
+    c = m.config
+    assert m.flops_per_token() == 6 * m.num_params() + 12 * c.n_layer * c.n_embd * c.block_size
+    assert m.flops_per_token() > 6 * m.num_params()
+
+
+def test_too_long_sequence_is_refused():
+    m = tiny()
+    with pytest.raises(ValueError, match="block_size"):
+        m.hidden(torch.ones(1, 17, dtype=torch.long))
+
+
+def test_future_items_adds_the_items_further_ahead():
+    m = tiny()
+    idx = torch.tensor([[1, 3, 22, 23, 24]])
+    targets = torch.tensor([[3, 22, 23, 24, 2]])  # <hist> i22 i23 i24 <eos>
+    h = m.hidden(idx)[0]
+    logp = F.log_softmax(m.item_logits(h), -1)  # (T, n_items)
+    # item positions are 1, 2, 3 (next = 22, 23, 24); two ahead of them: 23, 24, <eos> (not an item)
+    future = -(logp[1, 23 - 20] + logp[2, 24 - 20]) / 2
+    plain = m.training_loss(idx, targets)
+    got = m.training_loss(idx, targets, future_items=2, future_weight=0.5)
+    assert got.item() == pytest.approx(plain.item() + 0.5 * future.item(), abs=1e-5)
+    assert m.training_loss(idx, targets, future_items=1).item() == pytest.approx(plain.item())

@@ -1,0 +1,178 @@
+"""The nightly job end to end on a tiny sample shop: reruns, a second night, kills, locks, bad input."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.cli import main
+from shopllm import modelstore, runstate, schemas, storage
+from shopllm.sample import SampleConfig, write_sample
+
+DATE = "2026-11-28"
+NEXT = "2026-11-29"
+TINY = SampleConfig(items=120, users=40, events=3000, days=10, end_date=DATE, seed=3)
+CONFIG = """
+[prepare]
+vocab_size = 500
+[train]
+max_steps = 30
+max_minutes = 30.0
+eval_every = 15
+checkpoint_every = 10
+batch_size = 16
+[train.model]
+n_layer = 2
+n_head = 2
+n_embd = 32
+block_size = 192
+dropout = 0.0
+[score]
+max_new_tokens = 16
+top_k = 5
+min_query_count = 2
+"""
+PUBLISHED = [schemas.CURATED_ITEMS, schemas.CURATED_EVENTS, schemas.CURATED_SESSIONS, schemas.REJECTS_CATALOG,
+             schemas.REJECTS_EVENTS, *(f"{schemas.TOKENS}/{s}" for s in schemas.SPLITS), schemas.RECOMMENDATIONS,
+             schemas.DESCRIPTIONS, schemas.REPORTS]
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shop")
+    write_sample(root / "input", TINY)
+    (root / "tiny.toml").write_text(CONFIG)
+    return root
+
+
+def nightly_argv(shop: Path, out: Path, date: str = DATE, *extra: str) -> list[str]:
+    return ["nightly", "--catalog", str(shop / "input/catalog/*.jsonl.gz"), "--events",
+            str(shop / "input/events/*.jsonl.gz"), "--out", str(out), "--date", date,
+            "--config", str(shop / "tiny.toml"), *extra]
+
+
+def read_all(out: Path, date: str) -> dict[str, pd.DataFrame]:
+    frames = {}
+    for ds in PUBLISHED:
+        if ds == schemas.REPORTS:
+            continue
+        files = storage.partition_files(out, ds, date)
+        frames[ds] = pd.concat([pq.read_table(f).to_pandas() for f in files]) if files else pd.DataFrame()
+    return frames
+
+
+@pytest.fixture(scope="module")
+def first_night(shop):
+    out = shop / "out"
+    assert main(nightly_argv(shop, out)) == 0
+    return out
+
+
+def test_first_night_publishes_everything_with_a_report(first_night):
+    out = first_night
+    for ds in PUBLISHED:
+        assert storage.is_published(storage.partition_dir(out, ds, DATE)), ds
+    assert modelstore.latest_version(out) == modelstore.version_for(DATE)
+    recs = storage.read_partition(out, schemas.RECOMMENDATIONS, DATE).to_pandas()
+    assert set(recs.scope) >= {"user", "session"}
+    report = storage.partition_dir(out, schemas.REPORTS, DATE)
+    html = (report / "report.html").read_text()
+    for title in ("Training loss", "Rejects by reason", "Time per stage"):
+        assert f'alt="{title}" src="data:image/png;base64,' in html, title
+    assert "Top recommended items" in html and "Generated descriptions" in html
+    data = storage.read_json(report / "report.json")
+    ingest = data["summaries"]["ingest"]
+    for source in ("catalog", "events"):
+        s = ingest[source]
+        assert s["read"] == s["kept"] + s["deduplicated"] + sum(s["rejected"].values())
+    assert data["top_items"] and data["sample_descriptions"]
+    assert not list(out.glob("**/_staging-*"))
+
+
+def test_rerun_of_the_same_date_gives_identical_partitions(shop, first_night):
+    before = read_all(first_night, DATE)
+    assert main(nightly_argv(shop, first_night, DATE, "--force")) == 0
+    after = read_all(first_night, DATE)
+    for ds in before:
+        pd.testing.assert_frame_equal(before[ds].reset_index(drop=True), after[ds].reset_index(drop=True), obj=ds)
+
+
+def test_rerun_without_force_resumes_and_skips_completed_stages(shop, first_night, capsys):
+    assert main(nightly_argv(shop, first_night)) == 0
+    for stage in ("ingest", "prepare", "train", "score", "evaluate", "report"):
+        assert runstate.stage_done(first_night, DATE, stage)
+
+
+def test_second_night_writes_new_partitions_and_a_warm_started_model(shop, first_night):
+    assert main(nightly_argv(shop, first_night, NEXT)) == 0
+    for ds in PUBLISHED:
+        assert storage.is_published(storage.partition_dir(first_night, ds, NEXT)), ds
+    assert modelstore.latest_version(first_night) == modelstore.version_for(NEXT)
+    train = storage.read_json(storage.summary_path(first_night, NEXT, "train"))
+    assert train.get("warm_started") or train.get("warm_start")
+    # descriptions of unchanged items carry over from the first night
+    descs = storage.read_partition(first_night, schemas.DESCRIPTIONS, NEXT).to_pandas()
+    assert (descs.generated_dt == DATE).all()
+
+
+def test_second_concurrent_run_is_refused(shop, tmp_path, capsys):
+    out = tmp_path / "out"
+    with runstate.RunLock(out):
+        assert main(nightly_argv(shop, out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another run holds" in err[0]
+    assert not (out / schemas.CURATED_ITEMS).exists()
+
+
+def test_missing_input_fails_fast_and_publishes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["nightly", "--catalog", str(tmp_path / "nope/*.jsonl"), "--events", str(tmp_path / "none.jsonl"),
+            "--out", str(out), "--date", DATE]
+    assert main(argv) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ingest" in err[0] and "nope" in err[0]
+    assert not any(p.name.startswith("dt=") for p in out.glob("**/*"))
+
+
+def test_bad_config_fails_with_one_line(shop, tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nmax_stepz = 1\n")
+    argv = nightly_argv(shop, tmp_path / "out")
+    argv[argv.index("--config") + 1] = str(bad)
+    assert main(argv) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "max_stepz" in err[0]
+
+
+@pytest.mark.slow
+def test_killed_in_every_stage_then_resumed_completes(shop, tmp_path):
+    """SIGKILL the nightly once inside each stage in turn; every restart resumes; the end result is complete."""
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "jobs", *nightly_argv(shop, out)]
+    for stage in ("ingest", "prepare", "train", "score", "evaluate", "report"):
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+        for line in proc.stderr:
+            if f"[{stage}] starting" in line:
+                time.sleep(0.3 if stage in ("evaluate", "report") else 1.5)
+                proc.send_signal(signal.SIGKILL)
+                break
+        proc.wait(timeout=300)
+        assert not runstate.stage_done(out, DATE, stage) or proc.returncode == 0
+    final = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert "stale lock" in final.stderr or "took over" in final.stderr
+    for ds in PUBLISHED:
+        assert storage.is_published(storage.partition_dir(out, ds, DATE)), ds
+    assert not list(out.glob("**/_staging-*"))
+    assert not list(out.glob("**/.*.tmp"))
+    recs = storage.read_partition(out, schemas.RECOMMENDATIONS, DATE).to_pandas()
+    assert recs.groupby(["scope", "subject_id"]).item_id.nunique().eq(5).all()

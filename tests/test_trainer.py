@@ -1,0 +1,275 @@
+"""The trainer, the token stream and the train job, on tiny shards built here with the real schemas."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import torch
+
+from shopllm import modelstore, storage
+from shopllm.config import ModelConfig, TrainConfig
+from shopllm.data import Position, TokenStream, pad_right, read_eval_rows, shard_files
+from shopllm.metrics import evaluate_rows
+from shopllm.model import GPT, GPTConfig
+from shopllm.schemas import TOKENS, TOKENS_SCHEMA
+from shopllm.sequences import history_prompt, history_sequence
+from shopllm.tokenizer import TextTokenizer
+from shopllm.trainer import Trainer, get_lr
+from shopllm.vocab import ItemVocab
+
+N_TEXT = 40  # stand-in text vocabulary for the trainer-only tests
+N_ITEMS = 12
+
+
+def cycle_histories(n_users: int, n_items: int, n_text: int, length: int = 8, seed: int = 0):
+    """Users walk the items in a cycle (i -> i+1): an easy, learnable next-item rule."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for u in range(n_users):
+        start = int(torch.randint(n_items, (1,), generator=g))
+        rows.append([n_text + (start + k) % n_items for k in range(length)])
+    return rows
+
+
+def token_table(rows: list[dict]) -> pa.Table:
+    full = [{"kind": "history", "subject_id": None, "target_item": None, "target_id": -1, "history_ids": [], **r}
+            for r in rows]
+    return pa.Table.from_pylist(full, schema=TOKENS_SCHEMA)
+
+
+def write_split(out, split: str, date: str, rows: list[dict], parts: int = 1) -> list[str]:
+    with storage.publishing(out, f"{TOKENS}/{split}", date) as tmp:
+        for p in range(parts):
+            storage.write_table(token_table(rows[p::parts]), tmp, f"part-{p:05d}.parquet")
+    return shard_files(storage.partition_dir(out, f"{TOKENS}/{split}", date))
+
+
+def train_rows(histories) -> list[dict]:
+    return [{"subject_id": f"u{i}", "input_ids": history_sequence(h)} for i, h in enumerate(histories)]
+
+
+def valid_rows(histories) -> list[dict]:
+    return [{"subject_id": f"u{i}", "input_ids": history_prompt(h[:-1]), "target_item": "x",
+             "target_id": h[-1], "history_ids": h[:-1]} for i, h in enumerate(histories)]
+
+
+def tiny_cfg(**kw) -> TrainConfig:
+    base = TrainConfig(model=ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, dropout=0.1),
+                       batch_size=8, max_steps=40, warmup_steps=4, lr=1e-2, min_lr=1e-3, eval_every=0,
+                       checkpoint_every=0, max_minutes=5.0, weight_decay=0.0, patience=3)
+    return replace(base, **kw)
+
+
+def tiny_model(cfg: TrainConfig, seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    m = cfg.model
+    return GPT(GPTConfig(n_text=N_TEXT, n_items=N_ITEMS, block_size=m.block_size, n_layer=m.n_layer,
+                         n_head=m.n_head, n_embd=m.n_embd, dropout=m.dropout))
+
+
+@pytest.fixture
+def shards(tmp_path):
+    return write_split(tmp_path, "train", "2024-01-01", train_rows(cycle_histories(40, N_ITEMS, N_TEXT)), parts=2)
+
+
+# ---- schedule ----------------------------------------------------------------------------------
+def test_get_lr_corners():
+    cfg = TrainConfig(lr=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=110)
+    assert get_lr(0, cfg) == pytest.approx(1e-4)  # first warmup step: lr / warmup
+    assert get_lr(9, cfg) == pytest.approx(1e-3)  # last warmup step reaches lr
+    assert get_lr(10, cfg) == pytest.approx(1e-3)  # cosine starts at lr
+    assert get_lr(60, cfg) == pytest.approx(5.5e-4)  # half way: the mean of lr and min_lr
+    assert get_lr(110, cfg) == pytest.approx(1e-4)  # end of schedule
+    assert get_lr(10_000, cfg) == pytest.approx(1e-4)  # past the end stays at min_lr
+
+
+# ---- data --------------------------------------------------------------------------------------
+def test_pad_right_targets_are_next_tokens_with_ignored_padding():
+    import numpy as np
+
+    idx, targets = pad_right([np.array([1, 3, 50, 51]), np.array([1, 3, 52])], block_size=8)
+    assert idx.tolist() == [[1, 3, 50], [1, 3, 0]]
+    assert targets.tolist() == [[3, 50, 51], [3, 52, -1]]
+
+
+def test_long_history_keeps_prefix_and_recent_items():
+    import numpy as np
+
+    seq = np.array(history_sequence(list(range(100, 120))))
+    idx, targets = pad_right([seq], block_size=6)
+    assert idx.tolist() == [[1, 3, 116, 117, 118, 119]]
+    assert targets.tolist()[0][-1] == 2  # <eos>
+
+
+def test_stream_is_deterministic_and_ranks_split_each_global_batch(shards):
+    full = TokenStream(shards, batch_size=8, block_size=16, seed=3)
+    a = [b.idx for _, b in zip(range(7), full)]
+    b = [b.idx for _, b in zip(range(7), TokenStream(shards, 8, 16, seed=3))]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[0], a[5])  # the second epoch is reshuffled
+    halves = [TokenStream(shards, 8, 16, seed=3, rank=r, world_size=2) for r in range(2)]
+    for g, r0, r1 in zip(a, *halves):
+        assert torch.equal(torch.cat([r0.idx, r1.idx]), g)
+    resumed = next(full.iterate(Position(epoch=1, batch=1)))
+    assert torch.equal(resumed.idx, a[6])  # 5 batches an epoch: epoch 1, batch 1 is the 7th
+
+
+# ---- training ----------------------------------------------------------------------------------
+def test_loss_falls_and_tiny_set_is_overfit(shards):
+    cfg = tiny_cfg(max_steps=120, model=replace(tiny_cfg().model, dropout=0.0))
+    model = tiny_model(cfg)
+    result = Trainer(model, cfg, TokenStream(shards, 8, 16, seed=0), progress=None).run()
+    first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
+    assert last < 0.5 * first
+    # overfit: the cycle rule is learned, every next item is predicted (after <bos> <hist> first item)
+    valid = read_eval_rows(write_split(Path(shards[0]).parents[2].parent / "v", "valid", "2024-01-01",
+                                       valid_rows(cycle_histories(10, N_ITEMS, N_TEXT, seed=9))))
+    metrics = evaluate_rows(model, valid)
+    assert metrics["hr@10"] == 1.0 and metrics["mrr"] > 0.95
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAfter:
+    """A stream that dies after n batches, like a process killed mid-run."""
+
+    def __init__(self, stream, n):
+        self.stream, self.n = stream, n
+
+    def iterate(self, position):
+        for i, b in enumerate(self.stream.iterate(position)):
+            if i == self.n:
+                raise Killed()
+            yield b
+
+
+def test_killed_and_resumed_run_matches_uninterrupted(shards, tmp_path):
+    cfg = tiny_cfg(max_steps=16, checkpoint_every=5)  # dropout on: RNG state must be restored too
+    full = Trainer(tiny_model(cfg), cfg, TokenStream(shards, 8, 16), checkpoint_path=tmp_path / "a.pt",
+                   progress=None).run()
+    ck = tmp_path / "b.pt"
+    with pytest.raises(Killed):
+        Trainer(tiny_model(cfg), cfg, KillAfter(TokenStream(shards, 8, 16), 13), checkpoint_path=ck,
+                progress=None).run()
+    assert torch.load(ck, weights_only=True)["step"] == 10
+    resumed_trainer = Trainer(tiny_model(cfg, seed=99), cfg, TokenStream(shards, 8, 16), checkpoint_path=ck,
+                              progress=None)
+    resumed = resumed_trainer.run()
+    assert resumed.resumed_from == 10 and len(resumed.losses) == 16
+    assert resumed.losses == pytest.approx(full.losses, abs=1e-5)
+
+
+def test_checkpoint_loads_without_pickle(shards, tmp_path):
+    cfg = tiny_cfg(max_steps=3)
+    Trainer(tiny_model(cfg), cfg, TokenStream(shards, 8, 16), checkpoint_path=tmp_path / "c.pt", progress=None).run()
+    ck = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert {"model", "optimizer", "step", "rng", "position", "best_model"} <= set(ck)
+    assert ck["step"] == 3 and ck["done"] is True
+    assert isinstance(ck["rng"]["torch"], torch.Tensor)
+
+
+def test_early_stopping_keeps_the_best_weights(shards):
+    cfg = tiny_cfg(max_steps=100, eval_every=2, patience=2)
+    scores = iter([0.1, 0.3, 0.2, 0.25, 0.9])
+    snapshots = []
+
+    def evaluate(model):
+        snapshots.append(model.wte.weight.detach().clone())
+        return {"ndcg@10": next(scores)}
+
+    model = tiny_model(cfg)
+    result = Trainer(model, cfg, TokenStream(shards, 8, 16), evaluate=evaluate, progress=None).run()
+    assert result.stopped_early and result.steps == 8 and result.best_step == 4
+    assert torch.equal(model.wte.weight, snapshots[1])
+    assert [r["ndcg@10"] for r in result.curve] == [0.1, 0.3, 0.2, 0.25]
+
+
+# ---- DDP ---------------------------------------------------------------------------------------
+def _ddp_worker(rank, world, init_file, shards, result_file):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    cfg = tiny_cfg(max_steps=6, model=replace(tiny_cfg().model, dropout=0.0))
+    model = tiny_model(cfg)
+    stream = TokenStream(shards, 8, 16, rank=rank, world_size=world)
+    result = Trainer(model, cfg, stream, progress=None).run()
+    if rank == 0:
+        torch.save({"losses": result.losses, "state": model.state_dict()}, result_file)
+    dist.destroy_process_group()
+
+
+def test_two_process_gloo_ddp_matches_one_process(shards, tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), shards, str(tmp_path / "ddp.pt")), nprocs=2)
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    cfg = tiny_cfg(max_steps=6, model=replace(tiny_cfg().model, dropout=0.0))
+    model = tiny_model(cfg)
+    single = Trainer(model, cfg, TokenStream(shards, 8, 16), progress=None).run()
+    assert ddp["losses"] == pytest.approx(single.losses, abs=1e-5)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(ddp["state"][k], v, atol=1e-5, rtol=1e-4)
+
+
+# ---- the job -----------------------------------------------------------------------------------
+def shop_out(out: Path, date: str, n_items: int, tokenizer: TextTokenizer | None = None) -> TextTokenizer:
+    """tokenizer, item vocabulary and token shards as the prepare stage leaves them."""
+    tk = tokenizer or TextTokenizer.train(["wireless earbuds", "蓝牙 耳机", "a red cotton shirt"] * 5, vocab_size=300)
+    tk.save(out / "vocab" / "tokenizer.json")
+    items = ItemVocab.load_or_empty(out / "vocab")
+    items.extend(f"item{i:03d}" for i in range(n_items))
+    items.save(out / "vocab")
+    hist = cycle_histories(48, n_items, tk.n_text, seed=1)
+    write_split(out, "train", date, train_rows(hist))
+    write_split(out, "valid", date, valid_rows(cycle_histories(12, n_items, tk.n_text, seed=2)))
+    return tk
+
+
+def write_config(path: Path, **train) -> str:
+    lines = ["[train]"] + [f"{k} = {json.dumps(v)}" for k, v in train.items()]
+    lines += ["[train.model]", "n_layer = 2", "n_head = 2", "n_embd = 32", "block_size = 16", "dropout = 0.0"]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_train_job_saves_model_summary_and_warm_starts(tmp_path):
+    from jobs.train import main
+
+    out = tmp_path / "out"
+    tk = shop_out(out, "2024-01-01", n_items=10)
+    conf = write_config(tmp_path / "c.toml", batch_size=8, max_steps=30, warmup_steps=3, eval_every=10,
+                        checkpoint_every=10, lr=0.01, min_lr=0.001, log_every=10)
+    assert main(["--out", str(out), "--date", "2024-01-01", "--config", conf, "--device", "cpu"]) == 0
+    loaded = modelstore.load(out, "v2024-01-01")
+    assert loaded.model.config.n_items == 10 and len(loaded.items) == 10
+    assert modelstore.latest_version(out) is None  # training never moves LATEST
+    summary = storage.read_json(storage.summary_path(out, "2024-01-01", "train"))
+    assert summary["steps"] == 30 and summary["warm_started"] is False
+    assert summary["best_valid_ndcg@10"] > 0.5 and len(summary["ndcg_curve"]) == 3
+    evals = (out / "checkpoints" / "dt=2024-01-01" / "evals.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in evals] == [10, 20, 30]
+
+    modelstore.set_latest(out, "v2024-01-01")
+    shop_out(out, "2024-01-02", n_items=13, tokenizer=tk)  # three new items
+    assert main(["--out", str(out), "--date", "2024-01-02", "--config", conf, "--max-steps", "5"]) == 0
+    summary = storage.read_json(storage.summary_path(out, "2024-01-02", "train"))
+    assert summary["warm_started"] is True and summary["warm_start_from"] == "v2024-01-01"
+    assert modelstore.load(out, "v2024-01-02").model.config.n_items == 13
+
+
+def test_train_job_without_tokens_fails_with_one_clear_line(tmp_path, capsys):
+    from jobs.train import main
+
+    out = tmp_path / "out"
+    TextTokenizer.train(["a b c"], vocab_size=100).save(out / "vocab" / "tokenizer.json")
+    assert main(["--out", str(out), "--date", "2024-01-01"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tokens/train/dt=2024-01-01" in err[0]
