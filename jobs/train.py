@@ -79,12 +79,12 @@ def setup_distributed(device_flag: str | None) -> tuple[str, int, int]:
     return (f"cuda:{local_rank}" if use_cuda else "cpu"), dist.get_rank(), world
 
 
-def build_model(cfg: TrainConfig, n_text: int, n_items: int, out: str) -> tuple[GPT, str | None, str]:
-    """The model to train, warm-started from models/LATEST where possible; (model, from version, why)."""
+def build_model(cfg: TrainConfig, n_text: int, n_items: int, out: str, date: str) -> tuple[GPT, str | None, str]:
+    """The model to train, warm-started from an earlier night's model where possible; (model, from version, why)."""
     m = cfg.model
     fresh = GPT(GPTConfig(n_text=n_text, n_items=n_items, block_size=m.block_size, n_layer=m.n_layer,
                           n_head=m.n_head, n_embd=m.n_embd, dropout=m.dropout))
-    latest = modelstore.latest_version(out)
+    latest = modelstore.warm_start_version(out, date)
     if cfg.full_retrain:
         return fresh, None, "full retrain asked for"
     if latest is None:
@@ -137,7 +137,7 @@ def run(args, beam_args=()) -> int:
     items = ItemVocab.load(vocab_dir)
     device, rank, world = setup_distributed(args.device)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model, warm_from, why = build_model(cfg, n_text, len(items), out)
+    model, warm_from, why = build_model(cfg, n_text, len(items), out, date)
     if rank == 0:
         log.info("%s; %.2fM parameters, %d items, device %s, %d process(es)", why,
                  model.num_params() / 1e6, len(items), device, world)

@@ -44,6 +44,18 @@ def latest_version(out: str | os.PathLike) -> str | None:
     return v if v and (model_dir(out, v) / WEIGHTS_FILE).exists() else None
 
 
+def warm_start_version(out: str | os.PathLike, date: str) -> str | None:
+    """The model a night trained for `date` starts from: LATEST if it is from an earlier night, else the
+    newest complete model of an earlier night. A rerun of a date so never warm-starts from its own model."""
+    mine = version_for(date)
+    latest = latest_version(out)
+    if latest is not None and latest < mine:
+        return latest
+    root = models_root(out)
+    earlier = sorted(p.name for p in root.glob("v*") if p.name < mine and (p / WEIGHTS_FILE).exists()) if root.is_dir() else []
+    return earlier[-1] if earlier else None
+
+
 def set_latest(out: str | os.PathLike, version: str) -> None:
     root = models_root(out)
     if not (root / version / WEIGHTS_FILE).exists():

@@ -59,6 +59,11 @@ def nightly_argv(shop: Path, out: Path, date: str = DATE, *extra: str) -> list[s
             "--config", str(shop / "tiny.toml"), *extra]
 
 
+def error_lines(stderr: str) -> list[str]:
+    """The user-facing error lines (progress log lines start with a timestamp)."""
+    return [line for line in stderr.splitlines() if line.startswith("shopllm")]
+
+
 def read_all(out: Path, date: str) -> dict[str, pd.DataFrame]:
     frames = {}
     for ds in PUBLISHED:
@@ -127,7 +132,7 @@ def test_second_concurrent_run_is_refused(shop, tmp_path, capsys):
     out = tmp_path / "out"
     with runstate.RunLock(out):
         assert main(nightly_argv(shop, out)) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "another run holds" in err[0]
     assert not (out / schemas.CURATED_ITEMS).exists()
 
@@ -137,9 +142,10 @@ def test_missing_input_fails_fast_and_publishes_nothing(tmp_path, capsys):
     argv = ["nightly", "--catalog", str(tmp_path / "nope/*.jsonl"), "--events", str(tmp_path / "none.jsonl"),
             "--out", str(out), "--date", DATE]
     assert main(argv) != 0
-    err = capsys.readouterr().err.strip().splitlines()
+    err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "ingest" in err[0] and "nope" in err[0]
-    assert not any(p.name.startswith("dt=") for p in out.glob("**/*"))
+    assert not list(out.glob(f"**/{storage.SUCCESS}"))
+    assert not (out / "curated").exists() and not (out / "rejects").exists()
 
 
 def test_bad_config_fails_with_one_line(shop, tmp_path, capsys):
@@ -148,7 +154,7 @@ def test_bad_config_fails_with_one_line(shop, tmp_path, capsys):
     argv = nightly_argv(shop, tmp_path / "out")
     argv[argv.index("--config") + 1] = str(bad)
     assert main(argv) != 0
-    err = capsys.readouterr().err.strip().splitlines()
+    err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "max_stepz" in err[0]
 
 
