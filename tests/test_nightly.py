@@ -112,6 +112,7 @@ def test_rerun_of_the_same_date_gives_identical_partitions(shop, first_night):
 
 def test_rerun_without_force_resumes_and_skips_completed_stages(shop, first_night, capsys):
     assert main(nightly_argv(shop, first_night)) == 0
+    killed_inside = []
     for stage in ("ingest", "prepare", "train", "score", "evaluate", "report"):
         assert runstate.stage_done(first_night, DATE, stage)
 
@@ -158,21 +159,24 @@ def test_bad_config_fails_with_one_line(shop, tmp_path, capsys):
     assert len(err) == 1 and "max_stepz" in err[0]
 
 
-@pytest.mark.slow
 def test_killed_in_every_stage_then_resumed_completes(shop, tmp_path):
     """SIGKILL the nightly once inside each stage in turn; every restart resumes; the end result is complete."""
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "jobs", *nightly_argv(shop, out)]
+    killed_inside = []
     for stage in ("ingest", "prepare", "train", "score", "evaluate", "report"):
         proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
         for line in proc.stderr:
             if f"[{stage}] starting" in line:
-                time.sleep(0.3 if stage in ("evaluate", "report") else 1.5)
+                time.sleep(0.2)
                 proc.send_signal(signal.SIGKILL)
                 break
         proc.wait(timeout=300)
-        assert not runstate.stage_done(out, DATE, stage) or proc.returncode == 0
+        if proc.returncode == -signal.SIGKILL and not runstate.stage_done(out, DATE, stage):
+            killed_inside.append(stage)
+    # evaluate can finish within the 0.2 s; the long stages must really have been cut short
+    assert {"ingest", "prepare", "train", "score"} <= set(killed_inside), killed_inside
     final = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert final.returncode == 0, final.stderr[-2000:]
     assert "stale lock" in final.stderr or "took over" in final.stderr
