@@ -54,7 +54,7 @@ class TrainConfig:
     warmup_steps: int = 50
     weight_decay: float = 0.05
     grad_clip: float = 1.0
-    eval_every: int = 100
+    eval_every: int = 50
     checkpoint_every: int = 100
     patience: int = 5  # evaluations without a better valid ndcg@10 before stopping
     seed: int = 1234

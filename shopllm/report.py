@@ -97,14 +97,22 @@ def _png(fig) -> str:
 
 
 def _curves(train: dict) -> dict[str, list[tuple[float, float]]]:
-    """Series by name from the train summary: lists of {'step': s, name: value} records."""
+    """Series by name from the train summary: `x_curve: [[step, value], ...]` becomes series `x`, and
+    lists of `{'step': s, name: value}` records (evaluations) give one series per numeric field."""
     series: dict[str, list[tuple[float, float]]] = {}
-    for value in train.values():
-        if isinstance(value, list) and value and all(isinstance(r, dict) and "step" in r for r in value):
+    for key, value in train.items():
+        if not isinstance(value, list) or not value:
+            continue
+        if key.endswith("_curve") and all(isinstance(r, (list, tuple)) and len(r) == 2 for r in value):
+            series[key[: -len("_curve")]] = [tuple(r) for r in value]
+        elif all(isinstance(r, dict) and "step" in r for r in value):
             for r in value:
                 for k, v in r.items():
                     if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
                         series.setdefault(k, []).append((r["step"], v))
+    if "loss" in series:
+        series.pop("train_loss", None)  # the per-step curve says it better than the per-evaluation points
+        series["train loss"] = series.pop("loss")
     return series
 
 
