@@ -60,18 +60,6 @@ def rank_metrics(scores: torch.Tensor, targets: torch.Tensor, history: torch.Ten
     return metrics_from_ranks(target_ranks(scores, targets, history), ks)
 
 
-def top_k(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k best items per row: scores (B, N), exclude (B, N) bool -> (values (B, k), ids (B, k)).
-
-    Excluded items get -inf; ties go to the lower item index (torch.topk is not stable, so we sort).
-    """
-    if exclude is not None:
-        scores = scores.masked_fill(exclude, NEG_INF)
-    k = min(k, scores.size(-1))
-    values, ids = torch.sort(scores, dim=-1, descending=True, stable=True)
-    return values[:, :k], ids[:, :k]
-
-
 @torch.no_grad()
 def perplexity(model, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
     """exp(mean cross-entropy per target token) over (idx, targets) batches; -1 targets are ignored."""

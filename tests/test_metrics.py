@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from shopllm.data import EvalRows
-from shopllm.metrics import evaluate_rows, history_mask, perplexity, rank_metrics, target_ranks, top_k
+from shopllm.metrics import evaluate_rows, history_mask, perplexity, rank_metrics, target_ranks
 from shopllm.model import GPT, GPTConfig
+from shopllm.ranking import top_k
 
 
 def test_ranks_mask_history_but_never_the_target():
@@ -42,7 +43,7 @@ def test_hand_computed_hr_ndcg_mrr():
 
 def test_top_k_excludes_and_breaks_ties_by_index():
     scores = torch.tensor([[1.0, 3.0, 3.0, 2.0, 3.0]])
-    values, ids = top_k(scores, 3, exclude=torch.tensor([[False, False, True, False, False]]))
+    values, ids = top_k(scores, 3, torch.tensor([[False, False, True, False, False]]))
     assert ids.tolist() == [[1, 4, 3]]
     assert values.tolist() == [[3.0, 3.0, 2.0]]
 
