@@ -55,7 +55,7 @@ class ShopModelHandler(ModelHandler):
 
     def __init__(self, model_dir: str, task: str, *, device: str = "cpu", batch_size: int = 64,
                  top_k: int = 20, catalog: Sequence[str] = (), max_new_tokens: int = 96,
-                 temperature: float = 0.0, top_p: float = 1.0, seed: int = 0):
+                 temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, no_repeat_ngram: int = 0):
         if task not in ("rank", "describe"):
             raise ValueError(f"unknown task {task!r}")
         # fixed-size batches (the last one of a bundle may be smaller): BatchElements would otherwise start
@@ -63,7 +63,8 @@ class ShopModelHandler(ModelHandler):
         super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
         self.model_dir, self.task, self.device = str(model_dir), task, device
         self.top_k, self.catalog = top_k, tuple(catalog)
-        self.decoding = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+        self.decoding = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                             no_repeat_ngram=no_repeat_ngram)
 
     def load_model(self):
         loaded = modelstore.load_folder(self.model_dir, self.device)
@@ -303,7 +304,8 @@ def build(p: beam.Pipeline, inputs: ScoreInputs, *, model_dir: str, version: str
     common = dict(device=cfg.device, batch_size=cfg.batch_size)
     ranker = ShopModelHandler(model_dir, "rank", top_k=cfg.top_k, catalog=catalog, **common)
     describer = ShopModelHandler(model_dir, "describe", max_new_tokens=cfg.max_new_tokens,
-                                 temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, **common)
+                                 temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
+                                 no_repeat_ngram=cfg.no_repeat_ngram, **common)
     events = _read(p, "ReadEvents", inputs.events, ["user_id", "event_type", "item_id", "query", "ts", "arrival"])
     sessions = _read(p, "ReadSessions", inputs.sessions, ["session_id", "start_ts", "end_ts", "item_ids"])
     requests = ((events | "UserRequests" >> UserRequests(date, cfg.active_days),

@@ -77,6 +77,7 @@ class ScoreConfig:
     top_p: float = 1.0
     seed: int = 0
     device: str = "cpu"
+    no_repeat_ngram: int = 3  # descriptions never repeat a 3-gram of tokens (0 = off)
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,7 @@ class Describer:
     top_p: float = 1.0
     seed: int = 0
     use_cache: bool = True
+    no_repeat_ngram: int = 0  # > 0: never produce the same n-gram of new tokens twice
 
     def prompt(self, req: DescribeRequest) -> list[int]:
         n_text = self.model.config.n_text
@@ -141,6 +142,7 @@ class Describer:
                 ids.to(self.device), self.max_new_tokens, attention_mask=mask.to(self.device), eos_id=EOS_ID,
                 banned_ids=BANNED_IDS, temperature=self.temperature, top_p=self.top_p,
                 generator=self.generator([reqs[r] for r in rows]), use_cache=self.use_cache,
+                no_repeat_ngram=self.no_repeat_ngram,
             ).cpu().tolist()
             for r, toks in zip(rows, new):
                 out[r] = toks[: toks.index(EOS_ID)] if EOS_ID in toks else toks

@@ -242,12 +242,14 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, idx, max_new_tokens: int, *, attention_mask=None, eos_id: int | None = None,
                  banned_ids=None, temperature: float = 0.0, top_p: float = 1.0,
-                 generator: torch.Generator | None = None, use_cache: bool = True):
+                 generator: torch.Generator | None = None, use_cache: bool = True, no_repeat_ngram: int = 0):
         """Continue left-padded prompts idx (B, T) with text tokens only; returns new tokens (B, N).
 
         Greedy when temperature == 0, else temperature + nucleus (top_p) sampling with `generator`.
         A row stops after `eos_id`; later positions of a finished row hold `eos_id`. `banned_ids`
-        (text token ids) are never produced. Without the cache every step re-reads the whole sequence.
+        (text token ids) are never produced. With `no_repeat_ngram` = n > 0 no n-gram of new tokens
+        is produced twice in a row's output (small models otherwise loop). Without the cache every step
+        re-reads the whole sequence.
         """
         B = idx.size(0)
         device = idx.device
@@ -269,6 +271,8 @@ class GPT(nn.Module):
             else:
                 h = self.hidden(seq, mask)[:, -1, :]
             logits = self.text_logits(h).float().masked_fill(ban, float("-inf"))  # (B, n_text)
+            if no_repeat_ngram > 0 and out:
+                self._ban_repeats(logits, torch.stack(out, dim=1).tolist(), no_repeat_ngram, eos_id)
             nxt = self._pick(logits, temperature, top_p, generator)  # (B,)
             if eos_id is not None:
                 nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
@@ -280,6 +284,17 @@ class GPT(nn.Module):
             if eos_id is not None and bool(done.all()):
                 break
         return torch.stack(out, dim=1) if out else idx.new_zeros((B, 0))
+
+    @staticmethod
+    def _ban_repeats(logits, generated: list[list[int]], n: int, eos_id: int | None) -> None:
+        """Set to -inf (in place) every token that would complete an n-gram the row already produced."""
+        for row, toks in enumerate(generated):
+            if len(toks) < n - 1:
+                continue
+            prefix = tuple(toks[len(toks) - (n - 1):]) if n > 1 else ()
+            for i in range(len(toks) - n + 1):
+                if tuple(toks[i:i + n - 1]) == prefix and toks[i + n - 1] != eos_id:
+                    logits[row, toks[i + n - 1]] = float("-inf")
 
     @staticmethod
     def _pick(logits, temperature, top_p, generator):

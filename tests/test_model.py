@@ -97,3 +97,20 @@ def test_future_items_adds_the_items_further_ahead():
     got = m.training_loss(idx, targets, future_items=2, future_weight=0.5)
     assert got.item() == pytest.approx(plain.item() + 0.5 * future.item(), abs=1e-5)
     assert m.training_loss(idx, targets, future_items=1).item() == pytest.approx(plain.item())
+
+
+def test_no_repeat_ngram_blocks_loops_and_keeps_cache_equal():
+    import torch
+
+    from shopllm.model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(n_text=40, n_items=5, block_size=64, n_layer=1, n_head=2, n_embd=16, dropout=0.0)).eval()
+    idx = torch.randint(9, 40, (3, 5))
+    plain = m.generate(idx, 30)
+    assert any(len(set(map(tuple, row.unfold(0, 3, 1).tolist()))) < 28 for row in plain)  # it loops
+    blocked = m.generate(idx, 30, no_repeat_ngram=3)
+    for row in blocked.tolist():
+        grams = [tuple(row[i:i + 3]) for i in range(len(row) - 2)]
+        assert len(grams) == len(set(grams))
+    assert torch.equal(blocked, m.generate(idx, 30, no_repeat_ngram=3, use_cache=False))
