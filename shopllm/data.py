@@ -23,6 +23,8 @@ import torch
 from shopllm.vocab import HIST_ID
 
 IGNORE = -1
+# Batches regrouped by length within each run of this many (TokenStream(bucket=...)); 1 = plain shuffle.
+BUCKET = 8
 
 
 def shard_files(folder: str | os.PathLike) -> list[str]:
@@ -84,11 +86,12 @@ class TokenStream:
     """Endless, deterministic stream of global batches; each rank keeps a disjoint slice of each.
 
     Rows of a global batch of size B go to ranks in contiguous chunks (rank r: rows r*B/W..(r+1)*B/W).
-    An epoch's last partial batch is dropped unless the epoch holds less than one batch.
+    An epoch's last partial batch is dropped unless the epoch holds less than one batch. With
+    bucket > 1 each run of `bucket` shuffled batches is re-cut by row length (padding costs compute).
     """
 
     def __init__(self, files: Sequence[str], batch_size: int, block_size: int, seed: int = 0,
-                 kinds: Sequence[str] | None = None, rank: int = 0, world_size: int = 1):
+                 kinds: Sequence[str] | None = None, rank: int = 0, world_size: int = 1, bucket: int = BUCKET):
         if not files:
             raise FileNotFoundError("no token shards to train on")
         if batch_size < world_size:
@@ -100,6 +103,7 @@ class TokenStream:
         self.kinds = kinds
         self.rank = rank
         self.world_size = world_size
+        self.bucket = max(1, bucket)
         self.n_rows = sum(self._count(f) for f in self.files)
         if self.n_rows == 0:
             raise ValueError("the token shards hold no training rows")
@@ -121,6 +125,12 @@ class TokenStream:
                 yield seqs[r]
 
     def _epoch_batches(self, epoch: int) -> Iterator[list[np.ndarray]]:
+        if self.bucket > 1:
+            yield from self._bucketed(self._plain_batches(epoch), np.random.default_rng([self.seed, epoch, 1]))
+        else:
+            yield from self._plain_batches(epoch)
+
+    def _plain_batches(self, epoch: int) -> Iterator[list[np.ndarray]]:
         buf: list[np.ndarray] = []
         emitted = 0
         for row in self._epoch_rows(epoch):
@@ -131,6 +141,27 @@ class TokenStream:
                 buf = []
         if buf and emitted == 0:
             yield buf
+
+    def _bucketed(self, batches: Iterator[list[np.ndarray]], rng) -> Iterator[list[np.ndarray]]:
+        """Regroup each run of `bucket` shuffled batches by length (then shuffle their order): rows of
+        one batch have similar lengths, so little of each padded batch is padding."""
+        pool: list[np.ndarray] = []
+        n = 0
+        for rows in batches:
+            pool.extend(rows)
+            n += 1
+            if n == self.bucket:
+                yield from self._regroup(pool, n, rng)
+                pool, n = [], 0
+        if pool:
+            yield from self._regroup(pool, n, rng)
+
+    def _regroup(self, pool: list[np.ndarray], n: int, rng) -> Iterator[list[np.ndarray]]:
+        order = sorted(range(len(pool)), key=lambda i: len(pool[i]))  # stable: ties keep shuffled order
+        size = len(pool) // n
+        groups = [[pool[i] for i in order[g * size:(g + 1) * size]] for g in range(n)]
+        for g in rng.permutation(n):
+            yield groups[g]
 
     def __iter__(self) -> Iterator[Batch]:
         return self.iterate(Position())

@@ -16,7 +16,7 @@ import torch
 
 from shopllm.ranking import length_buckets, pad_left
 from shopllm.sequences import attribute_text, describe_prompt
-from shopllm.text_metrics import cjk_share, repeated_ngram_rate, units
+from shopllm.text_metrics import attribute_coverage, cjk_share, repeated_ngram_rate, units
 from shopllm.vocab import EOS_ID, SPECIAL_ID
 
 # every control token except <eos> (which ends a description) is banned from generation
@@ -25,10 +25,11 @@ BANNED_IDS = tuple(i for tok, i in SPECIAL_ID.items() if i != EOS_ID)
 MIN_UNITS = 4  # fewer words / CJK characters than this is "too short"
 MAX_REPEATED_4GRAM = 0.5  # more than this share of repeated 4-grams is a loop
 MIN_SCRIPT_SHARE = 0.5  # zh text must be mostly CJK, en text mostly Latin
+MIN_ATTRIBUTE_COVERAGE = 0.5  # a description naming fewer of the item's attribute values is not trusted
 
 # degenerate-output reasons (summary keys)
-EMPTY, TOO_SHORT, REPETITIVE, WRONG_SCRIPT, UNKNOWN_ITEM = (
-    "empty", "too_short", "repetitive", "wrong_script", "unknown_item")
+EMPTY, TOO_SHORT, REPETITIVE, WRONG_SCRIPT, UNFAITHFUL, UNKNOWN_ITEM = (
+    "empty", "too_short", "repetitive", "wrong_script", "unfaithful", "unknown_item")
 
 
 class DescribeRequest(NamedTuple):
@@ -75,8 +76,11 @@ def needs_generation(item: Mapping, previous: Mapping | None) -> bool:
 
 
 # ---- checks and fallback ------------------------------------------------------------------------
-def degenerate_reason(text: str, language: str) -> str | None:
-    """Why `text` is not fit to publish as a description in `language`, or None when it is."""
+def degenerate_reason(text: str, language: str, attributes: Mapping[str, str] | None = None) -> str | None:
+    """Why `text` is not fit to publish as a description in `language`, or None when it is.
+
+    With `attributes`, a text that names fewer than MIN_ATTRIBUTE_COVERAGE of their values is
+    "unfaithful": a small model that drifts to another product must not be published as this one."""
     if not text or not text.strip():
         return EMPTY
     if len(units(text)) < MIN_UNITS:
@@ -86,6 +90,9 @@ def degenerate_reason(text: str, language: str) -> str | None:
     share = cjk_share(text)
     if (language == "zh" and share < MIN_SCRIPT_SHARE) or (language != "zh" and share > 1 - MIN_SCRIPT_SHARE):
         return WRONG_SCRIPT
+    coverage = attribute_coverage(text, attributes)
+    if coverage is not None and coverage < MIN_ATTRIBUTE_COVERAGE:
+        return UNFAITHFUL
     return None
 
 
@@ -163,7 +170,7 @@ def describe_batch(describer: Describer, requests: Sequence[DescribeRequest]) ->
         new_ids = describer.generate_ids([describer.prompt(q) for q in reqs], reqs)
         for r, toks in zip(live, new_ids):
             text = describer.tokenizer.decode(toks).strip()
-            reason = degenerate_reason(text, requests[r].language)
+            reason = degenerate_reason(text, requests[r].language, dict(requests[r].attributes))
             results[r] = (DescribeResult(text, False, None) if reason is None
                           else DescribeResult(fallback_text(requests[r]), True, reason))
     return results  # type: ignore[return-value]

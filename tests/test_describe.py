@@ -142,3 +142,12 @@ def test_text_metrics():
     assert repeated_ngram_rate("short") == 0.0
     assert attribute_coverage("Red shoes in size 42", {"color": "red", "size": "42", "fit": "wide"}) == 2 / 3
     assert attribute_coverage("anything", {}) is None
+
+
+def test_a_description_that_drifts_from_the_item_attributes_is_not_published():
+    from shopllm.describe import UNFAITHFUL
+
+    attrs = {"颜色": "红色", "容量": "256GB"}
+    assert degenerate_reason("这款红色手机存储256GB,轻薄耐用。", "zh", attrs) is None
+    assert degenerate_reason("这款蓝色枕头柔软舒适,适合送礼。", "zh", attrs) == UNFAITHFUL
+    assert degenerate_reason("这款蓝色枕头柔软舒适,适合送礼。", "zh") is None  # no attributes, no check
