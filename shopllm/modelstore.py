@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from shopllm import storage
 from shopllm.model import GPT, GPTConfig
 from shopllm.schemas import MODELS_DIR
 from shopllm.vocab import ITEM_VOCAB_FILE, TOKENIZER_FILE, ItemVocab
@@ -82,15 +83,7 @@ def save(out: str | os.PathLike, version: str, model: GPT, *, tokenizer_json: st
     shutil.copyfile(tokenizer_json, tmp / TOKENIZER_FILE)
     items.save(tmp)
     (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=str))
-    final = root / version
-    if final.exists():
-        old = root / f"_staging-old-{version}-{uuid.uuid4().hex[:8]}"
-        final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(final)
-    return final
+    return storage.replace_dir(tmp, root / version)
 
 
 @dataclass

@@ -20,6 +20,10 @@ STAGE_SUMMARIES = ("ingest", "prepare", "train", "score", "evaluate", "nightly")
 
 # ---- collect ------------------------------------------------------------------------------------
 def collect(out: str | os.PathLike, date: str) -> dict[str, Any]:
+    try:
+        items = storage.read_partition(out, schemas.CURATED_ITEMS, date).to_pandas()[["item_id", "title", "category"]]
+    except FileNotFoundError:
+        items = None
     summaries = {}
     for stage in STAGE_SUMMARIES:
         path = storage.summary_path(out, date, stage)
@@ -29,8 +33,8 @@ def collect(out: str | os.PathLike, date: str) -> dict[str, Any]:
         "date": date,
         "summaries": summaries,
         "metrics_history": metrics_history(out, date),
-        "top_items": top_recommended_items(out, date),
-        "sample_descriptions": sample_descriptions(out, date),
+        "top_items": top_recommended_items(out, date, items),
+        "sample_descriptions": sample_descriptions(out, date, items),
     }
 
 
@@ -57,33 +61,38 @@ def metrics_history(out, date: str) -> list[dict[str, Any]]:
     return rows
 
 
-def top_recommended_items(out, date: str, n: int = 10) -> list[dict[str, Any]]:
+def _records(frame) -> list[dict[str, Any]]:
+    """Rows as dicts of plain Python values (JSON-ready)."""
+    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def top_recommended_items(out, date: str, items, n: int = 10) -> list[dict[str, Any]]:
     try:
         recs = storage.read_partition(out, schemas.RECOMMENDATIONS, date).to_pandas()
-        items = storage.read_partition(out, schemas.CURATED_ITEMS, date).to_pandas()
     except FileNotFoundError:
+        return []
+    if items is None:
         return []
     users = recs[recs.scope == "user"]
     if users.empty:
         return []
     counts = users.groupby("item_id").agg(times=("subject_id", "size"), best_rank=("rank", "min")).reset_index()
     counts = counts.sort_values(["times", "item_id"], ascending=[False, True]).head(n)
-    merged = counts.merge(items[["item_id", "title", "category"]], on="item_id", how="left")
-    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in merged.to_dict("records")]
+    return _records(counts.merge(items, on="item_id", how="left"))
 
 
-def sample_descriptions(out, date: str, n: int = 5) -> list[dict[str, Any]]:
+def sample_descriptions(out, date: str, items, n: int = 5) -> list[dict[str, Any]]:
     try:
         descs = storage.read_partition(out, schemas.DESCRIPTIONS, date).to_pandas()
-        items = storage.read_partition(out, schemas.CURATED_ITEMS, date).to_pandas()
     except FileNotFoundError:
+        return []
+    if items is None:
         return []
     fresh = descs[descs.generated_dt == date] if "generated_dt" in descs else descs
     pick = (fresh if len(fresh) else descs).sort_values("item_id").head(n)
-    merged = pick.merge(items[["item_id", "title"]], on="item_id", how="left")
     cols = ["item_id", "title", "language", "description", "is_fallback"]
-    return [{c: (row[c].item() if hasattr(row[c], "item") else row[c]) for c in cols if c in row}
-            for row in merged.to_dict("records")]
+    merged = pick.merge(items[["item_id", "title"]], on="item_id", how="left")
+    return _records(merged[[c for c in cols if c in merged]])
 
 
 # ---- plots --------------------------------------------------------------------------------------

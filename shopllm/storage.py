@@ -60,11 +60,15 @@ def staging_dir(out: str | os.PathLike, dataset: str, date: str) -> Path:
 
 def publish(tmp: Path, out: str | os.PathLike, dataset: str, date: str) -> Path:
     """Mark `tmp` complete and move it into place as `<dataset>/dt=date`, replacing any old one."""
-    final = partition_dir(out, dataset, date)
     (tmp / SUCCESS).write_text("")
+    return replace_dir(tmp, partition_dir(out, dataset, date))
+
+
+def replace_dir(tmp: Path, final: Path) -> Path:
+    """Move the finished folder `tmp` to `final`, replacing an older one whole (renames on one filesystem)."""
     old = None
     if final.exists():
-        old = final.parent / f"{STAGING_PREFIX}old-dt={date}-{uuid.uuid4().hex[:8]}"
+        old = final.parent / f"{STAGING_PREFIX}old-{final.name}-{uuid.uuid4().hex[:8]}"
         final.rename(old)
     tmp.rename(final)
     if old is not None:
