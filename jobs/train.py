@@ -109,6 +109,8 @@ def loss_kwargs(cfg: TrainConfig) -> dict:
         kw["label_smoothing"] = cfg.label_smoothing
     if cfg.future_items > 1:
         kw.update(future_items=cfg.future_items, future_weight=cfg.future_weight)
+    if cfg.mask_seen_items:
+        kw["mask_seen_items"] = True
     return kw
 
 

@@ -43,6 +43,9 @@ class ModelConfig:
     dropout: float = 0.1
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -62,8 +65,15 @@ class TrainConfig:
     label_smoothing: float = 0.0  # share of each target's probability spread over its vocabulary part
     future_items: int = 1  # > 1: also score the items 2..N ahead at each item position (see GPT.loss)
     future_weight: float = 0.5  # weight of that extra term
+    mask_seen_items: bool = False  # score each next item over the items not yet in the sequence (see GPT.loss)
     eval_batch_size: int = 256  # held-out prompts ranked per forward pass
     log_every: int = 20  # steps between progress lines on stderr
+    ema_decay: float = 0.0  # > 0: evaluate and keep an exponential moving average of the weights
+    precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 on CPU; "bf16" or "fp32" on any device
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"config.train.precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass(frozen=True)

@@ -184,7 +184,8 @@ class GPT(nn.Module):
         loss = self.loss(h, targets)
         return F.linear(h, self.wte.weight), loss  # (B, T, V)
 
-    def loss(self, h, targets, label_smoothing: float = 0.0, future_items: int = 1, future_weight: float = 0.5):
+    def loss(self, h, targets, label_smoothing: float = 0.0, future_items: int = 1, future_weight: float = 0.5,
+             seen_idx=None):
         """Mean cross-entropy over the non-ignored targets, each over its own part of the vocabulary.
 
         label_smoothing spreads that share of each target's mass over its own part (items or text).
@@ -192,6 +193,9 @@ class GPT(nn.Module):
         the items 2..future_items tokens ahead (scored by the same next-item distribution), weighted by
         future_weight: a user's next few items are all plausible answers, and when several are rated
         or bought at once their order is noise.
+        seen_idx: the input ids (B, T); when given, an item target is scored over the items not already in
+        its row up to that position (the target itself always stays), as ranking with the history masked
+        does at serving time.
         """
         n_text = self.config.n_text
         flat_h = h.reshape(-1, h.size(-1))  # (B*T, C)
@@ -203,15 +207,55 @@ class GPT(nn.Module):
         future = flat_h.new_zeros(())
         if is_item.any():
             logits = self.item_logits(flat_h[is_item]).float()  # (N_item, n_items)
-            total = total + F.cross_entropy(logits, flat_t[is_item] - n_text, reduction="sum",
-                                            label_smoothing=label_smoothing)
+            item_t = flat_t[is_item] - n_text
+            if seen_idx is None:
+                total = total + F.cross_entropy(logits, item_t, reduction="sum", label_smoothing=label_smoothing)
+                logp = F.log_softmax(logits, -1) if future_items > 1 else None
+            else:
+                nll, lse = self._unseen_nll(logits, item_t, seen_idx, is_item, label_smoothing)
+                total = total + nll.sum()
+                logp = logits - lse.unsqueeze(1) if future_items > 1 else None
             if future_items > 1:
-                future = self._future_loss(F.log_softmax(logits, -1), targets, is_item, future_items)
+                future = self._future_loss(logp, targets, is_item, future_items)
         if is_text.any():
             logits = self.text_logits(flat_h[is_text])  # (N_text, n_text)
             total = total + F.cross_entropy(logits.float(), flat_t[is_text], reduction="sum",
                                             label_smoothing=label_smoothing)
         return total / count.clamp(min=1) + future_weight * future
+
+    def _unseen_nll(self, logits, item_t, idx, is_item, label_smoothing: float):
+        """Cross-entropy of each item target over the items not yet in its row ((N_item,), and the
+        log-sum-exp it used). The seen items' share is gathered and subtracted rather than masked out of a
+        dense (N_item, n_items) copy: a row holds at most T items, far fewer than the catalog."""
+        cols, keep = self._seen_items(idx, is_item, item_t)  # (N_item, T) each
+        top = logits.detach().max(-1, keepdim=True).values  # (N_item, 1)
+        e = (logits - top).exp()
+        target_e = e.gather(1, item_t.unsqueeze(1)).squeeze(1)
+        # never below the target's own term: guards the subtraction against rounding
+        unseen = torch.maximum(e.sum(-1) - (e.gather(1, cols) * keep).sum(-1), target_e)
+        lse = top.squeeze(1) + unseen.log()
+        nll = lse - logits.gather(1, item_t.unsqueeze(1)).squeeze(1)
+        if label_smoothing:
+            n_unseen = self.config.n_items - keep.sum(-1)
+            unseen_logits = logits.sum(-1) - (logits.gather(1, cols) * keep).sum(-1)
+            nll = (1 - label_smoothing) * nll + label_smoothing * (lse - unseen_logits / n_unseen)
+        return nll, lse
+
+    def _seen_items(self, idx, is_item, item_targets):
+        """For each item-target position (flattened `is_item`): the item ids of its row of `idx` (N_item, T)
+        and which of them count as seen there (N_item, T): at or before the position, an item token, its
+        first occurrence in the row, and not the position's own target."""
+        n_text, n_items = self.config.n_text, self.config.n_items
+        B, T = idx.shape
+        ar = torch.arange(T, device=idx.device)
+        items = idx - n_text  # (B, T); text tokens fall outside [0, n_items)
+        repeat = ((idx.unsqueeze(2) == idx.unsqueeze(1)) & (ar.unsqueeze(1) > ar.unsqueeze(0))).any(-1)  # (B, T)
+        countable = (items >= 0) & (items < n_items) & ~repeat  # (B, T)
+        rows = torch.arange(B, device=idx.device).repeat_interleave(T)[is_item]  # (N_item,)
+        pos = ar.repeat(B)[is_item]  # (N_item,)
+        cols = items[rows]  # (N_item, T)
+        keep = countable[rows] & (ar.unsqueeze(0) <= pos.unsqueeze(1)) & (cols != item_targets.unsqueeze(1))
+        return cols.clamp(0, n_items - 1), keep
 
     def _future_loss(self, logp, targets, is_item, future_items: int):
         """Mean -log p(item j tokens ahead), j = 2..future_items, at the item positions `is_item`."""
@@ -228,9 +272,10 @@ class GPT(nn.Module):
         return torch.stack(losses).mean() if losses else logp.new_zeros(())
 
     def training_loss(self, idx, targets, attention_mask=None, label_smoothing: float = 0.0,
-                      future_items: int = 1, future_weight: float = 0.5):
+                      future_items: int = 1, future_weight: float = 0.5, mask_seen_items: bool = False):
         """The loss alone, without materialising (B, T, V) logits: what the trainer calls."""
-        return self.loss(self.hidden(idx, attention_mask), targets, label_smoothing, future_items, future_weight)
+        return self.loss(self.hidden(idx, attention_mask), targets, label_smoothing, future_items, future_weight,
+                         seen_idx=idx if mask_seen_items else None)
 
     # ---- serving ------------------------------------------------------------------------------
     @torch.no_grad()

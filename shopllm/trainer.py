@@ -91,6 +91,7 @@ class _State:
     best_step: int | None = None
     bad_evals: int = 0
     best_model: dict | None = None
+    ema: dict | None = None  # exponential moving average of the weights (cfg.ema_decay > 0)
     done: bool = False
     stopped_early: bool = False
 
@@ -145,6 +146,7 @@ class Trainer:
             "curve": json.dumps(s.curve),  # a string: evaluation dicts may hold any JSON value
             "best": {"score": s.best_score, "step": s.best_step, "bad_evals": s.bad_evals},
             "best_model": s.best_model,
+            "ema": s.ema,
             "done": s.done,
             "stopped_early": s.stopped_early,
         }
@@ -183,7 +185,7 @@ class Trainer:
             step=int(ck["step"]), position=Position(*ck["position"]), tokens=int(ck["tokens"]),
             losses=list(ck["losses"]), curve=json.loads(ck["curve"]), best_score=best["score"],
             best_step=best["step"], bad_evals=int(best["bad_evals"]), best_model=ck["best_model"],
-            done=bool(ck["done"]), stopped_early=bool(ck["stopped_early"]),
+            done=bool(ck["done"]), stopped_early=bool(ck["stopped_early"]), ema=ck.get("ema"),
         )
         torch.set_rng_state(ck["rng"]["torch"])
         if self.is_cuda and "cuda" in ck["rng"]:
@@ -193,8 +195,9 @@ class Trainer:
 
     # ---- the loop -------------------------------------------------------------------------------
     def _autocast(self):
-        if self.is_cuda:
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        precision = self.cfg.precision
+        if precision == "bf16" or (precision == "auto" and self.is_cuda):
+            return torch.autocast(device_type=torch.device(self.device).type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def train_step(self, batch: Batch, lr: float) -> torch.Tensor:
@@ -215,10 +218,39 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self._update_ema()
         report = scaled.detach() / self.world_size
         if self.distributed:
             dist.all_reduce(report)
         return report
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """ema <- ema + (1 - d) (weights - ema), with d = min(ema_decay, (1 + step) / (10 + step)) so the
+        average is not dominated by the random initial weights early on."""
+        decay = self.cfg.ema_decay
+        if decay <= 0:
+            return
+        current = self.model.state_dict()
+        if self.state.ema is None:
+            self.state.ema = {k: v.detach().clone() for k, v in current.items()}
+            return
+        d = min(decay, (1 + self.state.step) / (10 + self.state.step))
+        keys = [k for k, v in current.items() if v.is_floating_point()]
+        torch._foreach_lerp_([self.state.ema[k] for k in keys], [current[k] for k in keys], 1.0 - d)
+
+    @contextlib.contextmanager
+    def _ema_weights(self):
+        """Evaluate with the averaged weights when there are any, then put the trained ones back."""
+        if self.state.ema is None:
+            yield
+            return
+        trained = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.state.ema)
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(trained)
 
     def _should_stop(self, local_stop: bool) -> bool:
         """Every rank stops together (a time limit could otherwise trip on one rank only)."""
@@ -286,6 +318,8 @@ class Trainer:
             dist.barrier()
         if s.best_model is not None:
             self.model.load_state_dict(s.best_model)
+        elif s.ema is not None:
+            self.model.load_state_dict(s.ema)
         trained = s.tokens - start_tokens
         return TrainResult(
             steps=s.step, tokens=s.tokens, wall_s=wall, tokens_per_s=trained / wall if wall > 0 else 0.0,
@@ -306,7 +340,7 @@ class Trainer:
 
     def _evaluate(self, loss: float, lr: float, elapsed: float) -> None:
         s = self.state
-        with self._autocast():
+        with self._autocast(), self._ema_weights():
             metrics = self.evaluate(self.model)
         self.model.train()
         row = {"step": s.step, "train_loss": loss, "lr": lr, "tokens": s.tokens, "elapsed_s": round(elapsed, 2),
@@ -315,7 +349,8 @@ class Trainer:
         score = metrics.get(self.score_key)
         if score is not None and (s.best_score is None or score > s.best_score):
             s.best_score, s.best_step, s.bad_evals = score, s.step, 0
-            s.best_model = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            weights = s.ema if s.ema is not None else self.model.state_dict()
+            s.best_model = {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
         elif score is not None:
             s.bad_evals += 1
             if s.bad_evals >= self.cfg.patience:

@@ -99,6 +99,37 @@ def test_future_items_adds_the_items_further_ahead():
     assert m.training_loss(idx, targets, future_items=1).item() == pytest.approx(plain.item())
 
 
+def brute_unseen_loss(m, idx, targets, label_smoothing):
+    """Reference for mask_seen_items: one position at a time, the seen items masked out densely."""
+    h, n_text, total, n = m.hidden(idx), m.config.n_text, 0.0, 0
+    for r, t in zip(*torch.nonzero(targets >= 0, as_tuple=True)):
+        y = int(targets[r, t])
+        if y < n_text:
+            total += F.cross_entropy(m.text_logits(h[r, t])[None], torch.tensor([y]), label_smoothing=label_smoothing)
+        else:
+            seen = torch.zeros(m.config.n_items, dtype=torch.bool)
+            seen[[i - n_text for i in idx[r, : t + 1].tolist() if i >= n_text]] = True
+            seen[y - n_text] = False  # a repeated item stays a valid answer
+            logp = F.log_softmax(m.item_logits(h[r, t]).masked_fill(seen, float("-inf")), -1)
+            spread = -logp.masked_fill(seen, 0.0).sum() / (~seen).sum()
+            total += (1 - label_smoothing) * -logp[y - n_text] + label_smoothing * spread
+        n += 1
+    return total / n
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_mask_seen_items_scores_each_item_over_the_items_not_yet_in_the_row(label_smoothing):
+    m = tiny()
+    # row 1 repeats item 25 (as target, then as input) and item 22 appears before and after text tokens
+    idx = torch.tensor([[1, 3, 22, 23, 24, 0, 0], [1, 3, 25, 25, 22, 7, 22]])
+    targets = torch.tensor([[3, 22, 23, 24, 2, -1, -1], [3, 25, 25, 22, 7, 22, 26]])
+    got = m.training_loss(idx, targets, label_smoothing=label_smoothing, mask_seen_items=True)
+    expected = brute_unseen_loss(m, idx, targets, label_smoothing)
+    assert got.item() == pytest.approx(expected.item(), abs=1e-5)
+    plain = m.training_loss(idx, targets, label_smoothing=label_smoothing)
+    assert got.item() < plain.item()  # the seen items' probability mass went to the rest
+
+
 def test_no_repeat_ngram_blocks_loops_and_keeps_cache_equal():
     import torch
 

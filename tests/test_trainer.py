@@ -133,6 +133,13 @@ def test_loss_falls_and_tiny_set_is_overfit(shards):
     assert metrics["hr@10"] == 1.0 and metrics["mrr"] > 0.95
 
 
+def test_bf16_on_cpu_and_mask_seen_items_still_learn(shards):
+    cfg = tiny_cfg(max_steps=60, precision="bf16", mask_seen_items=True, model=replace(tiny_cfg().model, dropout=0.0))
+    result = Trainer(tiny_model(cfg), cfg, TokenStream(shards, 8, 16, seed=0), progress=None,
+                     loss_kwargs={"mask_seen_items": True}).run()
+    assert sum(result.losses[-5:]) < 0.6 * sum(result.losses[:5])
+
+
 class Killed(Exception):
     pass
 
@@ -164,6 +171,32 @@ def test_killed_and_resumed_run_matches_uninterrupted(shards, tmp_path):
     resumed = resumed_trainer.run()
     assert resumed.resumed_from == 10 and len(resumed.losses) == 16
     assert resumed.losses == pytest.approx(full.losses, abs=1e-5)
+
+
+def test_weight_average_is_what_is_evaluated_kept_and_resumed(shards, tmp_path):
+    cfg = tiny_cfg(max_steps=16, checkpoint_every=5, ema_decay=0.9, eval_every=8)
+    seen = []
+
+    def evaluate(model):
+        seen.append(model.wte.weight.detach().clone())
+        return {"ndcg@10": float(len(seen))}  # every evaluation is the best so far
+
+    full_model = tiny_model(cfg)
+    trainer = Trainer(full_model, cfg, TokenStream(shards, 8, 16), evaluate=evaluate, progress=None)
+    trainer.run()
+    assert torch.equal(full_model.wte.weight, trainer.state.ema["wte.weight"])  # the kept weights: the average
+    assert torch.equal(seen[-1], trainer.state.ema["wte.weight"])
+    raw = tiny_model(cfg)
+    Trainer(raw, replace(cfg, ema_decay=0.0), TokenStream(shards, 8, 16), progress=None).run()
+    assert not torch.allclose(raw.wte.weight, full_model.wte.weight, atol=1e-4)
+
+    ck = tmp_path / "ema.pt"
+    with pytest.raises(Killed):
+        Trainer(tiny_model(cfg), cfg, KillAfter(TokenStream(shards, 8, 16), 13), evaluate=evaluate,
+                checkpoint_path=ck, progress=None).run()
+    resumed = tiny_model(cfg, seed=99)
+    Trainer(resumed, cfg, TokenStream(shards, 8, 16), evaluate=evaluate, checkpoint_path=ck, progress=None).run()
+    assert torch.allclose(resumed.wte.weight, full_model.wte.weight, atol=1e-6)
 
 
 def test_checkpoint_loads_without_pickle(shards, tmp_path):
