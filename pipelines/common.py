@@ -5,7 +5,7 @@ import logging
 from typing import Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 
 def make_pipeline(beam_args: Sequence[str] = (), **extra_options) -> beam.Pipeline:
@@ -21,6 +21,14 @@ def make_pipeline(beam_args: Sequence[str] = (), **extra_options) -> beam.Pipeli
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
     return beam.Pipeline(runner=FnApiRunner(), options=options)
+
+
+def single_worker(pipeline) -> bool:
+    """True when the pipeline runs on one in-process worker (no --runner, no worker count above 1)."""
+    options = pipeline.options
+    direct = options.view_as(DirectOptions)
+    return (options.view_as(StandardOptions).runner is None and (direct.direct_num_workers or 1) == 1
+            and direct.direct_running_mode in (None, "in_memory"))
 
 
 def run_pipeline(pipeline: beam.Pipeline):

@@ -22,10 +22,10 @@ import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
 from shopllm import ingest, schemas, storage
 from shopllm.config import IngestConfig
+from pipelines.common import single_worker
 
 NAMESPACE = "shopllm.ingest"
 
@@ -276,14 +276,6 @@ DATASETS = {
     schemas.REJECTS_CATALOG: schemas.REJECTS,
     schemas.REJECTS_EVENTS: schemas.REJECTS,
 }
-
-
-def single_worker(pipeline) -> bool:
-    """True when the pipeline runs on one in-process worker (no --runner, no worker count above 1)."""
-    options = pipeline.options
-    direct = options.view_as(DirectOptions)
-    return (options.view_as(StandardOptions).runner is None and (direct.direct_num_workers or 1) == 1
-            and direct.direct_running_mode in (None, "in_memory"))
 
 
 def build_ingest(pipeline, catalog_files: list[str], event_files: list[str], folders: dict[str, str],

@@ -5,11 +5,20 @@ Beam pipeline, publish the three partitions, write the summary. Workers get the 
 vocabulary as file paths and load them once in `setup()`, so on a distributed runner `--out` must be a
 filesystem every worker sees.
 
-    curated/events --ShardEventsByUser--GroupByUserShard--BuildUserExamples--> history + search rows
-    curated/items  --DescribeItems--> describe rows
-    all rows --WriteShards: SortGroups -> AssignShards -> GroupShards -> WriteShard--> part-NNNNN.parquet
+    curated/items + curated/events --ReadCurated--> (source, table)
+      --BuildExamples: ShardInputs (events by user shard, items in slices) -> [GroupInputs] -> BuildShardExamples
+        --> ((split, sort group), rows): history + search rows of a user shard, describe rows of an item slice
+      --WriteShards: GroupSortGroups -> SortAndCut -> [GroupShards] -> WriteShard--> part-NNNNN.parquet
 
-Elements are Arrow tables (one per user shard, item batch, sort group or output shard), never one per
+A shuffle copies everything it moves several times and, on the in-process runner, starts a stage, so there
+are only those the work needs. Both datasets come from one read step (a Flatten of two branches would be a
+stage of its own); the row counts that place the shard boundaries are taken before the sort (a side input),
+so sorting and cutting are one step. User shards, several sort groups per split and the shuffles in
+brackets spread the work over workers (GroupInputs also gathers a user's events from several reads; see
+`fanout`). One in-process worker with at most READ_FILES files per dataset, the usual night, runs two fused
+stages: read and build the examples, then sort and write.
+
+Elements are Arrow tables (one per user shard, item slice, sort group or output shard), never one per
 event or row: the per-row work is vectorised in `shopllm.examples`.
 """
 from __future__ import annotations
@@ -17,8 +26,9 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -35,18 +45,40 @@ from shopllm.schemas import (CURATED_EVENTS, CURATED_ITEMS, CURATED_SESSIONS, EX
                              TOKENS, TOKENS_SCHEMA, VOCAB_DIR)
 from shopllm.tokenizer import TextTokenizer
 from shopllm.vocab import TOKENIZER_FILE, ItemVocab
-from pipelines.common import counter_values, make_pipeline, run_pipeline
+from pipelines.common import counter_values, make_pipeline, run_pipeline, single_worker
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "prepare"
+ITEMS, EVENTS = "items", "events"  # the sources of BuildExamples' input
+INPUT_COLUMNS = {ITEMS: examples.ITEM_COLUMNS, EVENTS: examples.EVENT_COLUMNS}
 READ_FILES = 16  # curated files read into one element
-USER_SHARDS = 8  # users are hashed into this many shards: the unit of parallel example building
-SORT_GROUPS = 8  # each split's sort buckets are sorted and cut into shards in this many groups
-BUCKETS_PER_GROUP = examples.BUCKETS // SORT_GROUPS
+USER_SHARDS = 8  # users are hashed into this many shards: the unit of parallel history and search building
+ITEM_SLICE_ROWS = 25_000  # items are cut into slices of at most this many rows: the unit of parallel describe work
+SORT_GROUPS = 8  # each split's sort buckets are sorted and cut into shards in this many groups (divides BUCKETS)
 
 
-Key = Tuple[str, int]  # (split, sort group) or (split, shard)
+Key = Tuple[str, int]  # (source, input shard), (split, sort group) or (split, shard)
+
+
+@dataclass(frozen=True)
+class Fanout:
+    """How widely the work is spread: user shards, sort groups per split, and whether the input shards go
+    through a shuffle (needed, too, when a user's events can come from several reads). The bytes written do
+    not depend on it: rows are numbered in bucket order whatever the groups."""
+
+    user_shards: int = USER_SHARDS
+    sort_groups: int = SORT_GROUPS
+    group_inputs: bool = True
+
+
+def fanout(p, files: dict[str, list[str]]) -> Fanout:
+    """Spread for many workers; on one in-process worker there is nowhere to spread to, so one user shard
+    and one sort group per split, and the input shards are grouped only to bring together a user's events
+    from several reads. Every shuffle left out saves copying what it would move several times."""
+    if not single_worker(p):
+        return Fanout()
+    return Fanout(user_shards=1, sort_groups=1, group_inputs=len(files[CURATED_EVENTS]) > READ_FILES)
 
 
 class ArrowTableCoder(beam.coders.Coder):
@@ -88,91 +120,112 @@ def parts_by_key(table: pa.Table, key: np.ndarray):
         yield int(key[start]), table.slice(start, end - start)
 
 
-def keyed_by_sort_group(rows: pa.Table):
+def keyed_by_sort_group(rows: pa.Table, sort_groups: int):
     """((split, group), rows) per (split, sort group) present, so the shuffle moves few large tables."""
     split = pc.index_in(rows["split"], value_set=pa.array(SPLITS)).to_numpy()
-    key = split * SORT_GROUPS + rows["bucket"].to_numpy() // BUCKETS_PER_GROUP
+    key = split * sort_groups + rows["bucket"].to_numpy() // (examples.BUCKETS // sort_groups)
     for k, part in parts_by_key(rows, key):
-        yield (SPLITS[k // SORT_GROUPS], k % SORT_GROUPS), part
+        yield (SPLITS[k // sort_groups], k % sort_groups), part
+
+
+def as_group(element):
+    """(key, value) as a GroupByKey gives it when the key has that one value."""
+    key, value = element
+    return key, [value]
 
 
 # ---- building examples ---------------------------------------------------------------------------
 
-def split_by_user_shard(table: pa.Table):
+def split_by_user_shard(table: pa.Table, shards: int = USER_SHARDS):
     """(shard, events of the users of that shard) for every user shard in a curated/events table."""
+    if shards == 1:
+        yield 0, table
+        return
     users = pc.dictionary_encode(pc.fill_null(table["user_id"], "").combine_chunks())
-    shard_of_user = np.array([examples.stable_bucket(u, USER_SHARDS) for u in users.dictionary.to_pylist()], np.int32)
+    shard_of_user = np.array([examples.stable_bucket(u, shards) for u in users.dictionary.to_pylist()], np.int32)
     yield from parts_by_key(table, shard_of_user[users.indices.to_numpy()])
 
 
-class TokenizingDoFn(beam.DoFn):
-    """Loads the tokenizer and the item vocabulary once per worker, from the paths it was given."""
+def item_slices(table: pa.Table):
+    """(slice, rows) of a curated/items table: describe rows are per item, so any cut will do."""
+    for i, start in enumerate(range(0, table.num_rows, ITEM_SLICE_ROWS)):
+        yield i, table.slice(start, ITEM_SLICE_ROWS)
 
-    def __init__(self, tokenizer_path: str, vocab_dir: str, n_text: int, cfg):
+
+def shard_input(element, user_shards: int):
+    """((source, shard), table) pieces of one curated table; a user's events all land in one shard."""
+    source, table = element
+    pieces = split_by_user_shard(table, user_shards) if source == EVENTS else item_slices(table)
+    for shard, piece in pieces:
+        yield (source, shard), piece
+
+
+class BuildShardExamples(beam.DoFn):
+    """Rows of one input shard: history and search rows of a user shard (its queries encoded in one
+    encode_batch call), or describe rows of an item slice (attribute texts and descriptions in one call).
+    Loads the tokenizer and the item vocabulary once per worker, from the paths it was given."""
+
+    def __init__(self, tokenizer_path: str, vocab_dir: str, n_text: int, cfg, sort_groups: int):
         self.tokenizer_path, self.vocab_dir, self.n_text, self.cfg = tokenizer_path, vocab_dir, n_text, cfg
+        self.sort_groups = sort_groups
 
     def setup(self):
         self.tokenizer = TextTokenizer.load(self.tokenizer_path)
         self.item_tokens = examples.ItemTokens(pa.array(ItemVocab.load(self.vocab_dir).items, pa.string()), self.n_text)
 
-
-class BuildUserExamples(TokenizingDoFn):
-    """History and search rows of the users of one shard (queries encoded in one encode_batch call)."""
-
     def process(self, element):
-        _, tables = element
-        res = examples.shard_examples(pa.concat_tables(tables), self.item_tokens, self.cfg)
+        (source, _), tables = element
+        table = pa.concat_tables(tables)
+        rows = self.user_rows(table) if source == EVENTS else self.describe_rows(table)
+        yield from keyed_by_sort_group(rows, self.sort_groups)
+
+    def user_rows(self, events: pa.Table) -> pa.Table:
+        res = examples.shard_examples(events, self.item_tokens, self.cfg)
         search, text_tokens = examples.search_rows(res.searches, self.tokenizer)
         for name, n in (("users", res.users), ("short_users", res.short_users), ("text_tokens", text_tokens),
                         ("unknown_item_events", res.unknown_item_events),
                         ("searches_without_target", res.searches_without_target),
                         ("search_pairs_withheld", res.searches_withheld)):
             counter(name).inc(n)
-        yield from keyed_by_sort_group(pa.concat_tables([res.history, search]))
+        return pa.concat_tables([res.history, search])
 
-
-class DescribeItems(TokenizingDoFn):
-    """Describe rows of a curated/items table (attribute texts + descriptions in one encode_batch)."""
-
-    def process(self, table):
-        res = examples.describe_batch(table, self.tokenizer, self.item_tokens, self.cfg)
+    def describe_rows(self, items: pa.Table) -> pa.Table:
+        res = examples.describe_batch(items, self.tokenizer, self.item_tokens, self.cfg)
         counter("text_tokens").inc(res.text_tokens)
         counter("items_without_description").inc(res.without_description)
         counter("unknown_items").inc(res.unknown_items)
-        yield from keyed_by_sort_group(res.rows)
+        return res.rows
 
 
 class BuildExamples(beam.PTransform):
-    """(items Arrow batches, events Arrow batches) -> ((split, sort group), rows table) of all three kinds."""
+    """(source, curated table) with source 'items' or 'events' -> ((split, sort group), rows) of all three kinds."""
 
-    def __init__(self, tokenizer_path: str, vocab_dir: str, n_text: int, cfg):
+    def __init__(self, tokenizer_path: str, vocab_dir: str, n_text: int, cfg, spread: Fanout = Fanout()):
         super().__init__()
         self.tokenizer_path, self.vocab_dir, self.n_text, self.cfg = str(tokenizer_path), str(vocab_dir), n_text, cfg
+        self.spread = spread
 
-    def expand(self, inputs):
-        items, events = inputs
-        paths = (self.tokenizer_path, self.vocab_dir, self.n_text, self.cfg)
+    def expand(self, tables):
+        spread = self.spread
+        build = BuildShardExamples(self.tokenizer_path, self.vocab_dir, self.n_text, self.cfg, spread.sort_groups)
         # declared output types: no inference into the numpy code, and ArrowTableCoder for the tables
-        user_rows = (events
-                     | "ShardEventsByUser" >> beam.FlatMap(split_by_user_shard).with_output_types(Tuple[int, pa.Table])
-                     | "GroupByUserShard" >> beam.GroupByKey()
-                     | "BuildUserExamples" >> beam.ParDo(BuildUserExamples(*paths)).with_output_types(Tuple[Key, pa.Table]))
-        describe = items | "DescribeItems" >> beam.ParDo(DescribeItems(*paths)).with_output_types(Tuple[Key, pa.Table])
-        return (user_rows, describe) | "AllExamples" >> beam.Flatten()
+        pieces = tables | "ShardInputs" >> beam.FlatMap(shard_input, spread.user_shards
+                                                        ).with_output_types(Tuple[Key, pa.Table])
+        if spread.group_inputs:
+            groups = pieces | "GroupInputs" >> beam.GroupByKey()
+        else:
+            groups = pieces | "AsGroups" >> beam.Map(as_group).with_output_types(Tuple[Key, List[pa.Table]])
+        return groups | "BuildShardExamples" >> beam.ParDo(build).with_output_types(Tuple[Key, pa.Table])
 
 
 # ---- writing deterministic, sized shards ---------------------------------------------------------
-
-def sort_group(element):
-    key, tables = element
-    return key, examples.sort_rows(pa.concat_tables(tables))
-
 
 def shard_slices(element, group_sizes, shard_rows: int):
     """Cut a sorted group at the shard boundaries of its split: ((split, shard), (first row index, rows)).
 
     Rows of a split are numbered group by group (group 0 first), so every shard but the last of a split
     holds exactly `shard_rows` rows and the order does not depend on how the runner scheduled anything.
+    `group_sizes` are (group key, rows) pairs, several per group allowed.
     """
     (split, group), rows = element
     start = sum(n for (s, g), n in group_sizes if s == split and g < group)
@@ -183,6 +236,17 @@ def shard_slices(element, group_sizes, shard_rows: int):
         take = min(rows.num_rows - i, (shard + 1) * shard_rows - g)
         yield (split, shard), (g, rows.slice(i, take))
         i += take
+
+
+def sort_and_cut(element, group_sizes, shard_rows: int):
+    """The rows of a sort group in their output order, cut at the shard boundaries (see shard_slices)."""
+    key, tables = element
+    yield from shard_slices((key, examples.sort_rows(pa.concat_tables(tables))), group_sizes, shard_rows)
+
+
+def row_count(element) -> Tuple[Key, int]:
+    key, rows = element
+    return key, rows.num_rows
 
 
 class WriteShard(beam.DoFn):
@@ -203,20 +267,24 @@ class WriteShard(beam.DoFn):
 class WriteShards(beam.PTransform):
     """((split, sort group), rows) -> staging[split]/part-NNNNN.parquet, at most shard_rows rows each."""
 
-    def __init__(self, staging: dict[str, str], shard_rows: int):
+    def __init__(self, staging: dict[str, str], shard_rows: int, sort_groups: int = SORT_GROUPS):
         super().__init__()
         self.staging, self.shard_rows = {k: str(v) for k, v in staging.items()}, shard_rows
+        self.sort_groups = sort_groups
 
     def expand(self, rows):
-        groups = (rows
+        # counted where the rows are made, so the counts are ready when a group is sorted and cut
+        sizes = rows | "CountRows" >> beam.Map(row_count).with_output_types(Tuple[Key, int])
+        slices = (rows
                   | "GroupSortGroups" >> beam.GroupByKey()
-                  | "SortGroups" >> beam.Map(sort_group).with_output_types(Tuple[Key, pa.Table]))
-        sizes = groups | "GroupSizes" >> beam.Map(lambda kv: (kv[0], kv[1].num_rows)).with_output_types(Tuple[Key, int])
-        return (groups
-                | "AssignShards" >> beam.FlatMap(shard_slices, beam.pvalue.AsList(sizes), self.shard_rows
-                                               ).with_output_types(Tuple[Key, Tuple[int, pa.Table]])
-                | "GroupShards" >> beam.GroupByKey()
-                | "WriteShard" >> beam.ParDo(WriteShard(self.staging)).with_output_types(Tuple[str, int, int]))
+                  | "SortAndCut" >> beam.FlatMap(sort_and_cut, beam.pvalue.AsList(sizes), self.shard_rows
+                                               ).with_output_types(Tuple[Key, Tuple[int, pa.Table]]))
+        if self.sort_groups > 1:
+            shards = slices | "GroupShards" >> beam.GroupByKey()
+        else:  # a split is one group: each shard is one slice of it
+            shards = (slices
+                      | "AsShards" >> beam.Map(as_group).with_output_types(Tuple[Key, List[Tuple[int, pa.Table]]]))
+        return shards | "WriteShard" >> beam.ParDo(WriteShard(self.staging)).with_output_types(Tuple[str, int, int])
 
 
 # ---- the stage -----------------------------------------------------------------------------------
@@ -280,18 +348,27 @@ def read_parquet_files(paths: Sequence[str], columns: Sequence[str]) -> pa.Table
     return pa.concat_tables(tables)
 
 
-def read_curated(p, name: str, paths: Sequence[str], columns: Sequence[str]):
-    """One element per READ_FILES files: few, large Arrow tables instead of one element per record batch."""
-    chunks = [paths[i:i + READ_FILES] for i in range(0, len(paths), READ_FILES)]
-    return p | f"{name}Files" >> beam.Create(chunks) | f"Read{name}" >> beam.Map(read_parquet_files, columns).with_output_types(pa.Table)
+def read_chunk(chunk: tuple[str, Sequence[str]]) -> tuple[str, pa.Table]:
+    source, paths = chunk
+    return source, read_parquet_files(paths, INPUT_COLUMNS[source])
+
+
+def read_curated(p, files: dict[str, list[str]]):
+    """(source, table) per READ_FILES files of curated/items and curated/events: few, large Arrow tables,
+    spread over the workers when there are several (on one worker a Reshuffle would only copy them)."""
+    sources = {ITEMS: files[CURATED_ITEMS], EVENTS: files[CURATED_EVENTS]}
+    chunks = [(source, paths[i:i + READ_FILES]) for source, paths in sources.items()
+              for i in range(0, len(paths), READ_FILES)]
+    return (p
+            | "CuratedFiles" >> beam.Create(chunks, reshuffle=not single_worker(p))
+            | "ReadCurated" >> beam.Map(read_chunk).with_output_types(Tuple[str, pa.Table]))
 
 
 def build_pipeline(p, files, tokenizer_path, vocab_dir, n_text, cfg, staging):
-    items = read_curated(p, "Items", files[CURATED_ITEMS], examples.ITEM_COLUMNS)
-    events = read_curated(p, "Events", files[CURATED_EVENTS], examples.EVENT_COLUMNS)
-    return ((items, events)
-            | "BuildExamples" >> BuildExamples(tokenizer_path, vocab_dir, n_text, cfg)
-            | "WriteShards" >> WriteShards(staging, cfg.shard_rows))
+    spread = fanout(p, files)
+    return (read_curated(p, files)
+            | "BuildExamples" >> BuildExamples(tokenizer_path, vocab_dir, n_text, cfg, spread)
+            | "WriteShards" >> WriteShards(staging, cfg.shard_rows, spread.sort_groups))
 
 
 def run_prepare(out, date: str, cfg, beam_args: Sequence[str] = ()) -> dict:

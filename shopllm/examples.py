@@ -397,15 +397,15 @@ def first_occurrences(runs: Runs) -> np.ndarray:
 
 
 def held_out_history_rows(split: str, back: int, events: pa.Table, runs: Runs, long_users: np.ndarray,
-                          window: int) -> pa.Table:
+                          first: np.ndarray, window: int) -> pa.Table:
     """valid (back=2) or test (back=1) rows of the long users: the prompt of the last `window` items before
-    the target, and every distinct item before it (masked when ranking)."""
+    the target, and every distinct item before it (masked when ranking; `first`: first_occurrences(runs))."""
     row_of_user = np.full(len(runs.n_of_user), -1)
     row_of_user[long_users] = np.arange(len(long_users))
     cut = runs.n - back  # position of the target run
     before = (row_of_user[runs.user] >= 0) & (runs.pos < cut)
     in_window = before & (runs.pos >= cut - window)
-    in_history = before & first_occurrences(runs)
+    in_history = before & first
     n_rows = len(long_users)
     prompt = Ragged.of_rows(runs.token[in_window], row_of_user[runs.user[in_window]], n_rows)
     history = Ragged.of_rows(runs.token[in_history], row_of_user[runs.user[in_history]], n_rows)
@@ -421,14 +421,14 @@ def search_answers(events: pa.Table) -> tuple[np.ndarray, np.ndarray, int]:
     """(search events, the events answering them, searches without an answer). The answer is the first
     click/cart/purchase after the search in its session, before any later search there (that click answers
     the later query)."""
-    etype = events["event_type"]
-    relevant = np.flatnonzero(is_in(etype, SEARCH_TARGET_TYPES | {"search"}))  # views and others are skipped
+    search, target = is_in(events["event_type"], {"search"}), is_in(events["event_type"], SEARCH_TARGET_TYPES)
+    relevant = np.flatnonzero(search | target)  # views and others are skipped
     user = events["user"].to_numpy()
     session = pc.dictionary_encode(events["session_id"].combine_chunks()).indices.to_numpy()
     order = relevant[np.lexsort((relevant, session[relevant], user[relevant]))]  # by user, session, time
-    is_search = is_in(etype, {"search"})[order]
+    is_search = search[order]
     has_query = pc.fill_null(pc.not_equal(events["query"], ""), False).to_numpy(zero_copy_only=False)[order]
-    is_target = is_in(etype, SEARCH_TARGET_TYPES)[order]
+    is_target = target[order]
     answered = np.zeros(len(order), bool)
     answered[:-1] = ((user[order][1:] == user[order][:-1]) & (session[order][1:] == session[order][:-1])
                      & is_target[1:])
@@ -461,9 +461,10 @@ def shard_examples(table: pa.Table, item_tokens: ItemTokens, cfg) -> ShardExampl
     long_user = runs.n_of_user >= max(cfg.min_history, 2)
     long_users = np.flatnonzero(long_user)
     n_train = np.where(long_user, runs.n_of_user - 2, runs.n_of_user)
+    first = first_occurrences(runs)
     history = pa.concat_tables([
-        held_out_history_rows("valid", 2, events, runs, long_users, cfg.history_window),
-        held_out_history_rows("test", 1, events, runs, long_users, cfg.history_window),
+        held_out_history_rows("valid", 2, events, runs, long_users, first, cfg.history_window),
+        held_out_history_rows("test", 1, events, runs, long_users, first, cfg.history_window),
         train_history_rows(events, runs, n_train, cfg.history_window),
     ])
     held_run = long_user[runs.user] & (runs.pos >= runs.n - 2)

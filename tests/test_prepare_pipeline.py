@@ -15,7 +15,7 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline  
 from apache_beam.testing.util import assert_that, equal_to
 
 from jobs.cli import main
-from pipelines.prepare import BuildExamples
+from pipelines.prepare import BuildExamples, Fanout
 from shopllm import examples, storage
 from shopllm.config import PrepareConfig
 from shopllm.examples import Example
@@ -105,7 +105,8 @@ def prepare(out, *extra, config=None):
 
 # ---- the example-building transform --------------------------------------------------------------
 
-def test_build_examples_transform_on_tiny_input(tmp_path):
+@pytest.mark.parametrize("spread", [Fanout(), Fanout(user_shards=1, sort_groups=1, group_inputs=False)])
+def test_build_examples_transform_on_tiny_input(tmp_path, spread):
     items = [item("a", "蓝牙耳机", "音质好"), item("b", "保温杯", "不锈钢"), item("c", "键盘", ""),
              item("d", "Mouse", "silent", language="en")]
     events = [event(1, "u1", "s1", "view", "a"), event(2, "u1", "s1", "search", query="杯子"),
@@ -135,10 +136,10 @@ def test_build_examples_transform_on_tiny_input(tmp_path):
         describe(a, items[0]), describe(b, items[1]), describe(d, items[3]),  # c has no description
     ]
     with BeamTestPipeline(runner=FnApiRunner()) as p:
-        item_tables = p | "Items" >> beam.Create([pa.Table.from_pylist(items, schema=ITEMS)])
-        event_tables = p | "Events" >> beam.Create([pa.Table.from_pylist(events, schema=EVENTS)])
-        rows = ((item_tables, event_tables)
-                | BuildExamples(str(tokenizer_path), str(tmp_path), n, cfg)
+        tables = p | beam.Create([("items", pa.Table.from_pylist(items, schema=ITEMS)),
+                                  ("events", pa.Table.from_pylist(events, schema=EVENTS))])
+        rows = (tables
+                | BuildExamples(str(tokenizer_path), str(tmp_path), n, cfg, spread)
                 | beam.FlatMap(lambda kv: examples.table_examples(kv[1])))
         assert_that(rows, equal_to(expected))
 
@@ -154,8 +155,8 @@ def test_search_holdout_transform_gives_prompt_rows(tmp_path):
     a = tokenizer.n_text
     split = examples.holdout_split("耳机", cfg.search_holdout)
     with BeamTestPipeline(runner=FnApiRunner()) as p:
-        rows = ((p | "I" >> beam.Create([pa.Table.from_pylist(items, schema=ITEMS)]),
-                 p | "E" >> beam.Create([pa.Table.from_pylist(events, schema=EVENTS)]))
+        rows = (p | beam.Create([("items", pa.Table.from_pylist(items, schema=ITEMS)),
+                                 ("events", pa.Table.from_pylist(events, schema=EVENTS))])
                 | BuildExamples(str(tmp_path / "tokenizer.json"), str(tmp_path), a, cfg)
                 | beam.FlatMap(lambda kv: examples.table_examples(kv[1]))
                 | beam.Filter(lambda ex: ex.kind == "search"))
@@ -205,6 +206,29 @@ def test_shards_hold_at_most_shard_rows_and_rerun_writes_identical_files(night_o
     assert prepare(rerun, "--direct_num_workers=1", config=config) == 0
     again = {Path(f).name: Path(f).read_bytes() for f in storage.partition_files(rerun, f"{TOKENS}/train", DATE)}
     assert again == first
+
+
+@pytest.mark.parametrize("read_files, beam_args", [(1, []), (16, ["--direct_num_workers=2"])])
+def test_spreading_the_work_writes_the_same_files(night_one, tmp_path, monkeypatch, read_files, beam_args):
+    """night_one read each dataset in one go on one worker: one user shard, one sort group per split, no
+    shuffle of the inputs. Here a user's events come from several reads (so they are grouped), or there are
+    two workers (so the work is spread over shards and sort groups): the same bytes."""
+    out, items, events, config = night_one
+    rerun = tmp_path / "out"
+    for dataset, schema, rows, parts in ((CURATED_ITEMS, ITEMS, items, 2), (CURATED_EVENTS, EVENTS, events, 3),
+                                         (CURATED_SESSIONS, SESSIONS, sessions_of(events), 1)):
+        with storage.publishing(rerun, dataset, DATE) as tmp:
+            for i in range(parts):  # rows dealt round-robin: a user's events land in several files
+                storage.write_table(pa.Table.from_pylist(rows[i::parts], schema=schema), tmp, f"part-{i:05d}.parquet")
+    (rerun / "vocab").mkdir()
+    for name in ("tokenizer.json", "item_vocab.json"):
+        (rerun / "vocab" / name).write_bytes((out / "vocab" / name).read_bytes())
+    monkeypatch.setattr("pipelines.prepare.READ_FILES", read_files)
+    assert prepare(rerun, *beam_args, config=config) == 0
+    for split in ("train", "valid", "test"):
+        first = [Path(f).read_bytes() for f in storage.partition_files(out, f"{TOKENS}/{split}", DATE)]
+        again = [Path(f).read_bytes() for f in storage.partition_files(rerun, f"{TOKENS}/{split}", DATE)]
+        assert again == first, split
 
 
 def test_split_is_leak_free(night_one):
