@@ -10,8 +10,10 @@ before it valid, the rest train. Evaluation ranks all items with the user's hist
 
 Token shards come from the pipeline's own stages (`shopllm ingest` + `prepare`) when `--stages
 pipeline` is given and those stages are built; the default (`direct`) builds them here with
-`shopllm.sequences` and the tokenizer, using overlapping windows of the long ML histories. Training
-is always the real `shopllm train` job.
+`shopllm.sequences` and the tokenizer, using windows of the long ML histories and the `[bench]` choices
+of the config: `tie_copies` extra training copies of each history with its same-second runs reordered at
+random, and `eos = false` (no `<eos>` after a training history). Training is always the real
+`shopllm train` job.
 """
 from __future__ import annotations
 
@@ -92,12 +94,25 @@ def load_movielens() -> MovieLens:
     return MovieLens(titles, ratings)
 
 
-def user_sequences(ml: MovieLens) -> dict[str, list[str]]:
-    """Each user's items by time, ties by file order."""
+def user_ratings(ml: MovieLens) -> dict[str, list[tuple[int, int, str]]]:
+    """Each user's (timestamp, file row, item) by time, ties by file order."""
     by_user: dict[str, list[tuple[int, int, str]]] = {}
     for user, item, ts, row in ml.ratings:
         by_user.setdefault(user, []).append((ts, row, item))
-    return {u: [item for _, _, item in sorted(v)] for u, v in by_user.items()}
+    return {u: sorted(v) for u, v in by_user.items()}
+
+
+def user_sequences(ml: MovieLens) -> dict[str, list[str]]:
+    """Each user's items by time, ties by file order."""
+    return {u: [item for _, _, item in v] for u, v in user_ratings(ml).items()}
+
+
+def tie_shuffled(ratings: list[tuple[int, int, str]], rng: np.random.Generator) -> list[str]:
+    """The items with each run of equal timestamps in a random order: half of all consecutive ML-100k
+    ratings share their second, and the file order inside such a run is not the order they were made in."""
+    ts = np.array([t for t, _, _ in ratings])
+    order = np.lexsort((rng.random(len(ts)), ts))
+    return [ratings[i][2] for i in order]
 
 
 def write_raw_inputs(ml: MovieLens, folder: Path) -> tuple[Path, Path]:
@@ -117,21 +132,24 @@ def write_raw_inputs(ml: MovieLens, folder: Path) -> tuple[Path, Path]:
 
 
 # ---- token shards built directly ---------------------------------------------------------------
-def windows(tokens: list[int], window: int, stride: int) -> list[list[int]]:
+def windows(tokens: list[int], window: int, stride: int, eos: bool = True) -> list[list[int]]:
     """Training sequences `<bos> <hist> items... [<eos>]` over overlapping windows of a long history;
-    only the window that reaches the end carries `<eos>`."""
+    only the window that reaches the end carries `<eos>` (none with eos=False)."""
     seqs = []
     starts = list(range(0, max(1, len(tokens) - window + 1), stride))
     if starts[-1] + window < len(tokens):
         starts.append(len(tokens) - window)
     for s in starts:
         part = tokens[s:s + window]
-        end = [EOS_ID] if s + window >= len(tokens) else []
+        end = [EOS_ID] if eos and s + window >= len(tokens) else []
         seqs.append([BOS_ID, HIST_ID, *part, *end])
     return seqs
 
 
-def build_shards_direct(ml: MovieLens, out: Path, window: int, stride: int) -> None:
+def build_shards_direct(ml: MovieLens, out: Path, window: int, stride: int, tie_copies: int = 0,
+                        eos: bool = True) -> None:
+    """Token shards of the history examples. `tie_copies` > 0 adds that many training copies of each
+    history with its same-second runs reordered at random (the held-out items stay where they are)."""
     texts = [ml.titles[i] for i in sorted(ml.titles, key=int)]
     tk = TextTokenizer.train(texts, vocab_size=2000)
     tk.save(out / VOCAB_DIR / "tokenizer.json")
@@ -140,10 +158,14 @@ def build_shards_direct(ml: MovieLens, out: Path, window: int, stride: int) -> N
     items.save(out / VOCAB_DIR)
     n_text = tk.n_text
     train, valid, test = [], [], []
-    for user, seq in user_sequences(ml).items():
+    rng = np.random.default_rng(0)
+    for user, ratings in user_ratings(ml).items():
+        seq = [item for _, _, item in ratings]
         ids = items.token_ids(seq, n_text)
-        for s in windows(ids[:-2], window, stride):
-            train.append({"kind": "history", "subject_id": user, "input_ids": s})
+        copies = [ids[:-2]] + [items.token_ids(tie_shuffled(ratings[:-2], rng), n_text) for _ in range(tie_copies)]
+        for history in copies:
+            for s in windows(history, window, stride, eos):
+                train.append({"kind": "history", "subject_id": user, "input_ids": s})
         for split, k in ((valid, len(ids) - 2), (test, len(ids) - 1)):
             split.append({"kind": "history", "subject_id": user, "input_ids": history_prompt(ids[:k][-window:]),
                           "target_item": seq[k], "target_id": ids[k], "history_ids": ids[:k]})
@@ -233,7 +255,8 @@ def main(argv=None) -> int:
     if args.stages == "pipeline":
         build_shards_pipeline(ml, out, str(conf))
     else:
-        build_shards_direct(ml, out, int(bench.get("window", 50)), int(bench.get("stride", 25)))
+        build_shards_direct(ml, out, int(bench.get("window", 50)), int(bench.get("stride", 25)),
+                            int(bench.get("tie_copies", 0)), bool(bench.get("eos", True)))
     prep_s = time.perf_counter() - t0
 
     from jobs.train import main as train_main

@@ -1,0 +1,22 @@
+"""The MovieLens benchmark's own data choices (the data itself ships with recbole, not needed here)."""
+import numpy as np
+
+from benchmarks.ml100k import tie_shuffled, windows
+from shopllm.vocab import BOS_ID, EOS_ID, HIST_ID
+
+
+def test_tie_shuffle_reorders_only_items_rated_in_the_same_second():
+    ratings = [(10, 0, "a"), (10, 1, "b"), (10, 2, "c"), (20, 3, "d"), (30, 4, "e"), (30, 5, "f")]
+    orders = {tuple(tie_shuffled(ratings, np.random.default_rng(seed))) for seed in range(200)}
+    for order in orders:
+        assert sorted(order[:3]) == ["a", "b", "c"] and order[3] == "d" and sorted(order[4:]) == ["e", "f"]
+    assert len(orders) == 12  # every order of the 3-item run times every order of the 2-item run
+
+
+def test_windows_cover_the_history_and_only_the_last_may_end_with_eos():
+    tokens = list(range(100, 125))
+    seqs = windows(tokens, window=10, stride=10)
+    assert all(s[:2] == [BOS_ID, HIST_ID] for s in seqs)
+    assert seqs[-1][-1] == EOS_ID and all(EOS_ID not in s for s in seqs[:-1])
+    assert seqs[-1][2:-1] == tokens[-10:] and set(t for s in seqs for t in s[2:] if t != EOS_ID) == set(tokens)
+    assert all(EOS_ID not in s for s in windows(tokens, window=10, stride=10, eos=False))
