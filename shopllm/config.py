@@ -72,6 +72,8 @@ class TrainConfig:
     precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 on CPU; "bf16" or "fp32" on any device
 
     def __post_init__(self):
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"config.train.ema_decay: expected a number in [0, 1), got {self.ema_decay!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"config.train.precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 

@@ -212,9 +212,9 @@ class GPT(nn.Module):
                 total = total + F.cross_entropy(logits, item_t, reduction="sum", label_smoothing=label_smoothing)
                 logp = F.log_softmax(logits, -1) if future_items > 1 else None
             else:
-                nll, lse = self._unseen_nll(logits, item_t, seen_idx, is_item, label_smoothing)
-                total = total + nll.sum()
-                logp = logits - lse.unsqueeze(1) if future_items > 1 else None
+                total = total + self._unseen_nll(logits, item_t, seen_idx, is_item, label_smoothing).sum()
+                # the items further ahead may repeat a seen one: they are scored over all items
+                logp = F.log_softmax(logits, -1) if future_items > 1 else None
             if future_items > 1:
                 future = self._future_loss(logp, targets, is_item, future_items)
         if is_text.any():
@@ -224,37 +224,31 @@ class GPT(nn.Module):
         return total / count.clamp(min=1) + future_weight * future
 
     def _unseen_nll(self, logits, item_t, idx, is_item, label_smoothing: float):
-        """Cross-entropy of each item target over the items not yet in its row ((N_item,), and the
-        log-sum-exp it used). The seen items' share is gathered and subtracted rather than masked out of a
-        dense (N_item, n_items) copy: a row holds at most T items, far fewer than the catalog."""
+        """Cross-entropy (N_item,) of each item target over the items not yet in its row."""
         cols, keep = self._seen_items(idx, is_item, item_t)  # (N_item, T) each
-        top = logits.detach().max(-1, keepdim=True).values  # (N_item, 1)
-        e = (logits - top).exp()
-        target_e = e.gather(1, item_t.unsqueeze(1)).squeeze(1)
-        # never below the target's own term: guards the subtraction against rounding
-        unseen = torch.maximum(e.sum(-1) - (e.gather(1, cols) * keep).sum(-1), target_e)
-        lse = top.squeeze(1) + unseen.log()
-        nll = lse - logits.gather(1, item_t.unsqueeze(1)).squeeze(1)
+        n_items = self.config.n_items
+        seen = torch.zeros(len(cols), n_items + 1, dtype=torch.bool, device=logits.device)
+        seen = seen.scatter_(1, torch.where(keep, cols, n_items), True)[:, :n_items]  # column n_items: the rest
+        logp = F.log_softmax(logits.masked_fill(seen, float("-inf")), -1)
+        nll = -logp.gather(1, item_t.unsqueeze(1)).squeeze(1)
         if label_smoothing:
-            n_unseen = self.config.n_items - keep.sum(-1)
-            unseen_logits = logits.sum(-1) - (logits.gather(1, cols) * keep).sum(-1)
-            nll = (1 - label_smoothing) * nll + label_smoothing * (lse - unseen_logits / n_unseen)
-        return nll, lse
+            spread = -logp.masked_fill(seen, 0.0).sum(-1) / (~seen).sum(-1)
+            nll = (1 - label_smoothing) * nll + label_smoothing * spread
+        return nll
 
     def _seen_items(self, idx, is_item, item_targets):
         """For each item-target position (flattened `is_item`): the item ids of its row of `idx` (N_item, T)
-        and which of them count as seen there (N_item, T): at or before the position, an item token, its
-        first occurrence in the row, and not the position's own target."""
+        and which of them count as seen there (N_item, T): item tokens at or before the position, other
+        than the position's own target."""
         n_text, n_items = self.config.n_text, self.config.n_items
         B, T = idx.shape
         ar = torch.arange(T, device=idx.device)
         items = idx - n_text  # (B, T); text tokens fall outside [0, n_items)
-        repeat = ((idx.unsqueeze(2) == idx.unsqueeze(1)) & (ar.unsqueeze(1) > ar.unsqueeze(0))).any(-1)  # (B, T)
-        countable = (items >= 0) & (items < n_items) & ~repeat  # (B, T)
         rows = torch.arange(B, device=idx.device).repeat_interleave(T)[is_item]  # (N_item,)
         pos = ar.repeat(B)[is_item]  # (N_item,)
         cols = items[rows]  # (N_item, T)
-        keep = countable[rows] & (ar.unsqueeze(0) <= pos.unsqueeze(1)) & (cols != item_targets.unsqueeze(1))
+        keep = ((cols >= 0) & (cols < n_items) & (ar.unsqueeze(0) <= pos.unsqueeze(1))
+                & (cols != item_targets.unsqueeze(1)))
         return cols.clamp(0, n_items - 1), keep
 
     def _future_loss(self, logp, targets, is_item, future_items: int):

@@ -185,7 +185,8 @@ class Trainer:
             step=int(ck["step"]), position=Position(*ck["position"]), tokens=int(ck["tokens"]),
             losses=list(ck["losses"]), curve=json.loads(ck["curve"]), best_score=best["score"],
             best_step=best["step"], bad_evals=int(best["bad_evals"]), best_model=ck["best_model"],
-            done=bool(ck["done"]), stopped_early=bool(ck["stopped_early"]), ema=ck.get("ema"),
+            done=bool(ck["done"]), stopped_early=bool(ck["stopped_early"]),
+            ema=None if ck.get("ema") is None else {k: v.to(self.device) for k, v in ck["ema"].items()},
         )
         torch.set_rng_state(ck["rng"]["torch"])
         if self.is_cuda and "cuda" in ck["rng"]:
@@ -340,7 +341,7 @@ class Trainer:
 
     def _evaluate(self, loss: float, lr: float, elapsed: float) -> None:
         s = self.state
-        with self._autocast(), self._ema_weights():
+        with self._ema_weights():  # in full precision: bf16 logits tie, and ties count against the target
             metrics = self.evaluate(self.model)
         self.model.train()
         row = {"step": s.step, "train_loss": loss, "lr": lr, "tokens": s.tokens, "elapsed_s": round(elapsed, 2),

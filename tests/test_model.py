@@ -130,6 +130,27 @@ def test_mask_seen_items_scores_each_item_over_the_items_not_yet_in_the_row(labe
     assert got.item() < plain.item()  # the seen items' probability mass went to the rest
 
 
+def test_mask_seen_items_stays_exact_when_a_seen_item_dominates():
+    m = tiny()
+    idx = torch.tensor([[1, 3, 22, 23]])
+    targets = torch.tensor([[-1, -1, 23, 24]])
+    with torch.no_grad():
+        m.wte.weight[22] *= 60  # item 22 (seen) now scores far above every other item
+    got = m.training_loss(idx, targets, mask_seen_items=True)
+    assert got.item() == pytest.approx(brute_unseen_loss(m, idx, targets, 0.0).item(), rel=1e-4)
+    assert got.item() > 0.1
+
+
+def test_mask_seen_items_with_future_items_cannot_go_below_zero():
+    m = tiny()
+    idx = torch.tensor([[1, 3, 22, 23, 24, 22]])  # item 22 comes back
+    targets = torch.tensor([[3, 22, 23, 24, 22, 2]])
+    with torch.no_grad():
+        m.wte.weight[22] *= 40
+    loss = m.training_loss(idx, targets, mask_seen_items=True, future_items=3, future_weight=0.5)
+    assert torch.isfinite(loss) and loss.item() > 0
+
+
 def test_no_repeat_ngram_blocks_loops_and_keeps_cache_equal():
     import torch
 

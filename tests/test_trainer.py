@@ -134,10 +134,17 @@ def test_loss_falls_and_tiny_set_is_overfit(shards):
 
 
 def test_bf16_on_cpu_and_mask_seen_items_still_learn(shards):
+    from jobs.train import loss_kwargs
+
     cfg = tiny_cfg(max_steps=60, precision="bf16", mask_seen_items=True, model=replace(tiny_cfg().model, dropout=0.0))
-    result = Trainer(tiny_model(cfg), cfg, TokenStream(shards, 8, 16, seed=0), progress=None,
-                     loss_kwargs={"mask_seen_items": True}).run()
-    assert sum(result.losses[-5:]) < 0.6 * sum(result.losses[:5])
+    assert loss_kwargs(cfg) == {"mask_seen_items": True}
+    bf16 = Trainer(tiny_model(cfg), cfg, TokenStream(shards, 8, 16, seed=0), progress=None,
+                   loss_kwargs=loss_kwargs(cfg)).run()
+    assert sum(bf16.losses[-5:]) < 0.6 * sum(bf16.losses[:5])
+    fp32_cfg = replace(cfg, precision="fp32", max_steps=3)
+    fp32 = Trainer(tiny_model(cfg), fp32_cfg, TokenStream(shards, 8, 16, seed=0), progress=None,
+                   loss_kwargs=loss_kwargs(cfg)).run()
+    assert fp32.losses[:3] != pytest.approx(bf16.losses[:3], abs=1e-6)  # bf16 really was used
 
 
 class Killed(Exception):
