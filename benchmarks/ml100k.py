@@ -102,11 +102,6 @@ def user_ratings(ml: MovieLens) -> dict[str, list[tuple[int, int, str]]]:
     return {u: sorted(v) for u, v in by_user.items()}
 
 
-def user_sequences(ml: MovieLens) -> dict[str, list[str]]:
-    """Each user's items by time, ties by file order."""
-    return {u: [item for _, _, item in v] for u, v in user_ratings(ml).items()}
-
-
 def tie_shuffled(ratings: list[tuple[int, int, str]], rng: np.random.Generator) -> list[str]:
     """The items with each run of equal timestamps in a random order: half of all consecutive ML-100k
     ratings share their second, and the file order inside such a run is not the order they were made in."""

@@ -210,13 +210,10 @@ class GPT(nn.Module):
             item_t = flat_t[is_item] - n_text
             if seen_idx is None:
                 total = total + F.cross_entropy(logits, item_t, reduction="sum", label_smoothing=label_smoothing)
-                logp = F.log_softmax(logits, -1) if future_items > 1 else None
             else:
                 total = total + self._unseen_nll(logits, item_t, seen_idx, is_item, label_smoothing).sum()
-                # the items further ahead may repeat a seen one: they are scored over all items
-                logp = F.log_softmax(logits, -1) if future_items > 1 else None
-            if future_items > 1:
-                future = self._future_loss(logp, targets, is_item, future_items)
+            if future_items > 1:  # over all items, masked or not: an item further ahead may repeat a seen one
+                future = self._future_loss(F.log_softmax(logits, -1), targets, is_item, future_items)
         if is_text.any():
             logits = self.text_logits(flat_h[is_text])  # (N_text, n_text)
             total = total + F.cross_entropy(logits.float(), flat_t[is_text], reduction="sum",
@@ -225,10 +222,7 @@ class GPT(nn.Module):
 
     def _unseen_nll(self, logits, item_t, idx, is_item, label_smoothing: float):
         """Cross-entropy (N_item,) of each item target over the items not yet in its row."""
-        cols, keep = self._seen_items(idx, is_item, item_t)  # (N_item, T) each
-        n_items = self.config.n_items
-        seen = torch.zeros(len(cols), n_items + 1, dtype=torch.bool, device=logits.device)
-        seen = seen.scatter_(1, torch.where(keep, cols, n_items), True)[:, :n_items]  # column n_items: the rest
+        seen = self._seen_items(idx, is_item, item_t)
         logp = F.log_softmax(logits.masked_fill(seen, float("-inf")), -1)
         nll = -logp.gather(1, item_t.unsqueeze(1)).squeeze(1)
         if label_smoothing:
@@ -237,19 +231,18 @@ class GPT(nn.Module):
         return nll
 
     def _seen_items(self, idx, is_item, item_targets):
-        """For each item-target position (flattened `is_item`): the item ids of its row of `idx` (N_item, T)
-        and which of them count as seen there (N_item, T): item tokens at or before the position, other
-        than the position's own target."""
+        """(N_item, n_items) bool: for each item-target position (flattened `is_item`), the items of its row
+        of `idx` at or before it, other than its own target."""
         n_text, n_items = self.config.n_text, self.config.n_items
         B, T = idx.shape
         ar = torch.arange(T, device=idx.device)
-        items = idx - n_text  # (B, T); text tokens fall outside [0, n_items)
         rows = torch.arange(B, device=idx.device).repeat_interleave(T)[is_item]  # (N_item,)
         pos = ar.repeat(B)[is_item]  # (N_item,)
-        cols = items[rows]  # (N_item, T)
+        cols = idx[rows] - n_text  # (N_item, T); text tokens fall outside [0, n_items)
         keep = ((cols >= 0) & (cols < n_items) & (ar.unsqueeze(0) <= pos.unsqueeze(1))
                 & (cols != item_targets.unsqueeze(1)))
-        return cols.clamp(0, n_items - 1), keep
+        seen = torch.zeros(len(rows), n_items + 1, dtype=torch.bool, device=idx.device)
+        return seen.scatter_(1, torch.where(keep, cols, n_items), True)[:, :n_items]  # column n_items: the rest
 
     def _future_loss(self, logp, targets, is_item, future_items: int):
         """Mean -log p(item j tokens ahead), j = 2..future_items, at the item positions `is_item`."""
