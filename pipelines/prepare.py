@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Sequence, Tuple
@@ -38,6 +39,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
 
 from shopllm import examples, storage
 from shopllm.errors import ShopllmError
@@ -161,9 +163,13 @@ def shard_input(element, user_shards: int):
 
 
 class BuildShardExamples(beam.DoFn):
-    """Rows of one input shard: history and search rows of a user shard (its queries encoded in one
+    """Rows of one input shard: history and search rows of a user shard (its distinct queries encoded in one
     encode_batch call), or describe rows of an item slice (attribute texts and descriptions in one call).
-    Loads the tokenizer and the item vocabulary once per worker, from the paths it was given."""
+    Loads the tokenizer and the item vocabulary once per worker, from the paths it was given.
+
+    Describe rows are built on a helper thread and emitted at the end of the bundle: encode_batch releases
+    the GIL, so while an item slice encodes, the bundle's user shards are grouped on the main thread (on one
+    worker the curated items and events arrive in one bundle, items first)."""
 
     def __init__(self, tokenizer_path: str, vocab_dir: str, n_text: int, cfg, sort_groups: int):
         self.tokenizer_path, self.vocab_dir, self.n_text, self.cfg = tokenizer_path, vocab_dir, n_text, cfg
@@ -172,12 +178,28 @@ class BuildShardExamples(beam.DoFn):
     def setup(self):
         self.tokenizer = TextTokenizer.load(self.tokenizer_path)
         self.item_tokens = examples.ItemTokens(pa.array(ItemVocab.load(self.vocab_dir).items, pa.string()), self.n_text)
+        self.describer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="describe")
+
+    def start_bundle(self):
+        self.pending = []
 
     def process(self, element):
         (source, _), tables = element
         table = pa.concat_tables(tables)
-        rows = self.user_rows(table) if source == EVENTS else self.describe_rows(table)
-        yield from keyed_by_sort_group(rows, self.sort_groups)
+        if source == ITEMS:
+            self.pending.append(self.describer.submit(
+                examples.describe_batch, table, self.tokenizer, self.item_tokens, self.cfg))
+        else:
+            yield from keyed_by_sort_group(self.user_rows(table), self.sort_groups)
+
+    def finish_bundle(self):
+        pending, self.pending = self.pending, []
+        for future in pending:
+            for keyed in keyed_by_sort_group(self.counted(future.result()), self.sort_groups):
+                yield GlobalWindows.windowed_value(keyed)
+
+    def teardown(self):
+        self.describer.shutdown(cancel_futures=True)
 
     def user_rows(self, events: pa.Table) -> pa.Table:
         res = examples.shard_examples(events, self.item_tokens, self.cfg)
@@ -189,8 +211,10 @@ class BuildShardExamples(beam.DoFn):
             counter(name).inc(n)
         return pa.concat_tables([res.history, search])
 
-    def describe_rows(self, items: pa.Table) -> pa.Table:
-        res = examples.describe_batch(items, self.tokenizer, self.item_tokens, self.cfg)
+    @staticmethod
+    def counted(res: examples.DescribeBatch) -> pa.Table:
+        """The rows of a describe batch, its counts added on this (the bundle's) thread: Beam's metrics
+        belong to the thread that runs the bundle."""
         counter("text_tokens").inc(res.text_tokens)
         counter("items_without_description").inc(res.without_description)
         counter("unknown_items").inc(res.unknown_items)
@@ -417,7 +441,7 @@ def make_summary(date, counts: dict[str, int], tokenizer, trained, zh_tpc, vocab
         "rows_total": {s: sum(rows[s].values()) for s in SPLITS},
         "tokens": {s: counts.get(f"tokens_{s}", 0) for s in SPLITS},
         "shards": {s: max(1, counts.get(f"shards_{s}", 0)) for s in SPLITS},
-        "text_tokens_encoded": counts.get("text_tokens", 0),
+        "text_tokens": counts.get("text_tokens", 0),  # item text and query tokens in the examples
         "users": counts.get("users", 0),
         "short_users": counts.get("short_users", 0),
         "left_out": {

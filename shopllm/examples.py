@@ -205,6 +205,13 @@ class Ragged:
     def position_in_row(self) -> np.ndarray:
         return np.arange(len(self.values)) - np.repeat(self.offsets[:-1], self.lengths)
 
+    def take(self, rows: np.ndarray) -> "Ragged":
+        """Row k of the result = row `rows[k]` of this one (rows may repeat)."""
+        lengths = self.lengths[rows]
+        out_start = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        src_start = np.repeat(self.offsets[:-1][rows], lengths)
+        return Ragged(self.values[src_start + np.arange(len(out_start)) - out_start], lengths)
+
     def truncate(self, max_len: int) -> "Ragged":
         return Ragged(self.values[self.position_in_row() < max_len], np.minimum(self.lengths, max_len))
 
@@ -475,9 +482,12 @@ def shard_examples(table: pa.Table, item_tokens: ItemTokens, cfg) -> ShardExampl
 
 
 def search_rows(pairs: pa.Table, tokenizer) -> tuple[pa.Table, int]:
-    """Search rows of many pairs, queries encoded in one encode_batch call; also the text tokens encoded."""
+    """Search rows of many pairs; also the query tokens in them. Queries repeat (popular searches), so each
+    distinct query is encoded once, all in one encode_batch call."""
     n = pairs.num_rows
-    query = Ragged.from_lists(tokenizer.encode_batch(pairs["query"].to_pylist()) if n else [])
+    queries = pc.dictionary_encode(pairs["query"].combine_chunks()) if n else None
+    distinct = Ragged.from_lists(tokenizer.encode_batch(queries.dictionary.to_pylist()) if n else [])
+    query = distinct.take(queries.indices.to_numpy()) if n else distinct
     train = pc.equal(pairs["split"], "train").to_numpy(zero_copy_only=False)
     item_token = pairs["item_token"].to_numpy()
     answer = Ragged(np.stack([item_token[train], np.full(train.sum(), EOS_ID)], axis=1).ravel().astype(np.int32),

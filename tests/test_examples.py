@@ -242,9 +242,17 @@ class CharTokenizer:
         return [[10 + ord(c) % 50 for c in t] for t in texts]
 
 
+def test_ragged_take_picks_rows_in_any_order_with_repeats():
+    lists = [[1, 2, 3], [], [4], [5, 6]]
+    got = examples.Ragged.from_lists(lists).take(np.array([3, 0, 1, 3, 2]))
+    want = examples.Ragged.from_lists([lists[k] for k in (3, 0, 1, 3, 2)])
+    assert got.values.tolist() == want.values.tolist() and got.lengths.tolist() == want.lengths.tolist()
+
+
 def test_search_rows_match_the_per_row_layouts():
     pairs = [SearchPair("train", "mug", "i3", 103), SearchPair("test", "耳机", "i4", 104),
-             SearchPair("valid", "", "i5", 105), SearchPair("train", "kettle", "i1", 101)]
+             SearchPair("valid", "", "i5", 105), SearchPair("train", "kettle", "i1", 101),
+             SearchPair("train", "mug", "i2", 102), SearchPair("test", "耳机", "i4", 104)]  # repeated queries
     rows, n_tokens = examples.search_rows(pa.Table.from_pylist([p._asdict() for p in pairs]), CharTokenizer())
     encoded = CharTokenizer().encode_batch([p.query for p in pairs])
     assert examples.table_examples(rows) == [examples.search_example(p, ids) for p, ids in zip(pairs, encoded)]
