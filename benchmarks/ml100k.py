@@ -45,7 +45,7 @@ from shopllm import modelstore, storage
 from shopllm.data import read_eval_rows
 from shopllm.metrics import evaluate_rows, history_mask, metrics_from_ranks, target_ranks
 from shopllm.schemas import TOKENS, TOKENS_SCHEMA, VOCAB_DIR
-from shopllm.sequences import history_prompt
+from shopllm.sequences import describe_sequence, history_prompt, search_sequence
 from shopllm.tokenizer import TextTokenizer
 from shopllm.vocab import BOS_ID, EOS_ID, HIST_ID, ItemVocab
 
@@ -141,10 +141,22 @@ def windows(tokens: list[int], window: int, stride: int, eos: bool = True) -> li
     return seqs
 
 
+def item_text_rows(ml: MovieLens, tk: TextTokenizer, items: ItemVocab, n_text: int) -> list[dict]:
+    """Training rows that tie each item to its text, as the shop's describe and search rows do: `<bos> item
+    <attr> title (year) · genres <desc> <eos>` and `<bos> <query> title (year) · genres <rec> item <eos>`."""
+    rows = []
+    for item, text in ml.titles.items():
+        token, ids = items.token_ids([item], n_text)[0], tk.encode(text)
+        rows.append({"kind": "describe", "subject_id": item, "input_ids": describe_sequence(token, ids, [], 10_000)})
+        rows.append({"kind": "search", "subject_id": text, "input_ids": search_sequence(ids, token)})
+    return rows
+
+
 def build_shards_direct(ml: MovieLens, out: Path, window: int, stride: int, tie_copies: int = 0,
-                        eos: bool = True) -> None:
+                        eos: bool = True, item_text: bool = False) -> None:
     """Token shards of the history examples. `tie_copies` > 0 adds that many training copies of each
-    history with its same-second runs reordered at random (the held-out items stay where they are)."""
+    history with its same-second runs reordered at random (the held-out items stay where they are);
+    `item_text` adds the rows of `item_text_rows`."""
     texts = [ml.titles[i] for i in sorted(ml.titles, key=int)]
     tk = TextTokenizer.train(texts, vocab_size=2000)
     tk.save(out / VOCAB_DIR / "tokenizer.json")
@@ -164,6 +176,8 @@ def build_shards_direct(ml: MovieLens, out: Path, window: int, stride: int, tie_
         for split, k in ((valid, len(ids) - 2), (test, len(ids) - 1)):
             split.append({"kind": "history", "subject_id": user, "input_ids": history_prompt(ids[:k][-window:]),
                           "target_item": seq[k], "target_id": ids[k], "history_ids": ids[:k]})
+    if item_text:
+        train += item_text_rows(ml, tk, items, n_text)
     for name, rows in (("train", train), ("valid", valid), ("test", test)):
         full = [{"target_item": None, "target_id": -1, "history_ids": [], **r} for r in rows]
         with storage.publishing(out, f"{TOKENS}/{name}", DATE) as tmp:
@@ -186,8 +200,8 @@ def popularity(out: Path, n_text: int, n_items: int, test) -> dict[str, float]:
     counts = np.zeros(n_items)
     for f in storage.partition_files(out, f"{TOKENS}/train", DATE):
         seen = Counter()
-        for row in pq.read_table(f, columns=["subject_id", "input_ids"]).to_pylist():
-            for t in row["input_ids"]:
+        for row in pq.read_table(f, columns=["kind", "subject_id", "input_ids"]).to_pylist():
+            for t in row["input_ids"] if row["kind"] == "history" else []:
                 if t >= n_text:
                     seen[(row["subject_id"], t)] = 1  # overlapping windows: count a user's item once
         for (_, t) in seen:
@@ -251,7 +265,8 @@ def main(argv=None) -> int:
         build_shards_pipeline(ml, out, str(conf))
     else:
         build_shards_direct(ml, out, int(bench.get("window", 50)), int(bench.get("stride", 25)),
-                            int(bench.get("tie_copies", 0)), bool(bench.get("eos", True)))
+                            int(bench.get("tie_copies", 0)), bool(bench.get("eos", True)),
+                            bool(bench.get("item_text", False)))
     prep_s = time.perf_counter() - t0
 
     from jobs.train import main as train_main
