@@ -159,6 +159,8 @@ def run(args, beam_args=()) -> int:
     if rank == 0:
         save_outputs(out, date, cfg, trainer.model, result, tokenizer_path, items, warm_from, why, world, device,
                      len(stream.files), stream.n_rows)
+    if world > 1:  # leave together: a gloo rank that tears down while its peer still works can abort
+        torch.distributed.barrier()
     return 0
 
 

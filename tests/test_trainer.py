@@ -243,6 +243,7 @@ def _ddp_worker(rank, world, init_file, shards, result_file):
     result = Trainer(model, cfg, stream, progress=None).run()
     if rank == 0:
         torch.save({"losses": result.losses, "state": model.state_dict()}, result_file)
+    dist.barrier()  # tear down together: a rank that leaves while its peer still works can abort (gloo)
     dist.destroy_process_group()
 
 
