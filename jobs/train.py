@@ -15,6 +15,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import gc
 import hashlib
 import json
 import logging
@@ -236,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
+            gc.collect()  # free the DDP wrapper (it sits in reference cycles) before its process group
             dist.destroy_process_group()
 
 

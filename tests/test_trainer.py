@@ -1,6 +1,7 @@
 """The trainer, the token stream and the train job, on tiny shards built here with the real schemas."""
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -243,6 +244,7 @@ def _ddp_worker(rank, world, init_file, shards, result_file):
     result = Trainer(model, cfg, stream, progress=None).run()
     if rank == 0:
         torch.save({"losses": result.losses, "state": model.state_dict()}, result_file)
+    gc.collect()  # free the DDP wrapper (it sits in reference cycles) while the interpreter is whole
     dist.barrier()  # tear down together: a rank that leaves while its peer still works can abort (gloo)
     dist.destroy_process_group()
 
