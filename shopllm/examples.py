@@ -485,9 +485,10 @@ def search_rows(pairs: pa.Table, tokenizer) -> tuple[pa.Table, int]:
     """Search rows of many pairs; also the query tokens in them. Queries repeat (popular searches), so each
     distinct query is encoded once, all in one encode_batch call."""
     n = pairs.num_rows
-    queries = pc.dictionary_encode(pairs["query"].combine_chunks()) if n else None
-    distinct = Ragged.from_lists(tokenizer.encode_batch(queries.dictionary.to_pylist()) if n else [])
-    query = distinct.take(queries.indices.to_numpy()) if n else distinct
+    query = Ragged.from_lists([])
+    if n:
+        queries = pc.dictionary_encode(pairs["query"].combine_chunks())
+        query = Ragged.from_lists(tokenizer.encode_batch(queries.dictionary.to_pylist())).take(queries.indices.to_numpy())
     train = pc.equal(pairs["split"], "train").to_numpy(zero_copy_only=False)
     item_token = pairs["item_token"].to_numpy()
     answer = Ragged(np.stack([item_token[train], np.full(train.sum(), EOS_ID)], axis=1).ravel().astype(np.int32),

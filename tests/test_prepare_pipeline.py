@@ -188,6 +188,15 @@ def test_prepare_writes_three_published_splits_readable_by_pandas(night_one):
             assert (frame["kind"] == kind).sum() == n
     assert summary["tokenizer"]["trained"] is True
     assert summary["item_vocab"] == {"size": len(items), "added": len(items)}
+    # counted from the describe rows (built on a helper thread) and the search rows
+    assert summary["left_out"]["items_without_description"] == sum(not i["description"] for i in items) > 0
+    tokenizer = TextTokenizer.load(out / "vocab" / "tokenizer.json")
+    described = [i for i in items if i["description"]]
+    searched = pd.concat(frames.values()).query("kind == 'search'")["subject_id"]
+    assert summary["text_tokens"] == sum(
+        len(tokenizer.encode(t)) for t in [attribute_text(i["title"], i["category"], i["brand"], i["attributes"])
+                                           for i in described] + [i["description"] for i in described]
+        + list(searched))
     assert 0 < summary["zh_tokens_per_char"] < 1.0
 
 
