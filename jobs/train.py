@@ -80,6 +80,20 @@ def setup_distributed(device_flag: str | None) -> tuple[str, int, int]:
     return (f"cuda:{local_rank}" if use_cuda else "cpu"), dist.get_rank(), world
 
 
+def teardown_distributed(wait_for_peers: bool = True) -> None:
+    """Destroy the process group, if there is one. After a run that finished, the ranks first wait for each
+    other: a gloo rank that tears down while its peer still works can abort the peer. The DDP wrapper sits
+    in reference cycles, so it is collected first, while its process group still exists."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if wait_for_peers:
+        dist.barrier()
+    gc.collect()
+    dist.destroy_process_group()
+
+
 def build_model(cfg: TrainConfig, n_text: int, n_items: int, out: str, date: str) -> tuple[GPT, str | None, str]:
     """The model to train, warm-started from an earlier night's model where possible; (model, from version, why)."""
     m = cfg.model
@@ -160,8 +174,6 @@ def run(args, beam_args=()) -> int:
     if rank == 0:
         save_outputs(out, date, cfg, trainer.model, result, tokenizer_path, items, warm_from, why, world, device,
                      len(stream.files), stream.n_rows)
-    if world > 1:  # leave together: a gloo rank that tears down while its peer still works can abort
-        torch.distributed.barrier()
     return 0
 
 
@@ -228,17 +240,16 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    finished = False
     try:
-        return run(args)
+        rc = run(args)
+        finished = True
+        return rc
     except ShopllmError as e:
         print(f"shopllm train: error: {e}", file=sys.stderr)
         return 2
     finally:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            gc.collect()  # free the DDP wrapper (it sits in reference cycles) before its process group
-            dist.destroy_process_group()
+        teardown_distributed(wait_for_peers=finished)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """The trainer, the token stream and the train job, on tiny shards built here with the real schemas."""
 from __future__ import annotations
 
-import gc
 import json
 import math
 import os
@@ -236,6 +235,8 @@ def test_early_stopping_keeps_the_best_weights(shards):
 def _ddp_worker(rank, world, init_file, shards, result_file):
     import torch.distributed as dist
 
+    from jobs.train import teardown_distributed
+
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     cfg = tiny_cfg(max_steps=6, model=replace(tiny_cfg().model, dropout=0.0))
@@ -244,9 +245,7 @@ def _ddp_worker(rank, world, init_file, shards, result_file):
     result = Trainer(model, cfg, stream, progress=None).run()
     if rank == 0:
         torch.save({"losses": result.losses, "state": model.state_dict()}, result_file)
-    gc.collect()  # free the DDP wrapper (it sits in reference cycles) while the interpreter is whole
-    dist.barrier()  # tear down together: a rank that leaves while its peer still works can abort (gloo)
-    dist.destroy_process_group()
+    teardown_distributed()
 
 
 def test_two_process_gloo_ddp_matches_one_process(shards, tmp_path):
