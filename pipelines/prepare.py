@@ -207,7 +207,7 @@ class BuildShardExamples(beam.DoFn):
         for name, n in (("users", res.users), ("short_users", res.short_users), ("text_tokens", text_tokens),
                         ("unknown_item_events", res.unknown_item_events),
                         ("searches_without_target", res.searches_without_target),
-                        ("search_pairs_withheld", res.searches_withheld)):
+                        ("search_pairs_withheld", res.searches_withheld), ("tie_copy_rows", res.tie_copy_rows)):
             counter(name).inc(n)
         return pa.concat_tables([res.history, search])
 
@@ -218,6 +218,7 @@ class BuildShardExamples(beam.DoFn):
         counter("text_tokens").inc(res.text_tokens)
         counter("items_without_description").inc(res.without_description)
         counter("unknown_items").inc(res.unknown_items)
+        counter("attribute_rows").inc(res.attribute_rows)
         return res.rows
 
 
@@ -444,6 +445,8 @@ def make_summary(date, counts: dict[str, int], tokenizer, trained, zh_tpc, vocab
         "text_tokens": counts.get("text_tokens", 0),  # item text and query tokens in the examples
         "users": counts.get("users", 0),
         "short_users": counts.get("short_users", 0),
+        "tie_copy_rows": counts.get("tie_copy_rows", 0),  # history rows of the tie-shuffled copies
+        "attribute_rows": counts.get("attribute_rows", 0),  # describe rows of attribute text alone
         "left_out": {
             "unknown_item_events": counts.get("unknown_item_events", 0),
             "unknown_items": counts.get("unknown_items", 0),
@@ -467,6 +470,8 @@ def format_summary(s: dict) -> str:
         lines.append(f"  {split:5s} {s['rows_total'][split]:>9,} rows ({', '.join(f'{k} {r[k]:,}' for k in EXAMPLE_KINDS)}), "
                      f"{s['tokens'][split]:,} tokens, {s['shards'][split]} shard(s)")
     lo = s["left_out"]
+    lines.append(f"  train rows added: {s['tie_copy_rows']:,} tie-shuffled history copies, "
+                 f"{s['attribute_rows']:,} attribute-only describe rows")
     lines.append(f"  users {s['users']:,} (short, train only: {s['short_users']:,}); left out: "
                  + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in lo.items()))
     return "\n".join(lines)

@@ -25,11 +25,14 @@ class IngestConfig:
 @dataclass(frozen=True)
 class PrepareConfig:
     vocab_size: int = 8000  # BPE text vocabulary, special tokens included
-    history_window: int = 50  # keep the last N items of a user's history
+    history_window: int = 50  # training histories are cut into chunks of N items; prompts keep the last N
+    history_eos: bool = True  # end each training history with <eos> (the design's layout)
+    tie_shuffles: int = 0  # extra training copies of each history with same-timestamp events, those reordered
     min_history: int = 3  # users with fewer items are kept for training only (counted)
     describe_holdout: float = 0.05  # share of items (by hash) held out of describe training
     search_holdout: float = 0.05  # share of queries (by hash) held out
     max_describe_tokens: int = 160  # cut describe examples to this many tokens
+    attribute_rows: bool = True  # items without a description: a training row of their attribute text alone
     shard_rows: int = 50_000  # rows per output Parquet shard
     retrain_tokenizer: bool = False  # train a new tokenizer even if vocab/tokenizer.json exists
 

@@ -17,6 +17,7 @@ layouts one example at a time; tests check that the vectorised code agrees with 
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -37,6 +38,7 @@ ITEM_EVENT_TYPES = frozenset({"view", "click", "add_to_cart", "purchase"})
 SEARCH_TARGET_TYPES = frozenset({"click", "add_to_cart", "purchase"})  # a view is not an answer to a query
 NO_TARGET = -1
 NULL_STRING = pa.scalar(None, pa.string())
+MAX_TIE_SHUFFLES = 64  # prepare.tie_shuffles at most (a copy's random order keys on position * 65 + copy)
 BUCKETS = 64  # rows are ordered by (bucket of kind+subject, then content): the unit of parallel sorting
 
 EVENT_COLUMNS = ["user_id", "ts", "arrival", "event_id", "session_id", "event_type", "item_id", "query"]
@@ -97,10 +99,22 @@ class UserExamples:
 
 # ---- deterministic hashing -----------------------------------------------------------------------
 
+def stable_hash64(key: str) -> int:
+    """A 64-bit number from `key`, the same on every machine and run (unlike Python's hash())."""
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big")
+
+
 def stable_fraction(key: str) -> float:
-    """A number in [0, 1) from `key`, the same on every machine and run (unlike Python's hash())."""
-    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
+    """A number in [0, 1) from `key`, the same on every machine and run."""
+    return stable_hash64(key) / 2**64
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: well-spread 64-bit values, also from consecutive integers."""
+    x = np.asarray(x).astype(np.uint64)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
 def holdout_split(key: str, holdout: float) -> str:
@@ -132,6 +146,8 @@ def check_config(cfg) -> None:
     """Reject PrepareConfig values that would give wrong or empty output."""
     if cfg.history_window < 1:
         raise ConfigError(f"prepare.history_window must be >= 1, got {cfg.history_window}")
+    if not 0 <= cfg.tie_shuffles <= MAX_TIE_SHUFFLES:
+        raise ConfigError(f"prepare.tie_shuffles must be in [0, {MAX_TIE_SHUFFLES}], got {cfg.tie_shuffles}")
     if cfg.shard_rows < 1:
         raise ConfigError(f"prepare.shard_rows must be >= 1, got {cfg.shard_rows}")
     for name in ("describe_holdout", "search_holdout"):
@@ -171,6 +187,12 @@ def describe_example(item_id: str, item_token: int, attr_ids: Sequence[int], des
     split = holdout_split(item_id, cfg.describe_holdout)
     seq = sequences.describe_sequence(item_token, attr_ids, desc_ids, cfg.max_describe_tokens)
     return Example(split, "describe", item_id, seq, None if split == "train" else item_id, NO_TARGET, [])
+
+
+def attribute_example(item_id: str, item_token: int, attr_ids: Sequence[int], cfg) -> Example:
+    """An item without a description: a training row of its attribute text alone."""
+    return Example("train", "describe", item_id, sequences.attribute_sequence(item_token, attr_ids,
+                                                                              cfg.max_describe_tokens), None, NO_TARGET, [])
 
 
 # ---- ragged id lists, one per row, as flat numpy arrays ------------------------------------------
@@ -326,6 +348,7 @@ class ShardExamples:
     unknown_item_events: int
     searches_without_target: int
     searches_withheld: int
+    tie_copy_rows: int = 0  # training rows of the tie-shuffled copies (prepare.tie_shuffles)
 
 
 def sorted_events(table: pa.Table) -> pa.Table:
@@ -380,9 +403,13 @@ def item_runs(events: pa.Table, tokens: np.ndarray) -> tuple[Runs, int]:
     return runs, int((is_item & (tokens < 0)).sum())
 
 
-def train_history_rows(events: pa.Table, runs: Runs, n_train: np.ndarray, window: int) -> pa.Table:
-    """history_sequence rows: each user's first n_train runs cut into chunks of `window` from the end."""
+def train_history_rows(events: pa.Table, runs: Runs, n_train: np.ndarray, window: int, eos: bool = True,
+                       users: np.ndarray | None = None) -> pa.Table:
+    """history_sequence rows (without the `<eos>` when not `eos`): each user's first n_train runs cut into
+    chunks of `window` from the end; only the users marked in `users` (by user code) when given."""
     train = runs.pos < n_train[runs.user]
+    if users is not None:
+        train &= users[runs.user]
     user, pos = runs.user[train], runs.pos[train]
     chunk = (n_train[user] - 1 - pos) // window  # counted from the most recent end
     new_row = np.ones(len(user), bool)
@@ -391,7 +418,33 @@ def train_history_rows(events: pa.Table, runs: Runs, n_train: np.ndarray, window
     n_rows = int(new_row.sum())
     items = Ragged.of_rows(runs.token[train], row, n_rows)
     subject = events["user_id"].take(runs.event[train][new_row])
-    return rows_table("train", "history", subject, concat_rows(n_rows, BOS_ID, HIST_ID, items, EOS_ID))
+    end = [EOS_ID] if eos else []
+    return rows_table("train", "history", subject, concat_rows(n_rows, BOS_ID, HIST_ID, items, *end))
+
+
+def tie_shuffled(events: pa.Table, runs: Runs, n_train: np.ndarray, copies: int) -> tuple[np.ndarray, list[Runs]]:
+    """(users with a same-timestamp tie among their training runs, by user code; `copies` versions of the
+    runs with each such tie in a random order). Events in the same second have no known order (the arrival
+    order that breaks the tie is often not the order they happened in), so each copy is another order the
+    user could have taken. The order of a copy depends only on the user, the copy and the positions, so it
+    does not depend on how users are sharded; held-out runs stay where they are."""
+    train = runs.pos < n_train[runs.user]
+    ts = events["ts"].to_numpy()[runs.event]
+    tie = np.zeros(len(ts), bool)
+    tie[1:] = (runs.user[1:] == runs.user[:-1]) & (ts[1:] == ts[:-1]) & train[1:] & train[:-1]
+    has_tie = np.zeros(len(runs.n_of_user), bool)
+    has_tie[runs.user[tie]] = True
+    if not copies or not tie.any():
+        return has_tie, []
+    user_codes = events["user"].to_numpy()
+    first_event = np.searchsorted(user_codes, np.arange(len(runs.n_of_user)))  # events are sorted by user code
+    seed = np.array([stable_hash64(u) for u in events["user_id"].take(pa.array(first_event)).to_pylist()], np.uint64)
+    pos, shuffled = runs.pos.astype(np.uint64), []
+    for copy in range(1, copies + 1):
+        noise = mix64(seed[runs.user] ^ mix64(pos * np.uint64(MAX_TIE_SHUFFLES + 1) + np.uint64(copy)))
+        order = np.lexsort((np.where(train, noise, pos), ts, ~train, runs.user))  # only train ties move
+        shuffled.append(dataclasses.replace(runs, token=runs.token[order]))
+    return has_tie, shuffled
 
 
 def first_occurrences(runs: Runs) -> np.ndarray:
@@ -472,13 +525,16 @@ def shard_examples(table: pa.Table, item_tokens: ItemTokens, cfg) -> ShardExampl
     history = pa.concat_tables([
         held_out_history_rows("valid", 2, events, runs, long_users, first, cfg.history_window),
         held_out_history_rows("test", 1, events, runs, long_users, first, cfg.history_window),
-        train_history_rows(events, runs, n_train, cfg.history_window),
+        train_history_rows(events, runs, n_train, cfg.history_window, cfg.history_eos),
     ])
+    has_tie, copies = tie_shuffled(events, runs, n_train, cfg.tie_shuffles)
+    copy_rows = [train_history_rows(events, c, n_train, cfg.history_window, cfg.history_eos, has_tie) for c in copies]
+    history = pa.concat_tables([history, *copy_rows])
     held_run = long_user[runs.user] & (runs.pos >= runs.n - 2)
     held_out = (runs.run_of_event >= 0) & held_run[runs.run_of_event]
     pairs, without_target, withheld = search_pairs(events, tokens, held_out, cfg.search_holdout)
     return ShardExamples(history, pairs, len(runs.n_of_user), len(runs.n_of_user) - len(long_users), unknown,
-                         without_target, withheld)
+                         without_target, withheld, sum(t.num_rows for t in copy_rows))
 
 
 def search_rows(pairs: pa.Table, tokenizer) -> tuple[pa.Table, int]:
@@ -519,28 +575,39 @@ def build_user_examples(user_id: str, events: Iterable[Event], item_index: Mappi
 @dataclass
 class DescribeBatch:
     rows: pa.Table  # ROWS_SCHEMA
-    without_description: int  # nothing to learn to generate: not a describe example
+    without_description: int  # nothing to learn to generate: no describe example of the full layout
     unknown_items: int
     text_tokens: int  # tokens the tokenizer produced for this batch
+    attribute_rows: int = 0  # attribute-only training rows (items without a description)
+
+
+def attribute_texts(items: pa.Table) -> list[str]:
+    cols = [items[c].to_pylist() for c in ("title", "category", "brand", "attributes")]
+    return [sequences.attribute_text(t or "", c, b, a or []) for t, c, b, a in zip(*cols)]
 
 
 def describe_batch(table: pa.Table, tokenizer, item_tokens: ItemTokens, cfg) -> DescribeBatch:
-    """Describe rows of a curated/items table: attribute texts and descriptions encoded in one call."""
+    """Describe rows of a curated/items table, all its texts encoded in one call: the full layout for items
+    with a description (held out by item hash), the attribute text alone for those without one (training
+    only, when cfg.attribute_rows)."""
     tokens = item_tokens.tokens(table["item_id"])
     has_desc = pc.fill_null(pc.not_equal(table["description"], ""), False).to_numpy(zero_copy_only=False)
-    keep = (tokens >= 0) & has_desc
-    items = table.filter(pa.array(keep))
-    cols = [items[c].to_pylist() for c in ("title", "category", "brand", "attributes", "description")]
-    attr_texts = [sequences.attribute_text(t or "", c, b, a or []) for t, c, b, a, _ in zip(*cols)]
-    n = items.num_rows
-    encoded = tokenizer.encode_batch(attr_texts + cols[4]) if n else []
-    attrs, descs = Ragged.from_lists(encoded[:n]), Ragged.from_lists(encoded[n:])
-    seq = concat_rows(n, BOS_ID, tokens[keep], ATTR_ID, attrs, DESC_ID, descs, EOS_ID).truncate(cfg.max_describe_tokens)
+    full, bare = (tokens >= 0) & has_desc, (tokens >= 0) & ~has_desc & cfg.attribute_rows
+    items, bare_items = table.filter(pa.array(full)), table.filter(pa.array(bare))
+    n, n_bare = items.num_rows, bare_items.num_rows
+    texts = attribute_texts(items) + items["description"].to_pylist() + attribute_texts(bare_items)
+    encoded = tokenizer.encode_batch(texts) if texts else []
+    attrs, descs = Ragged.from_lists(encoded[:n]), Ragged.from_lists(encoded[n:2 * n])
+    bare_attrs = Ragged.from_lists(encoded[2 * n:])
+    seq = concat_rows(n, BOS_ID, tokens[full], ATTR_ID, attrs, DESC_ID, descs, EOS_ID).truncate(cfg.max_describe_tokens)
     split = holdout_splits(items["item_id"], cfg.describe_holdout)
     held = pc.not_equal(split, "train")
-    rows = rows_table(split, "describe", items["item_id"], seq, pc.if_else(held, items["item_id"], NULL_STRING))
-    return DescribeBatch(rows, int(((tokens >= 0) & ~has_desc).sum()), int((tokens < 0).sum()),
-                         len(attrs.values) + len(descs.values))
+    rows = [rows_table(split, "describe", items["item_id"], seq, pc.if_else(held, items["item_id"], NULL_STRING))]
+    if n_bare:
+        bare_seq = concat_rows(n_bare, BOS_ID, tokens[bare], ATTR_ID, bare_attrs).truncate(cfg.max_describe_tokens)
+        rows.append(rows_table("train", "describe", bare_items["item_id"], bare_seq))
+    return DescribeBatch(pa.concat_tables(rows), int(((tokens >= 0) & ~has_desc).sum()), int((tokens < 0).sum()),
+                         sum(len(r.values) for r in (attrs, descs, bare_attrs)), n_bare)
 
 
 # ---- tokenizer training text ---------------------------------------------------------------------

@@ -3,6 +3,7 @@
     history   <bos> <hist> item item ... item <eos>
     search    <bos> <query> text... <rec> item <eos>
     describe  <bos> item <attr> title · category · brand · k: v; ... <desc> description... <eos>
+              <bos> item <attr> title · category · brand · k: v; ...   (an item without a description)
 
 Serving uses the same prefixes without what follows: ranking reads the next-token distribution over
 item tokens after `<hist> items` or after `<rec>`; describing generates text after `<desc>`.
@@ -42,6 +43,12 @@ def attribute_text(title: str, category: str | None, brand: str | None,
 
 def describe_prompt(item_token: int, attr_tokens: Sequence[int]) -> list[int]:
     return [BOS_ID, item_token, ATTR_ID, *attr_tokens, DESC_ID]
+
+
+def attribute_sequence(item_token: int, attr_tokens: Sequence[int], max_len: int) -> list[int]:
+    """An item without a description: its attribute text alone ties the item token to its words, and
+    without `<desc>` nothing teaches the model that a description can be empty."""
+    return [BOS_ID, item_token, ATTR_ID, *attr_tokens][:max_len]
 
 
 def describe_sequence(item_token: int, attr_tokens: Sequence[int], desc_tokens: Sequence[int],

@@ -7,13 +7,14 @@ from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from shopllm import examples
 from shopllm.config import PrepareConfig
 from shopllm.examples import Event, Example, SearchPair
 from shopllm.sequences import attribute_text
-from shopllm.vocab import BOS_ID, EOS_ID, HIST_ID, QUERY_ID, REC_ID
+from shopllm.vocab import BOS_ID, DESC_ID, EOS_ID, HIST_ID, QUERY_ID, REC_ID
 
 N_TEXT = 100
 INDEX = {f"i{k}": k for k in range(10)}  # item_id -> vocab index; token = N_TEXT + index
@@ -171,8 +172,19 @@ def reference_user_examples(user_id, events, index, n_text, cfg):
             out.history.append(Example(split, "history", user_id, [BOS_ID, HIST_ID, *before[-cfg.history_window:]],
                                        runs[k][0], tokens[k], list(dict.fromkeys(before))))
             held_out.update(runs[k][1])
-    for chunk in examples.chunk_from_end(tokens if out.short else tokens[:-2], cfg.history_window):
-        out.history.append(Example("train", "history", user_id, [BOS_ID, HIST_ID, *chunk, EOS_ID], None, -1, []))
+    train = tokens if out.short else tokens[:-2]
+    end = [EOS_ID] if cfg.history_eos else []
+    for chunk in examples.chunk_from_end(train, cfg.history_window):
+        out.history.append(Example("train", "history", user_id, [BOS_ID, HIST_ID, *chunk, *end], None, -1, []))
+    ts = [events[positions[0]].ts for _, positions in runs[:len(train)]]
+    if any(a == b for a, b in zip(ts, ts[1:])):  # tie-shuffled copies of a history with a same-timestamp tie
+        seed = np.uint64(examples.stable_hash64(user_id))
+        for copy in range(1, cfg.tie_shuffles + 1):
+            noise = examples.mix64(seed ^ examples.mix64(
+                np.arange(len(train), dtype=np.uint64) * np.uint64(examples.MAX_TIE_SHUFFLES + 1) + np.uint64(copy)))
+            order = sorted(range(len(train)), key=lambda i: (ts[i], int(noise[i])))
+            for chunk in examples.chunk_from_end([train[i] for i in order], cfg.history_window):
+                out.history.append(Example("train", "history", user_id, [BOS_ID, HIST_ID, *chunk, *end], None, -1, []))
     for pos, e in enumerate(events):
         if e.event_type != "search" or not e.query:
             continue
@@ -213,10 +225,12 @@ def as_sortable(ex):
     return (ex.split, ex.subject_id, tuple(ex.input_ids), ex.target_item or "", ex.target_id, tuple(ex.history_ids))
 
 
-@pytest.mark.parametrize("seed,window,min_history,holdout", [
-    (1, 50, 3, 0.0), (2, 2, 3, 0.5), (3, 1, 1, 0.9), (4, 3, 5, 0.3), (5, 4, 2, 0.0)])
-def test_shard_examples_match_the_per_user_reference(seed, window, min_history, holdout):
-    cfg = PrepareConfig(history_window=window, min_history=min_history, search_holdout=holdout)
+@pytest.mark.parametrize("seed,window,min_history,holdout,eos,ties", [
+    (1, 50, 3, 0.0, True, 0), (2, 2, 3, 0.5, True, 2), (3, 1, 1, 0.9, False, 0), (4, 3, 5, 0.3, False, 3),
+    (5, 4, 2, 0.0, True, 1)])
+def test_shard_examples_match_the_per_user_reference(seed, window, min_history, holdout, eos, ties):
+    cfg = PrepareConfig(history_window=window, min_history=min_history, search_holdout=holdout, history_eos=eos,
+                        tie_shuffles=ties)
     users = random_users(seed)
     table = pa.table({
         "user_id": [u for u, evs in users.items() for _ in evs],
@@ -233,6 +247,9 @@ def test_shard_examples_match_the_per_user_reference(seed, window, min_history, 
     assert got.searches_without_target == sum(r.searches_without_target for r in refs.values())
     assert got.searches_withheld == sum(r.searches_withheld for r in refs.values())
     assert got.history.num_rows and want_pairs  # the input exercises both kinds
+    plain = {u: reference_user_examples(u, users[u], INDEX, N_TEXT, replace(cfg, tie_shuffles=0)) for u in refs}
+    n_train = lambda rs: sum(ex.split == "train" for r in rs.values() for ex in r.history)  # noqa: E731
+    assert got.tie_copy_rows == n_train(refs) - n_train(plain) and (got.tie_copy_rows > 0) == (ties > 0)
 
 
 class CharTokenizer:
@@ -259,21 +276,30 @@ def test_search_rows_match_the_per_row_layouts():
     assert n_tokens == sum(map(len, encoded))
 
 
-def test_describe_batch_matches_the_per_row_layout_and_counts_what_it_leaves_out():
+@pytest.mark.parametrize("attribute_rows", [True, False])
+def test_describe_batch_matches_the_per_row_layout_and_counts_what_it_leaves_out(attribute_rows):
     items = pa.Table.from_pylist([
         {"item_id": f"i{k}", "title": f"title {k}", "description": "words " * k if k != 2 else "",
          "category": "a > b", "brand": None, "attributes": [("color", "red")]} for k in range(6)]
         + [{"item_id": "unknown", "title": "t", "description": "d", "category": None, "brand": None,
             "attributes": None}])
-    cfg = replace(CFG, describe_holdout=0.5, max_describe_tokens=30)
+    cfg = replace(CFG, describe_holdout=0.5, max_describe_tokens=30, attribute_rows=attribute_rows)
     res = examples.describe_batch(items, CharTokenizer(), examples.ItemTokens.from_index(INDEX, N_TEXT), cfg)
     tk = CharTokenizer()
-    want = [examples.describe_example(
-        r["item_id"], N_TEXT + INDEX[r["item_id"]],
-        tk.encode_batch([attribute_text(r["title"], r["category"], r["brand"], r["attributes"])])[0],
-        tk.encode_batch([r["description"]])[0], cfg) for r in items.to_pylist()[:6] if r["description"]]
-    assert examples.table_examples(res.rows) == want
+    known = items.to_pylist()[:6]
+    attr = {r["item_id"]: tk.encode_batch([attribute_text(r["title"], r["category"], r["brand"], r["attributes"])])[0]
+            for r in known}
+    want = [examples.describe_example(r["item_id"], N_TEXT + INDEX[r["item_id"]], attr[r["item_id"]],
+                                      tk.encode_batch([r["description"]])[0], cfg) for r in known if r["description"]]
+    bare = [examples.attribute_example(r["item_id"], N_TEXT + INDEX[r["item_id"]], attr[r["item_id"]], cfg)
+            for r in known if not r["description"]] if attribute_rows else []
+    assert examples.table_examples(res.rows) == want + bare
     assert (res.without_description, res.unknown_items) == (2, 1)  # i0 and i2 have no description
+    assert res.attribute_rows == len(bare) == (2 if attribute_rows else 0)
+    assert all(DESC_ID not in ex.input_ids and ex.split == "train" for ex in bare)  # nothing teaches "no description"
+    encoded = [attr[r["item_id"]] + tk.encode_batch([r["description"]])[0] for r in known
+               if r["description"] or attribute_rows]
+    assert res.text_tokens == sum(map(len, encoded))
 
 
 def test_sort_rows_orders_like_the_packed_row_keys():

@@ -20,7 +20,7 @@ from shopllm import examples, storage
 from shopllm.config import PrepareConfig
 from shopllm.examples import Example
 from shopllm.schemas import CURATED_EVENTS, CURATED_ITEMS, CURATED_SESSIONS, EVENTS, ITEMS, SESSIONS, TOKENS
-from shopllm.sequences import attribute_text, describe_sequence, history_prompt, history_sequence, search_prompt
+from shopllm.sequences import attribute_sequence, attribute_text, describe_sequence, history_prompt, history_sequence, search_prompt
 from shopllm.tokenizer import TextTokenizer
 from shopllm.vocab import ItemVocab
 
@@ -82,11 +82,11 @@ def realistic_shop(n_items=60, n_users=40, seed=7):
                 n += 1
                 if rng.random() < 0.25:
                     events.append(event(n, f"u{u}", session, "search", query=" ".join(rng.sample(ZH_WORDS, 2)),
-                                        minutes=base + n % 90))
+                                        minutes=base + n // 2 % 90))  # pairs of events share a minute
                 else:
                     etype = rng.choice(["view", "view", "click", "add_to_cart", "purchase"])
                     events.append(event(n, f"u{u}", session, etype, item_id=f"sku-{rng.randrange(n_items):03d}",
-                                        minutes=base + n % 90))
+                                        minutes=base + n // 2 % 90))  # pairs of events share a minute
     return items, events
 
 
@@ -133,7 +133,10 @@ def test_build_examples_transform_on_tiny_input(tmp_path, spread):
         Example("test", "history", "u1", history_prompt([a, b]), "c", c, [a, b]),
         Example("train", "history", "u1", history_sequence([a]), None, -1, []),
         Example("train", "history", "u2", history_sequence([d]), None, -1, []),  # short user
-        describe(a, items[0]), describe(b, items[1]), describe(d, items[3]),  # c has no description
+        describe(a, items[0]), describe(b, items[1]), describe(d, items[3]),
+        Example("train", "describe", "c", attribute_sequence(c, tokenizer.encode(attribute_text(
+            items[2]["title"], items[2]["category"], items[2]["brand"], items[2]["attributes"])),
+            cfg.max_describe_tokens), None, -1, []),  # c has no description: its attribute text alone
     ]
     with BeamTestPipeline(runner=FnApiRunner()) as p:
         tables = p | beam.Create([("items", pa.Table.from_pylist(items, schema=ITEMS)),
@@ -170,7 +173,7 @@ def night_one(tmp_path_factory):
     out = tmp_path_factory.mktemp("shop") / "out"
     items, events = realistic_shop()
     write_curated(out, DATE, items, events)
-    config = {"shard_rows": 25, "vocab_size": 600, "search_holdout": 0.3, "describe_holdout": 0.2}
+    config = {"shard_rows": 25, "vocab_size": 600, "search_holdout": 0.3, "describe_holdout": 0.2, "tie_shuffles": 2}
     assert prepare(out, config=config) == 0
     return out, items, events, config
 
@@ -195,8 +198,11 @@ def test_prepare_writes_three_published_splits_readable_by_pandas(night_one):
     searched = pd.concat(frames.values()).query("kind == 'search'")["subject_id"]
     assert summary["text_tokens"] == sum(
         len(tokenizer.encode(t)) for t in [attribute_text(i["title"], i["category"], i["brand"], i["attributes"])
-                                           for i in described] + [i["description"] for i in described]
+                                           for i in items] + [i["description"] for i in described]
         + list(searched))
+    # items without a description train on their attribute text alone; histories with ties have copies
+    assert summary["attribute_rows"] == summary["left_out"]["items_without_description"]
+    assert summary["tie_copy_rows"] > 0
     assert 0 < summary["zh_tokens_per_char"] < 1.0
 
 
@@ -263,7 +269,10 @@ def test_split_is_leak_free(night_one):
         assert targets[("valid", user)] == runs[-2][0] and targets[("test", user)] == runs[-1][0]
         held_events.update(runs[-2][1] + runs[-1][1])
         train_runs = Counter((user, item_id) for item_id, _ in runs[:-2])
-        assert Counter({k: v for k, v in trained_items.items() if k[0] == user}) == train_runs
+        mine = Counter({k: v for k, v in trained_items.items() if k[0] == user})
+        copies = sum(mine.values()) // max(1, sum(train_runs.values()))
+        assert copies in (1, 1 + config["tie_shuffles"])  # tie-shuffled copies hold the same training items
+        assert mine == Counter({k: v * copies for k, v in train_runs.items()})
 
     expected_pairs = Counter(
         (query, target["item_id"]) for query, target in search_pairs(events)
