@@ -2,18 +2,15 @@
 
     .venv/bin/pip install --no-deps recbole==1.2.1      # the data ships inside this package
     .venv/bin/python -m benchmarks.ml100k [--config benchmarks/ml100k.toml] [--quick] [--device cpu|cuda]
+                                          [--out DIR] [--seed N]
 
 The data is read from the installed package, never copied into the repository. Each rating becomes a
 `purchase` event at its timestamp (file order is the arrival order that breaks ties); title, year and
 genres are the item text. Split leave-one-out by time per user: the last item is test, the one
 before it valid, the rest train. Evaluation ranks all items with the user's history masked.
 
-Token shards come from the pipeline's own stages (`shopllm ingest` + `prepare`) when `--stages
-pipeline` is given and those stages are built; the default (`direct`) builds them here with
-`shopllm.sequences` and the tokenizer, using windows of the long ML histories and the `[bench]` choices
-of the config: `tie_copies` extra training copies of each history with its same-second runs reordered at
-random, and `eos = false` (no `<eos>` after a training history). Training is always the real
-`shopllm train` job.
+The token shards come from the pipeline's own stages, `shopllm ingest` and `shopllm prepare`, with the
+`[prepare]` settings of the config; training is the real `shopllm train` job.
 """
 from __future__ import annotations
 
@@ -36,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -44,10 +40,7 @@ from shopllm import config as config_mod
 from shopllm import modelstore, storage
 from shopllm.data import read_eval_rows
 from shopllm.metrics import evaluate_rows, history_mask, metrics_from_ranks, target_ranks
-from shopllm.schemas import TOKENS, TOKENS_SCHEMA, VOCAB_DIR
-from shopllm.sequences import describe_sequence, history_prompt, search_sequence
-from shopllm.tokenizer import TextTokenizer
-from shopllm.vocab import BOS_ID, EOS_ID, HIST_ID, ItemVocab
+from shopllm.schemas import TOKENS
 
 DATE = "1998-04-23"  # the day after the last ML-100k rating
 DEFAULT_CONFIG = Path(__file__).with_name("ml100k.toml")
@@ -94,22 +87,6 @@ def load_movielens() -> MovieLens:
     return MovieLens(titles, ratings)
 
 
-def user_ratings(ml: MovieLens) -> dict[str, list[tuple[int, int, str]]]:
-    """Each user's (timestamp, file row, item) by time, ties by file order."""
-    by_user: dict[str, list[tuple[int, int, str]]] = {}
-    for user, item, ts, row in ml.ratings:
-        by_user.setdefault(user, []).append((ts, row, item))
-    return {u: sorted(v) for u, v in by_user.items()}
-
-
-def tie_shuffled(ratings: list[tuple[int, int, str]], rng: np.random.Generator) -> list[str]:
-    """The items with each run of equal timestamps in a random order: half of all consecutive ML-100k
-    ratings share their second, and the file order inside such a run is not the order they were made in."""
-    ts = np.array([t for t, _, _ in ratings])
-    order = np.lexsort((rng.random(len(ts)), ts))
-    return [ratings[i][2] for i in order]
-
-
 def write_raw_inputs(ml: MovieLens, folder: Path) -> tuple[Path, Path]:
     """Our catalog and events inputs (JSON Lines), for the pipeline's own ingest stage."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -126,65 +103,8 @@ def write_raw_inputs(ml: MovieLens, folder: Path) -> tuple[Path, Path]:
     return catalog, events
 
 
-# ---- token shards built directly ---------------------------------------------------------------
-def windows(tokens: list[int], window: int, stride: int, eos: bool = True) -> list[list[int]]:
-    """Training sequences `<bos> <hist> items... [<eos>]` over overlapping windows of a long history;
-    only the window that reaches the end carries `<eos>` (none with eos=False)."""
-    seqs = []
-    starts = list(range(0, max(1, len(tokens) - window + 1), stride))
-    if starts[-1] + window < len(tokens):
-        starts.append(len(tokens) - window)
-    for s in starts:
-        part = tokens[s:s + window]
-        end = [EOS_ID] if eos and s + window >= len(tokens) else []
-        seqs.append([BOS_ID, HIST_ID, *part, *end])
-    return seqs
-
-
-def item_text_rows(ml: MovieLens, tk: TextTokenizer, items: ItemVocab, n_text: int) -> list[dict]:
-    """Training rows that tie each item to its text, as the shop's describe and search rows do: `<bos> item
-    <attr> title (year) · genres <desc> <eos>` and `<bos> <query> title (year) · genres <rec> item <eos>`."""
-    rows = []
-    for item, text in ml.titles.items():
-        token, ids = items.token_ids([item], n_text)[0], tk.encode(text)
-        rows.append({"kind": "describe", "subject_id": item, "input_ids": describe_sequence(token, ids, [], 10_000)})
-        rows.append({"kind": "search", "subject_id": text, "input_ids": search_sequence(ids, token)})
-    return rows
-
-
-def build_shards_direct(ml: MovieLens, out: Path, window: int, stride: int, tie_copies: int = 0,
-                        eos: bool = True, item_text: bool = False) -> None:
-    """Token shards of the history examples. `tie_copies` > 0 adds that many training copies of each
-    history with its same-second runs reordered at random (the held-out items stay where they are);
-    `item_text` adds the rows of `item_text_rows`."""
-    texts = [ml.titles[i] for i in sorted(ml.titles, key=int)]
-    tk = TextTokenizer.train(texts, vocab_size=2000)
-    tk.save(out / VOCAB_DIR / "tokenizer.json")
-    items = ItemVocab([])
-    items.extend(ml.titles)
-    items.save(out / VOCAB_DIR)
-    n_text = tk.n_text
-    train, valid, test = [], [], []
-    rng = np.random.default_rng(0)
-    for user, ratings in user_ratings(ml).items():
-        seq = [item for _, _, item in ratings]
-        ids = items.token_ids(seq, n_text)
-        copies = [ids[:-2]] + [items.token_ids(tie_shuffled(ratings[:-2], rng), n_text) for _ in range(tie_copies)]
-        for history in copies:
-            for s in windows(history, window, stride, eos):
-                train.append({"kind": "history", "subject_id": user, "input_ids": s})
-        for split, k in ((valid, len(ids) - 2), (test, len(ids) - 1)):
-            split.append({"kind": "history", "subject_id": user, "input_ids": history_prompt(ids[:k][-window:]),
-                          "target_item": seq[k], "target_id": ids[k], "history_ids": ids[:k]})
-    if item_text:
-        train += item_text_rows(ml, tk, items, n_text)
-    for name, rows in (("train", train), ("valid", valid), ("test", test)):
-        full = [{"target_item": None, "target_id": -1, "history_ids": [], **r} for r in rows]
-        with storage.publishing(out, f"{TOKENS}/{name}", DATE) as tmp:
-            storage.write_table(pa.Table.from_pylist(full, schema=TOKENS_SCHEMA), tmp)
-
-
-def build_shards_pipeline(ml: MovieLens, out: Path, config_file: str) -> None:
+# ---- token shards: our ingest + prepare ---------------------------------------------------------
+def build_shards(ml: MovieLens, out: Path, config_file: str) -> None:
     from jobs.cli import main as cli
 
     catalog, events = write_raw_inputs(ml, out / "raw")
@@ -212,12 +132,10 @@ def popularity(out: Path, n_text: int, n_items: int, test) -> dict[str, float]:
     return metrics_from_ranks(target_ranks(scores, targets, mask))
 
 
-def split_config(path: Path) -> tuple[dict, dict]:
-    """(the shopllm config, the benchmark's own [bench] settings) from one TOML file."""
+def read_config(path: Path) -> dict:
     data = tomllib.loads(path.read_text())
-    bench = data.pop("bench", {})
     config_mod.from_dict(data)  # fail early on a bad setting
-    return data, bench
+    return data
 
 
 def write_toml(data: dict, path: Path) -> None:
@@ -242,17 +160,19 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="work folder (default: a temporary one)")
     p.add_argument("--quick", action="store_true", help="a smoke run: few steps")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--stages", choices=["direct", "pipeline"], default="direct",
-                   help="build token shards here (direct) or with shopllm ingest + prepare (pipeline)")
+    p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--max-minutes", type=float, help="override train.max_minutes")
     p.add_argument("--json", default="bench_out/ml100k.json")
     args = p.parse_args(argv)
 
-    data, bench = split_config(Path(args.config))
+    data = read_config(Path(args.config))
+    train_cfg = data.setdefault("train", {})
     if args.quick:
-        data.setdefault("train", {}).update(max_steps=60, eval_every=30, max_minutes=1.0)
+        train_cfg.update(max_steps=60, eval_every=30, max_minutes=1.0)
     if args.max_minutes is not None:
-        data.setdefault("train", {})["max_minutes"] = args.max_minutes
+        train_cfg["max_minutes"] = args.max_minutes
+    if args.seed is not None:
+        train_cfg["seed"] = args.seed
     tmp = tempfile.TemporaryDirectory(prefix="ml100k-") if not args.out else None
     out = Path(args.out or tmp.name)
     out.mkdir(parents=True, exist_ok=True)
@@ -261,12 +181,7 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     ml = load_movielens()
-    if args.stages == "pipeline":
-        build_shards_pipeline(ml, out, str(conf))
-    else:
-        build_shards_direct(ml, out, int(bench.get("window", 50)), int(bench.get("stride", 25)),
-                            int(bench.get("tie_copies", 0)), bool(bench.get("eos", True)),
-                            bool(bench.get("item_text", False)))
+    build_shards(ml, out, str(conf))
     prep_s = time.perf_counter() - t0
 
     from jobs.train import main as train_main
@@ -302,14 +217,14 @@ def main(argv=None) -> int:
           f"{summary['best_step']} of {summary['steps']}; {summary['tokens_per_s']:.0f} tokens/s; "
           f"shards {prep_s:.0f} s, training {train_s:.0f} s")
 
-    result = {"dataset": "ml-100k", "test_users": len(test), "n_items": n_items, "stages": args.stages,
+    result = {"dataset": "ml-100k", "test_users": len(test), "n_items": n_items,
               "quick": args.quick, "device": args.device, "threads": torch.get_num_threads(),
               "ours": ours, "popularity": pop, "ratio_vs_best_recbole_ndcg@10": ours["ndcg@10"] / best_recbole,
               "ratio_vs_popularity_ndcg@10": ours["ndcg@10"] / pop["ndcg@10"],
               "recbole": [dict(zip(("model", "hr@10", "ndcg@10", "mrr@10", "wall_s"), r)) for r in RECBOLE],
               "train_wall_s": train_s, "shards_wall_s": prep_s, "train": {k: summary[k] for k in (
                   "steps", "tokens", "tokens_per_s", "best_step", "best_valid_ndcg@10", "params", "ndcg_curve")},
-              "config": data, "bench": bench}
+              "config": data}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2))
     if tmp is not None:

@@ -1,37 +1,42 @@
-"""The MovieLens benchmark's own data choices (the data itself ships with recbole, not needed here)."""
-import numpy as np
-
-from benchmarks.ml100k import MovieLens, item_text_rows, tie_shuffled, windows
+"""The MovieLens benchmark's data path, on a tiny stand-in for ML-100k (the real data ships with recbole)."""
+from benchmarks.ml100k import DATE, DEFAULT_CONFIG, MovieLens, build_shards, read_config, write_toml
+from shopllm import storage
+from shopllm.schemas import TOKENS
 from shopllm.tokenizer import TextTokenizer
-from shopllm.vocab import ATTR_ID, BOS_ID, DESC_ID, EOS_ID, HIST_ID, QUERY_ID, REC_ID, ItemVocab
+from shopllm.vocab import ATTR_ID, BOS_ID, EOS_ID, HIST_ID, ItemVocab
+
+TITLES = {str(k): f"Movie {k} (199{k}) · Drama, Comedy" for k in range(1, 9)}
+RATINGS = [  # (user, item, timestamp, file row) in file order
+    ("1", "5", 400, 0), ("1", "1", 100, 1), ("1", "2", 200, 2), ("1", "3", 200, 3), ("1", "4", 300, 4),
+    ("1", "6", 400, 5), ("2", "8", 50, 6), ("2", "7", 60, 7), ("2", "1", 70, 8), ("2", "2", 80, 9),
+]
 
 
-def test_tie_shuffle_reorders_only_items_rated_in_the_same_second():
-    ratings = [(10, 0, "a"), (10, 1, "b"), (10, 2, "c"), (20, 3, "d"), (30, 4, "e"), (30, 5, "f")]
-    orders = {tuple(tie_shuffled(ratings, np.random.default_rng(seed))) for seed in range(200)}
-    for order in orders:
-        assert sorted(order[:3]) == ["a", "b", "c"] and order[3] == "d" and sorted(order[4:]) == ["e", "f"]
-    assert len(orders) == 12  # every order of the 3-item run times every order of the 2-item run
+def test_ratings_go_through_ingest_and_prepare_split_by_time_with_ties_by_file_order(tmp_path):
+    config = tmp_path / "ml100k.toml"
+    write_toml(read_config(DEFAULT_CONFIG), config)  # the benchmark's own [prepare] settings
+    out = tmp_path / "out"
+    build_shards(MovieLens(TITLES, RATINGS), out, str(config))
 
+    tk = TextTokenizer.load(out / "vocab" / "tokenizer.json")
+    vocab = ItemVocab.load(out / "vocab")
+    item_of = lambda t: vocab.item_of(t, tk.n_text)  # noqa: E731
+    rows = {s: storage.read_partition(out, f"{TOKENS}/{s}", DATE).to_pylist() for s in ("train", "valid", "test")}
+    held = {(s, r["subject_id"]): r["target_item"] for s in ("valid", "test") for r in rows[s]}
+    # user 1: items 5 and 6 share the last second, 5 comes first in the file: valid 5, test 6
+    assert held == {("valid", "1"): "5", ("test", "1"): "6", ("valid", "2"): "1", ("test", "2"): "2"}
 
-def test_windows_cover_the_history_and_only_the_last_may_end_with_eos():
-    tokens = list(range(100, 125))
-    seqs = windows(tokens, window=10, stride=10)
-    assert all(s[:2] == [BOS_ID, HIST_ID] for s in seqs)
-    assert seqs[-1][-1] == EOS_ID and all(EOS_ID not in s for s in seqs[:-1])
-    assert seqs[-1][2:-1] == tokens[-10:] and set(t for s in seqs for t in s[2:] if t != EOS_ID) == set(tokens)
-    assert all(EOS_ID not in s for s in windows(tokens, window=10, stride=10, eos=False))
+    histories = [[item_of(t) for t in r["input_ids"][2:]] for r in rows["train"]
+                 if r["kind"] == "history" and r["subject_id"] == "1"]
+    assert all(r["input_ids"][:2] == [BOS_ID, HIST_ID] and r["input_ids"][-1] != EOS_ID
+               for r in rows["train"] if r["kind"] == "history")  # history_eos = false
+    # the original order and 7 copies with items 2 and 3 (rated in the same second) in a random order
+    assert histories.count(["1", "2", "3", "4"]) >= 1 and len(histories) == 8
+    assert {tuple(h) for h in histories} == {("1", "2", "3", "4"), ("1", "3", "2", "4")}
+    assert [r["subject_id"] for r in rows["train"] if r["kind"] == "history"].count("2") == 1  # no ties: no copies
 
-
-def test_item_text_rows_tie_each_item_to_its_text_both_ways():
-    titles = {"1": "Toy Story (1995) · Animation, Comedy", "2": "GoldenEye (1995) · Action, Thriller"}
-    tk = TextTokenizer.train(list(titles.values()) * 5, vocab_size=300)
-    items = ItemVocab([])
-    items.extend(titles)
-    rows = item_text_rows(MovieLens(titles, []), tk, items, tk.n_text)
-    assert [r["kind"] for r in rows] == ["describe", "search"] * 2
-    for (item, text), describe, search in zip(titles.items(), rows[::2], rows[1::2]):
-        token, ids = tk.n_text + items.index[item], tk.encode(text)
-        assert describe["input_ids"] == [BOS_ID, token, ATTR_ID, *ids, DESC_ID, EOS_ID]
-        assert search["input_ids"] == [BOS_ID, QUERY_ID, *ids, REC_ID, token, EOS_ID]
-        assert tk.decode(ids) == text
+    texts = {r["subject_id"]: r["input_ids"] for r in rows["train"] if r["kind"] == "describe"}
+    assert set(texts) == set(TITLES)  # no descriptions: each movie's attribute text alone
+    for item, ids in texts.items():
+        assert ids[:3] == [BOS_ID, tk.n_text + vocab.index[item], ATTR_ID]
+        assert tk.decode(ids[3:]).startswith(TITLES[item].split(" · ")[0])
