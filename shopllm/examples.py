@@ -41,7 +41,10 @@ NULL_STRING = pa.scalar(None, pa.string())
 MAX_TIE_SHUFFLES = 64  # prepare.tie_shuffles at most (a copy's random order keys on position * 65 + copy)
 BUCKETS = 64  # rows are ordered by (bucket of kind+subject, then content): the unit of parallel sorting
 
-EVENT_COLUMNS = ["user_id", "ts", "arrival", "event_id", "session_id", "event_type", "item_id", "query"]
+EVENT_COLUMNS = ["user_id", "ts", "arrival", "session_id", "event_type", "item_id", "query"]
+# the event order: time, then arrival (file and line: unique for ingested events), then the content, so
+# events that tie on all of it are interchangeable and the order never depends on how the input was read
+EVENT_ORDER = ["user", "ts", "arrival", "event_type", "session_id", "item_id", "query"]
 ITEM_COLUMNS = ["item_id", "title", "description", "category", "brand", "attributes"]
 # what the pipeline shuffles: a TOKENS_SCHEMA row plus its split and sort bucket
 ROWS_SCHEMA = pa.schema([("split", pa.string()), ("bucket", pa.int32()), *TOKENS_SCHEMA])
@@ -52,16 +55,14 @@ class Event(NamedTuple):
 
     ts: int  # microseconds since the epoch, UTC
     arrival: int  # tie-breaker after ts
-    event_id: str
     session_id: str
     event_type: str
     item_id: str | None
     query: str | None
 
 
-EVENT_FIELD_TYPES = [("ts", pa.int64()), ("arrival", pa.int64()), ("event_id", pa.string()),
-                     ("session_id", pa.string()), ("event_type", pa.string()), ("item_id", pa.string()),
-                     ("query", pa.string())]
+EVENT_FIELD_TYPES = [("ts", pa.int64()), ("arrival", pa.int64()), ("session_id", pa.string()),
+                     ("event_type", pa.string()), ("item_id", pa.string()), ("query", pa.string())]
 
 
 class Example(NamedTuple):
@@ -352,15 +353,16 @@ class ShardExamples:
 
 
 def sorted_events(table: pa.Table) -> pa.Table:
-    """The events in (user, ts, arrival, event_id) order, nulls filled, plus `user`: a code per user."""
+    """The events in EVENT_ORDER (per user: ts, arrival, then content), nulls filled, plus `user`: a code
+    per user."""
     users = pc.dictionary_encode(pc.fill_null(table["user_id"], "").combine_chunks())
     events = pa.table({
         "user": users.indices, "user_id": pc.fill_null(table["user_id"], ""),
         "ts": table["ts"].cast(pa.int64()), "arrival": pc.fill_null(table["arrival"], 0),
-        "event_id": pc.fill_null(table["event_id"], ""), "session_id": pc.fill_null(table["session_id"], ""),
-        "event_type": table["event_type"], "item_id": table["item_id"], "query": table["query"],
+        "session_id": pc.fill_null(table["session_id"], ""), "event_type": table["event_type"],
+        "item_id": table["item_id"], "query": table["query"],
     })
-    order = pc.sort_indices(events, [(c, "ascending") for c in ("user", "ts", "arrival", "event_id")])
+    order = pc.sort_indices(events, [(c, "ascending") for c in EVENT_ORDER])
     return events.take(order).combine_chunks()
 
 

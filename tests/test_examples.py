@@ -25,8 +25,8 @@ def tok(*items):
     return [N_TEXT + INDEX[i] for i in items]
 
 
-def ev(ts, etype, item=None, query=None, session="s1", arrival=0, event_id=""):
-    return Event(ts, arrival, event_id, session, etype, item, query)
+def ev(ts, etype, item=None, query=None, session="s1", arrival=0):
+    return Event(ts, arrival, session, etype, item, query)
 
 
 def test_holdout_split_is_stable_across_processes_and_near_the_share():
@@ -151,7 +151,8 @@ def test_packed_rows_become_a_tokens_table():
 
 def reference_user_examples(user_id, events, index, n_text, cfg):
     """The per-user rules written out one event at a time (the pipeline computes them with Arrow/numpy)."""
-    events = sorted(events, key=lambda e: (e.ts, e.arrival, e.event_id or ""))
+    events = sorted(events, key=lambda e: (e.ts, e.arrival, e.event_type, e.session_id, e.item_id is None,
+                                           e.item_id or "", e.query is None, e.query or ""))  # nulls last
     out = examples.UserExamples()
     runs = []  # [item_id, [event positions]], consecutive repeats merged
     for pos, e in enumerate(events):
@@ -205,7 +206,7 @@ def reference_user_examples(user_id, events, index, n_text, cfg):
 
 
 def random_users(seed, n_users=25):
-    """Events of many users: ts ties broken by arrival or event_id, repeats, unknown items, interleaved sessions."""
+    """Events of many users: ts ties broken by arrival or content, repeats, unknown items, interleaved sessions."""
     rng = random.Random(seed)
     items = [*INDEX, "unknown"]
     users = {}
@@ -215,7 +216,7 @@ def random_users(seed, n_users=25):
             etype = rng.choice(["view", "view", "click", "add_to_cart", "purchase", "search", "other"])
             item = None if etype == "search" else rng.choice(items[:3] if rng.random() < 0.3 else items)
             query = rng.choice(["mug", "kettle", "耳机", ""]) if etype == "search" else None
-            evs.append(Event(rng.randint(0, 6), rng.randint(0, 2), f"e{k:02d}", rng.choice(["a", "b"]), etype,
+            evs.append(Event(rng.randint(0, 6), rng.randint(0, 2), rng.choice(["a", "b"]), etype,
                              item, query))
         users[f"user-{u}"] = evs
     return users
