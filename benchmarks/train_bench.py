@@ -7,7 +7,7 @@ gets the very same batches already in memory and does only forward, backward, cl
 start from the same initial weights. Runs alternate (bare, trainer, bare, trainer, ...) and the best
 of each is kept, so load from other processes hurts both alike. Tokens are real (non-padding)
 target tokens. On CUDA both use bf16 autocast, and MFU = flops_per_token * tokens/s / 989e12 (H200
-dense bf16 peak).
+dense bf16 peak), with `GPT.flops_per_token` counting the output rows each target is really scored over.
 """
 from __future__ import annotations
 
@@ -144,7 +144,9 @@ def main(argv=None) -> int:
             bare.append(bare_loop(fresh(), batches, cfg, args.device))
             trainer.append(trainer_run(fresh(), files, cfg, args.device))
     model = GPT(gcfg)
-    fpt = model.flops_per_token()
+    targets = torch.cat([t[t >= 0] for _, t in batches])
+    item_share = float((targets >= gcfg.n_text).float().mean())  # the rest are <hist>/<eos> targets
+    fpt = model.flops_per_token(item_share)
     best_bare, best_trainer = max(bare), max(trainer)
     ratio = best_trainer / best_bare
     print(f"preset {args.preset} on {args.device} ({torch.get_num_threads()} threads): "
@@ -156,7 +158,7 @@ def main(argv=None) -> int:
         print(f"{name:10s} {tps:12,.0f} {tps / best_bare:7.3f}{mfu}")
     print(f"trainer / bare = {ratio:.3f} (target >= 0.95)")
     out = {"preset": args.preset, "device": args.device, "threads": torch.get_num_threads(), "steps": steps,
-           "repeats": repeats, "params": model.num_params(), "flops_per_token": fpt,
+           "repeats": repeats, "params": model.num_params(), "flops_per_token": fpt, "item_target_share": item_share,
            "bare_tokens_per_s": bare, "trainer_tokens_per_s": trainer, "ratio": ratio, "quick": args.quick}
     if args.device == "cuda":
         out["mfu_trainer"] = fpt * best_trainer / H200_BF16_PEAK
