@@ -145,7 +145,7 @@ def main(argv=None) -> int:
             trainer.append(trainer_run(fresh(), files, cfg, args.device))
     model = GPT(gcfg)
     targets = torch.cat([t[t >= 0] for _, t in batches])
-    item_share = float((targets >= gcfg.n_text).float().mean())  # the rest are <hist>/<eos> targets
+    item_share = float((targets >= gcfg.n_text).float().mean()) if len(targets) else 1.0  # the rest: <hist>, <eos>
     fpt = model.flops_per_token(item_share)
     best_bare, best_trainer = max(bare), max(trainer)
     ratio = best_trainer / best_bare

@@ -111,10 +111,11 @@ def stable_fraction(key: str) -> float:
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: well-spread 64-bit values, also from consecutive integers."""
-    x = np.asarray(x).astype(np.uint64)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    """splitmix64's finaliser: well-spread 64-bit values, also from consecutive integers (wrapping around)."""
+    x = np.atleast_1d(np.asarray(x)).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return x ^ (x >> np.uint64(31))
 
 
@@ -405,13 +406,10 @@ def item_runs(events: pa.Table, tokens: np.ndarray) -> tuple[Runs, int]:
     return runs, int((is_item & (tokens < 0)).sum())
 
 
-def train_history_rows(events: pa.Table, runs: Runs, n_train: np.ndarray, window: int, eos: bool = True,
-                       users: np.ndarray | None = None) -> pa.Table:
+def train_history_rows(events: pa.Table, runs: Runs, n_train: np.ndarray, window: int, eos: bool = True) -> pa.Table:
     """history_sequence rows (without the `<eos>` when not `eos`): each user's first n_train runs cut into
-    chunks of `window` from the end; only the users marked in `users` (by user code) when given."""
+    chunks of `window` from the end."""
     train = runs.pos < n_train[runs.user]
-    if users is not None:
-        train &= users[runs.user]
     user, pos = runs.user[train], runs.pos[train]
     chunk = (n_train[user] - 1 - pos) // window  # counted from the most recent end
     new_row = np.ones(len(user), bool)
@@ -424,29 +422,58 @@ def train_history_rows(events: pa.Table, runs: Runs, n_train: np.ndarray, window
     return rows_table("train", "history", subject, concat_rows(n_rows, BOS_ID, HIST_ID, items, *end))
 
 
-def tie_shuffled(events: pa.Table, runs: Runs, n_train: np.ndarray, copies: int) -> tuple[np.ndarray, list[Runs]]:
-    """(users with a same-timestamp tie among their training runs, by user code; `copies` versions of the
-    runs with each such tie in a random order). Events in the same second have no known order (the arrival
-    order that breaks the tie is often not the order they happened in), so each copy is another order the
-    user could have taken. The order of a copy depends only on the user, the copy and the positions, so it
-    does not depend on how users are sharded; held-out runs stay where they are."""
+def tie_shuffled(events: pa.Table, runs: Runs, n_train: np.ndarray, copies: int) -> list[tuple[Runs, np.ndarray]]:
+    """`copies` versions (runs, n_train) of the runs of the users with a same-timestamp tie among their
+    training runs, each such tie in a random order. Events in the same second have no known order (the
+    arrival order that breaks the tie is often not the order they happened in), so each copy is another
+    order the user could have taken. A run's time is that of its first event. The order of a copy depends
+    only on the user, the copy and the positions, so it does not depend on how users are sharded; held-out
+    runs stay where they are, and a repeat that a new order puts next to itself is collapsed, as repeats
+    are in the original."""
     train = runs.pos < n_train[runs.user]
     ts = events["ts"].to_numpy()[runs.event]
     tie = np.zeros(len(ts), bool)
     tie[1:] = (runs.user[1:] == runs.user[:-1]) & (ts[1:] == ts[:-1]) & train[1:] & train[:-1]
-    has_tie = np.zeros(len(runs.n_of_user), bool)
-    has_tie[runs.user[tie]] = True
     if not copies or not tie.any():
-        return has_tie, []
+        return []
+    tied_users = np.unique(runs.user[tie])
     user_codes = events["user"].to_numpy()
-    first_event = np.searchsorted(user_codes, np.arange(len(runs.n_of_user)))  # events are sorted by user code
-    seed = np.array([stable_hash64(u) for u in events["user_id"].take(pa.array(first_event)).to_pylist()], np.uint64)
-    pos, shuffled = runs.pos.astype(np.uint64), []
+    first_event = np.searchsorted(user_codes, tied_users)  # events are sorted by user code
+    seed = np.zeros(len(runs.n_of_user), np.uint64)
+    seed[tied_users] = [stable_hash64(u) for u in events["user_id"].take(pa.array(first_event)).to_pylist()]
+    keep = np.isin(runs.user, tied_users)
+    runs = Runs(runs.event[keep], runs.user[keep], runs.token[keep], runs.pos[keep], runs.n_of_user, runs.run_of_event)
+    train, ts, pos = train[keep], ts[keep], runs.pos.astype(np.uint64)
+    shuffled = []
     for copy in range(1, copies + 1):
         noise = mix64(seed[runs.user] ^ mix64(pos * np.uint64(MAX_TIE_SHUFFLES + 1) + np.uint64(copy)))
         order = np.lexsort((np.where(train, noise, pos), ts, ~train, runs.user))  # only train ties move
-        shuffled.append(dataclasses.replace(runs, token=runs.token[order]))
-    return has_tie, shuffled
+        shuffled.append(collapse_repeats(dataclasses.replace(runs, token=runs.token[order]), train, n_train))
+    return shuffled
+
+
+def collapse_repeats(runs: Runs, train: np.ndarray, n_train: np.ndarray) -> tuple[Runs, np.ndarray]:
+    """(runs without a training run that repeats the one before it, n_train less what was dropped)."""
+    repeat = np.zeros(len(runs.token), bool)
+    repeat[1:] = ((runs.user[1:] == runs.user[:-1]) & (runs.token[1:] == runs.token[:-1])
+                  & train[1:] & train[:-1])
+    if not repeat.any():
+        return runs, n_train
+    keep = ~repeat
+    user = runs.user[keep]
+    n_of_user = np.bincount(user, minlength=len(runs.n_of_user))
+    pos = np.arange(len(user)) - (np.cumsum(n_of_user) - n_of_user)[user]
+    dropped = np.bincount(runs.user[repeat], minlength=len(runs.n_of_user))
+    return Runs(runs.event[keep], user, runs.token[keep], pos, n_of_user, runs.run_of_event), n_train - dropped
+
+
+def new_rows(original: pa.Table, copies: Sequence[pa.Table]) -> pa.Table:
+    """The rows of `copies` equal to no row of `original` and no earlier copy row (same subject and ids)."""
+    every = pa.concat_tables([original, *copies])
+    keys = pa.table({"subject": every["subject_id"], "ids": ids_as_bytes(every["input_ids"].combine_chunks()),
+                     "row": np.arange(every.num_rows)})
+    first = keys.group_by(["subject", "ids"], use_threads=False).aggregate([("row", "min")])["row_min"].to_numpy()
+    return every.take(pa.array(np.sort(first[first >= original.num_rows])))
 
 
 def first_occurrences(runs: Runs) -> np.ndarray:
@@ -524,19 +551,19 @@ def shard_examples(table: pa.Table, item_tokens: ItemTokens, cfg) -> ShardExampl
     long_users = np.flatnonzero(long_user)
     n_train = np.where(long_user, runs.n_of_user - 2, runs.n_of_user)
     first = first_occurrences(runs)
+    train = train_history_rows(events, runs, n_train, cfg.history_window, cfg.history_eos)
+    copies = new_rows(train, [train_history_rows(events, c, n, cfg.history_window, cfg.history_eos)
+                              for c, n in tie_shuffled(events, runs, n_train, cfg.tie_shuffles)])
     history = pa.concat_tables([
         held_out_history_rows("valid", 2, events, runs, long_users, first, cfg.history_window),
         held_out_history_rows("test", 1, events, runs, long_users, first, cfg.history_window),
-        train_history_rows(events, runs, n_train, cfg.history_window, cfg.history_eos),
+        train, copies,
     ])
-    has_tie, copies = tie_shuffled(events, runs, n_train, cfg.tie_shuffles)
-    copy_rows = [train_history_rows(events, c, n_train, cfg.history_window, cfg.history_eos, has_tie) for c in copies]
-    history = pa.concat_tables([history, *copy_rows])
     held_run = long_user[runs.user] & (runs.pos >= runs.n - 2)
     held_out = (runs.run_of_event >= 0) & held_run[runs.run_of_event]
     pairs, without_target, withheld = search_pairs(events, tokens, held_out, cfg.search_holdout)
     return ShardExamples(history, pairs, len(runs.n_of_user), len(runs.n_of_user) - len(long_users), unknown,
-                         without_target, withheld, sum(t.num_rows for t in copy_rows))
+                         without_target, withheld, copies.num_rows)
 
 
 def search_rows(pairs: pa.Table, tokenizer) -> tuple[pa.Table, int]:
@@ -577,7 +604,7 @@ def build_user_examples(user_id: str, events: Iterable[Event], item_index: Mappi
 @dataclass
 class DescribeBatch:
     rows: pa.Table  # ROWS_SCHEMA
-    without_description: int  # nothing to learn to generate: no describe example of the full layout
+    without_description: int  # items without a description that got no row (attribute rows off or no text)
     unknown_items: int
     text_tokens: int  # tokens the tokenizer produced for this batch
     attribute_rows: int = 0  # attribute-only training rows (items without a description)
@@ -591,13 +618,16 @@ def attribute_texts(items: pa.Table) -> list[str]:
 def describe_batch(table: pa.Table, tokenizer, item_tokens: ItemTokens, cfg) -> DescribeBatch:
     """Describe rows of a curated/items table, all its texts encoded in one call: the full layout for items
     with a description (held out by item hash), the attribute text alone for those without one (training
-    only, when cfg.attribute_rows)."""
+    only, when cfg.attribute_rows and there is attribute text)."""
     tokens = item_tokens.tokens(table["item_id"])
     has_desc = pc.fill_null(pc.not_equal(table["description"], ""), False).to_numpy(zero_copy_only=False)
     full, bare = (tokens >= 0) & has_desc, (tokens >= 0) & ~has_desc & cfg.attribute_rows
-    items, bare_items = table.filter(pa.array(full)), table.filter(pa.array(bare))
+    items = table.filter(pa.array(full))
+    bare_texts = attribute_texts(table.filter(pa.array(bare)))
+    bare[bare] = [bool(t) for t in bare_texts]
+    bare_items, bare_texts = table.filter(pa.array(bare)), [t for t in bare_texts if t]
     n, n_bare = items.num_rows, bare_items.num_rows
-    texts = attribute_texts(items) + items["description"].to_pylist() + attribute_texts(bare_items)
+    texts = attribute_texts(items) + items["description"].to_pylist() + bare_texts
     encoded = tokenizer.encode_batch(texts) if texts else []
     attrs, descs = Ragged.from_lists(encoded[:n]), Ragged.from_lists(encoded[n:2 * n])
     bare_attrs = Ragged.from_lists(encoded[2 * n:])
@@ -608,8 +638,8 @@ def describe_batch(table: pa.Table, tokenizer, item_tokens: ItemTokens, cfg) -> 
     if n_bare:
         bare_seq = concat_rows(n_bare, BOS_ID, tokens[bare], ATTR_ID, bare_attrs).truncate(cfg.max_describe_tokens)
         rows.append(rows_table("train", "describe", bare_items["item_id"], bare_seq))
-    return DescribeBatch(pa.concat_tables(rows), int(((tokens >= 0) & ~has_desc).sum()), int((tokens < 0).sum()),
-                         sum(len(r.values) for r in (attrs, descs, bare_attrs)), n_bare)
+    return DescribeBatch(pa.concat_tables(rows), int(((tokens >= 0) & ~has_desc).sum()) - n_bare,
+                         int((tokens < 0).sum()), sum(len(r.values) for r in (attrs, descs, bare_attrs)), n_bare)
 
 
 # ---- tokenizer training text ---------------------------------------------------------------------

@@ -359,7 +359,7 @@ class GPT(nn.Module):
         model.load_state_dict(state)
         return model
 
-    def flops_per_token(self, item_share: float = 1.0) -> float:
+    def flops_per_token(self, item_share: float) -> float:
         """Training FLOPs per target token, as in nanoGPT's and PaLM's MFU estimates: 6 per weight that
         multiplies the token (forward 2, backward 4) plus 12·layers·width·block_size for attention. The
         tied embedding is not a matmul on the way in, and on the way out a position is scored over one part

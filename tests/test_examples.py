@@ -180,12 +180,17 @@ def reference_user_examples(user_id, events, index, n_text, cfg):
     ts = [events[positions[0]].ts for _, positions in runs[:len(train)]]
     if any(a == b for a, b in zip(ts, ts[1:])):  # tie-shuffled copies of a history with a same-timestamp tie
         seed = np.uint64(examples.stable_hash64(user_id))
+        seen = {tuple(ex.input_ids) for ex in out.history if ex.split == "train"}
         for copy in range(1, cfg.tie_shuffles + 1):
             noise = examples.mix64(seed ^ examples.mix64(
                 np.arange(len(train), dtype=np.uint64) * np.uint64(examples.MAX_TIE_SHUFFLES + 1) + np.uint64(copy)))
             order = sorted(range(len(train)), key=lambda i: (ts[i], int(noise[i])))
-            for chunk in examples.chunk_from_end([train[i] for i in order], cfg.history_window):
-                out.history.append(Example("train", "history", user_id, [BOS_ID, HIST_ID, *chunk, *end], None, -1, []))
+            shuffled = [train[i] for k, i in enumerate(order) if k == 0 or train[i] != train[order[k - 1]]]
+            for chunk in examples.chunk_from_end(shuffled, cfg.history_window):
+                ids = (BOS_ID, HIST_ID, *chunk, *end)
+                if ids not in seen:  # a copy row equal to an earlier row is not written again
+                    seen.add(ids)
+                    out.history.append(Example("train", "history", user_id, list(ids), None, -1, []))
     for pos, e in enumerate(events):
         if e.event_type != "search" or not e.query:
             continue
@@ -203,6 +208,24 @@ def reference_user_examples(user_id, events, index, n_text, cfg):
             continue
         out.searches.append(SearchPair(split, e.query, events[target].item_id, n_text + index[events[target].item_id]))
     return out
+
+
+def test_tie_shuffled_copies_collapse_repeats_and_skip_rows_already_written():
+    """i1 i2 i1 in one second: an order that puts i1 next to itself is one i1, as repeats are anywhere;
+    the held-out i3 and i4 never move; a copy equal to the original or an earlier copy is not written."""
+    events = [ev(1, "view", "i1", arrival=1), ev(1, "view", "i2", arrival=2), ev(1, "view", "i1", arrival=3),
+              ev(2, "view", "i5", arrival=4), ev(3, "view", "i6", arrival=5), ev(9, "view", "i3", arrival=6),
+              ev(9, "view", "i4", arrival=7)]
+    cfg = replace(CFG, tie_shuffles=12, history_window=2)
+    rows = [ex.input_ids[2:-1] for ex in examples.build_user_examples("u", events, INDEX, N_TEXT, cfg).history
+            if ex.split == "train"]
+    assert len(rows) == len({tuple(r) for r in rows})  # no row twice
+    assert tok("i5", "i6") in rows and rows.count(tok("i5", "i6")) == 1  # the tie-free chunk is not copied
+    for row in rows:
+        assert all(a != b for a, b in zip(row, row[1:])) and not set(row) & set(tok("i3", "i4"))
+    # the original chunks (window 2, from the end): i1 | i2 i1 | i5 i6; the orders i1 i1 i2 -> i1 i2 and
+    # i2 i1 i1 -> i2 i1 add one new row between them
+    assert sorted(rows) == sorted([tok("i1"), tok("i2", "i1"), tok("i5", "i6"), tok("i1", "i2")])
 
 
 def random_users(seed, n_users=25):
@@ -295,7 +318,8 @@ def test_describe_batch_matches_the_per_row_layout_and_counts_what_it_leaves_out
     bare = [examples.attribute_example(r["item_id"], N_TEXT + INDEX[r["item_id"]], attr[r["item_id"]], cfg)
             for r in known if not r["description"]] if attribute_rows else []
     assert examples.table_examples(res.rows) == want + bare
-    assert (res.without_description, res.unknown_items) == (2, 1)  # i0 and i2 have no description
+    # i0 and i2 have no description: left out only without attribute rows
+    assert (res.without_description, res.unknown_items) == (0 if attribute_rows else 2, 1)
     assert res.attribute_rows == len(bare) == (2 if attribute_rows else 0)
     assert all(DESC_ID not in ex.input_ids and ex.split == "train" for ex in bare)  # nothing teaches "no description"
     encoded = [attr[r["item_id"]] + tk.encode_batch([r["description"]])[0] for r in known

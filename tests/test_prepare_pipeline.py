@@ -22,7 +22,7 @@ from shopllm.examples import Example
 from shopllm.schemas import CURATED_EVENTS, CURATED_ITEMS, CURATED_SESSIONS, EVENTS, ITEMS, SESSIONS, TOKENS
 from shopllm.sequences import attribute_sequence, attribute_text, describe_sequence, history_prompt, history_sequence, search_prompt
 from shopllm.tokenizer import TextTokenizer
-from shopllm.vocab import ItemVocab
+from shopllm.vocab import EOS_ID, ItemVocab
 
 DATE = "2024-05-01"
 T0 = dt.datetime(2024, 5, 1, 8, tzinfo=dt.timezone.utc)
@@ -178,6 +178,18 @@ def night_one(tmp_path_factory):
     return out, items, events, config
 
 
+@pytest.fixture(scope="module")
+def night_plain(tmp_path_factory):
+    """The same shop without tie-shuffled copies and without <eos> after training histories."""
+    out = tmp_path_factory.mktemp("shop") / "out"
+    items, events = realistic_shop()
+    write_curated(out, DATE, items, events)
+    config = {"shard_rows": 25, "vocab_size": 600, "search_holdout": 0.3, "describe_holdout": 0.2, "tie_shuffles": 0,
+              "history_eos": "false"}
+    assert prepare(out, config=config) == 0
+    return out, items, events, config
+
+
 def test_prepare_writes_three_published_splits_readable_by_pandas(night_one):
     out, items, events, _ = night_one
     frames = {s: pd.read_parquet(storage.partition_dir(out, f"{TOKENS}/{s}", DATE)) for s in ("train", "valid", "test")}
@@ -192,7 +204,8 @@ def test_prepare_writes_three_published_splits_readable_by_pandas(night_one):
     assert summary["tokenizer"]["trained"] is True
     assert summary["item_vocab"] == {"size": len(items), "added": len(items)}
     # counted from the describe rows (built on a helper thread) and the search rows
-    assert summary["left_out"]["items_without_description"] == sum(not i["description"] for i in items) > 0
+    assert summary["attribute_rows"] == sum(not i["description"] for i in items) > 0
+    assert summary["left_out"]["items_without_description"] == 0  # each has an attribute row instead
     tokenizer = TextTokenizer.load(out / "vocab" / "tokenizer.json")
     described = [i for i in items if i["description"]]
     searched = pd.concat(frames.values()).query("kind == 'search'")["subject_id"]
@@ -200,9 +213,7 @@ def test_prepare_writes_three_published_splits_readable_by_pandas(night_one):
         len(tokenizer.encode(t)) for t in [attribute_text(i["title"], i["category"], i["brand"], i["attributes"])
                                            for i in items] + [i["description"] for i in described]
         + list(searched))
-    # items without a description train on their attribute text alone; histories with ties have copies
-    assert summary["attribute_rows"] == summary["left_out"]["items_without_description"]
-    assert summary["tie_copy_rows"] > 0
+    assert summary["tie_copy_rows"] > 0  # histories with same-minute events have copies
     assert 0 < summary["zh_tokens_per_char"] < 1.0
 
 
@@ -246,17 +257,20 @@ def test_spreading_the_work_writes_the_same_files(night_one, tmp_path, monkeypat
         assert again == first, split
 
 
-def test_split_is_leak_free(night_one):
+@pytest.mark.parametrize("night", ["night_plain", "night_one"])
+def test_split_is_leak_free(night, request):
     """Recomputed independently from the events: no valid/test target event feeds any training row."""
-    out, items, events, config = night_one
+    out, items, events, config = request.getfixturevalue(night)
     vocab = ItemVocab.load(out / "vocab")
     n_text = TextTokenizer.load(out / "vocab" / "tokenizer.json").n_text
     item_of = lambda token: vocab.item_of(token, n_text)  # noqa: E731
     train, valid, test = (read_split(out, s).to_pylist() for s in ("train", "valid", "test"))
-    trained_items = Counter()  # (user, item) -> times in the user's training rows
+    trained = {}  # user -> the items of each of the user's training history rows
     for row in train:
         if row["kind"] == "history":
-            trained_items.update((row["subject_id"], item_of(t)) for t in row["input_ids"][2:-1])
+            assert (row["input_ids"][-1] == EOS_ID) == (config.get("history_eos") != "false")
+            trained.setdefault(row["subject_id"], []).append(
+                Counter(item_of(t) for t in row["input_ids"][2:] if t != EOS_ID))
     targets = {(split, r["subject_id"]): r["target_item"]
                for split, rows in (("valid", valid), ("test", test)) for r in rows if r["kind"] == "history"}
 
@@ -268,11 +282,14 @@ def test_split_is_leak_free(night_one):
             continue
         assert targets[("valid", user)] == runs[-2][0] and targets[("test", user)] == runs[-1][0]
         held_events.update(runs[-2][1] + runs[-1][1])
-        train_runs = Counter((user, item_id) for item_id, _ in runs[:-2])
-        mine = Counter({k: v for k, v in trained_items.items() if k[0] == user})
-        copies = sum(mine.values()) // max(1, sum(train_runs.values()))
-        assert copies in (1, 1 + config["tie_shuffles"])  # tie-shuffled copies hold the same training items
-        assert mine == Counter({k: v * copies for k, v in train_runs.items()})
+        train_runs = Counter(item_id for item_id, _ in runs[:-2])
+        rows = trained.get(user, [])
+        total = sum(rows, Counter())
+        if not config["tie_shuffles"]:
+            assert total == train_runs
+        else:  # the original rows, and copies that reorder the same training items (repeats collapsed)
+            assert set(total) == set(train_runs) and all(row <= train_runs for row in rows)
+            assert all(total[item] >= n for item, n in train_runs.items())
 
     expected_pairs = Counter(
         (query, target["item_id"]) for query, target in search_pairs(events)
