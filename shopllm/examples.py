@@ -243,6 +243,11 @@ class Ragged:
         return pa.ListArray.from_arrays(pa.array(self.offsets.astype(np.int32)), pa.array(self.values, pa.int32()))
 
 
+def concat_ragged(*parts: Ragged) -> Ragged:
+    """The rows of several Raggeds, one after the other."""
+    return Ragged(np.concatenate([p.values for p in parts]).astype(np.int32), np.concatenate([p.lengths for p in parts]))
+
+
 def concat_rows(n_rows: int, *parts) -> Ragged:
     """Row i = parts[0][i] + parts[1][i] + ...; a part is a Ragged, an int (the same id in every row) or
     an array (one id per row)."""
@@ -618,7 +623,8 @@ def attribute_texts(items: pa.Table) -> list[str]:
 def describe_batch(table: pa.Table, tokenizer, item_tokens: ItemTokens, cfg) -> DescribeBatch:
     """Describe rows of a curated/items table, all its texts encoded in one call: the full layout for items
     with a description (held out by item hash), the attribute text alone for those without one (training
-    only, when cfg.attribute_rows and there is attribute text)."""
+    only, when cfg.attribute_rows and there is attribute text), and with cfg.catalog_search_rows a training
+    search row from each item's attribute text to the item."""
     tokens = item_tokens.tokens(table["item_id"])
     has_desc = pc.fill_null(pc.not_equal(table["description"], ""), False).to_numpy(zero_copy_only=False)
     full, bare = (tokens >= 0) & has_desc, (tokens >= 0) & ~has_desc & cfg.attribute_rows
@@ -627,7 +633,8 @@ def describe_batch(table: pa.Table, tokenizer, item_tokens: ItemTokens, cfg) -> 
     bare[bare] = [bool(t) for t in bare_texts]
     bare_items, bare_texts = table.filter(pa.array(bare)), [t for t in bare_texts if t]
     n, n_bare = items.num_rows, bare_items.num_rows
-    texts = attribute_texts(items) + items["description"].to_pylist() + bare_texts
+    full_texts = attribute_texts(items)
+    texts = full_texts + items["description"].to_pylist() + bare_texts
     encoded = tokenizer.encode_batch(texts) if texts else []
     attrs, descs = Ragged.from_lists(encoded[:n]), Ragged.from_lists(encoded[n:2 * n])
     bare_attrs = Ragged.from_lists(encoded[2 * n:])
@@ -638,8 +645,19 @@ def describe_batch(table: pa.Table, tokenizer, item_tokens: ItemTokens, cfg) -> 
     if n_bare:
         bare_seq = concat_rows(n_bare, BOS_ID, tokens[bare], ATTR_ID, bare_attrs).truncate(cfg.max_describe_tokens)
         rows.append(rows_table("train", "describe", bare_items["item_id"], bare_seq))
+    if cfg.catalog_search_rows:
+        rows.append(catalog_search_rows(full_texts + bare_texts, concat_ragged(attrs, bare_attrs),
+                                        np.concatenate([tokens[full], tokens[bare]]), cfg))
     return DescribeBatch(pa.concat_tables(rows), int(((tokens >= 0) & ~has_desc).sum()) - n_bare,
                          int((tokens < 0).sum()), sum(len(r.values) for r in (attrs, descs, bare_attrs)), n_bare)
+
+
+def catalog_search_rows(texts: Sequence[str], ids: Ragged, item_tokens: np.ndarray, cfg) -> pa.Table:
+    """`<bos> <query> attribute text <rec> item <eos>` per item (training only): a search for words of an
+    item that nobody has searched for yet can still find it."""
+    seq = concat_rows(len(texts), BOS_ID, QUERY_ID, ids.truncate(cfg.max_describe_tokens - 5), REC_ID, item_tokens,
+                      EOS_ID)
+    return rows_table("train", "search", pa.array(texts, pa.string()), seq)
 
 
 # ---- tokenizer training text ---------------------------------------------------------------------

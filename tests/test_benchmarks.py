@@ -3,7 +3,7 @@ from benchmarks.ml100k import DATE, DEFAULT_CONFIG, MovieLens, build_shards, rea
 from shopllm import storage
 from shopllm.schemas import TOKENS
 from shopllm.tokenizer import TextTokenizer
-from shopllm.vocab import ATTR_ID, BOS_ID, EOS_ID, HIST_ID, ItemVocab
+from shopllm.vocab import ATTR_ID, BOS_ID, EOS_ID, HIST_ID, QUERY_ID, REC_ID, ItemVocab
 
 TITLES = {str(k): f"Movie {k} (199{k}) · Drama, Comedy" for k in range(1, 9)}
 RATINGS = [  # (user, item, timestamp, file row) in file order
@@ -39,3 +39,8 @@ def test_ratings_go_through_ingest_and_prepare_split_by_time_with_ties_by_file_o
     for item, ids in texts.items():
         assert ids[:3] == [BOS_ID, tk.n_text + vocab.index[item], ATTR_ID]
         assert tk.decode(ids[3:]).startswith(TITLES[item].split(" · ")[0])
+    searches = {item_of(r["input_ids"][-2]): r["input_ids"] for r in rows["train"] if r["kind"] == "search"}
+    assert set(searches) == set(TITLES)  # catalog_search_rows: the same text leads to the movie
+    for item, ids in searches.items():
+        assert ids[:2] == [BOS_ID, QUERY_ID] and ids[-3:] == [REC_ID, tk.n_text + vocab.index[item], EOS_ID]
+        assert ids[2:-3] == texts[item][3:]

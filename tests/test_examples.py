@@ -13,7 +13,7 @@ import pytest
 from shopllm import examples
 from shopllm.config import PrepareConfig
 from shopllm.examples import Event, Example, SearchPair
-from shopllm.sequences import attribute_text
+from shopllm.sequences import attribute_text, search_sequence
 from shopllm.vocab import BOS_ID, DESC_ID, EOS_ID, HIST_ID, QUERY_ID, REC_ID
 
 N_TEXT = 100
@@ -325,6 +325,23 @@ def test_describe_batch_matches_the_per_row_layout_and_counts_what_it_leaves_out
     encoded = [attr[r["item_id"]] + tk.encode_batch([r["description"]])[0] for r in known
                if r["description"] or attribute_rows]
     assert res.text_tokens == sum(map(len, encoded))
+
+
+def test_catalog_search_rows_lead_from_each_items_attribute_text_to_the_item():
+    items = pa.Table.from_pylist([
+        {"item_id": f"i{k}", "title": f"title {k}", "description": "words" if k % 2 else "", "category": "a > b",
+         "brand": None, "attributes": None} for k in range(4)])
+    cfg = replace(CFG, catalog_search_rows=True)
+    res = examples.describe_batch(items, CharTokenizer(), examples.ItemTokens.from_index(INDEX, N_TEXT), cfg)
+    search = [ex for ex in examples.table_examples(res.rows) if ex.kind == "search"]
+    texts = {f"i{k}": attribute_text(f"title {k}", "a > b", None, None) for k in range(4)}
+    assert sorted(search) == sorted(
+        Example("train", "search", texts[i], search_sequence(CharTokenizer().encode_batch([texts[i]])[0],
+                                                               N_TEXT + INDEX[i]), None, -1, []) for i in texts)
+    without = examples.describe_batch(items, CharTokenizer(), examples.ItemTokens.from_index(INDEX, N_TEXT), CFG)
+    assert examples.table_examples(without.rows) == [ex for ex in examples.table_examples(res.rows)
+                                                     if ex.kind == "describe"]
+    assert res.text_tokens == without.text_tokens  # the attribute texts are encoded once for both rows
 
 
 def test_sort_rows_orders_like_the_packed_row_keys():
