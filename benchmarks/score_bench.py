@@ -141,7 +141,7 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small smoke size")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -199,8 +199,8 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
-    return res
+    return 0  # an exit status, as every benchmark's main (run_all counts anything else as a failure)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

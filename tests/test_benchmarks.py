@@ -44,3 +44,12 @@ def test_ratings_go_through_ingest_and_prepare_split_by_time_with_ties_by_file_o
     for item, ids in searches.items():
         assert ids[:2] == [BOS_ID, QUERY_ID] and ids[-3:] == [REC_ID, tk.n_text + vocab.index[item], EOS_ID]
         assert ids[2:-3] == texts[item][3:]
+
+
+def test_quick_benchmarks_exit_zero_and_write_their_results(tmp_path, monkeypatch):
+    """`make bench` fails when any benchmark's main returns anything but 0 (score's once returned its dict)."""
+    from benchmarks import run_all
+
+    monkeypatch.chdir(tmp_path)
+    assert run_all.main(["--quick", "--only", "prepare,train,score"]) == 0
+    assert {p.stem for p in (tmp_path / "bench_out").glob("*.json")} == {"prepare", "train_bench", "score"}
