@@ -474,6 +474,8 @@ def collapse_repeats(runs: Runs, train: np.ndarray, n_train: np.ndarray) -> tupl
 
 def new_rows(original: pa.Table, copies: Sequence[pa.Table]) -> pa.Table:
     """The rows of `copies` equal to no row of `original` and no earlier copy row (same subject and ids)."""
+    if not copies:  # the usual night (tie_shuffles = 0): nothing to compare
+        return original.slice(0, 0)
     every = pa.concat_tables([original, *copies])
     keys = pa.table({"subject": every["subject_id"], "ids": ids_as_bytes(every["input_ids"].combine_chunks()),
                      "row": np.arange(every.num_rows)})
@@ -655,8 +657,8 @@ def describe_batch(table: pa.Table, tokenizer, item_tokens: ItemTokens, cfg) -> 
 def catalog_search_rows(texts: Sequence[str], ids: Ragged, item_tokens: np.ndarray, cfg) -> pa.Table:
     """`<bos> <query> attribute text <rec> item <eos>` per item (training only): a search for words of an
     item that nobody has searched for yet can still find it."""
-    seq = concat_rows(len(texts), BOS_ID, QUERY_ID, ids.truncate(cfg.max_describe_tokens - 5), REC_ID, item_tokens,
-                      EOS_ID)
+    text = ids.truncate(cfg.max_describe_tokens - 5)  # the row stays within max_describe_tokens
+    seq = concat_rows(len(texts), BOS_ID, QUERY_ID, text, REC_ID, item_tokens, EOS_ID)
     return rows_table("train", "search", pa.array(texts, pa.string()), seq)
 
 
