@@ -5,18 +5,20 @@ Beam pipeline, publish the three partitions, write the summary. Workers get the 
 vocabulary as file paths and load them once in `setup()`, so on a distributed runner `--out` must be a
 filesystem every worker sees.
 
-    curated/items + curated/events --ReadCurated--> (source, table)
-      --BuildExamples: ShardInputs (events by user shard, items in slices) -> [GroupInputs] -> BuildShardExamples
-        --> ((split, sort group), rows): history + search rows of a user shard, describe rows of an item slice
-      --WriteShards: GroupSortGroups -> SortAndCut -> [GroupShards] -> WriteShard--> part-NNNNN.parquet
+Several workers (any --runner, or --direct_num_workers > 1):
 
-A shuffle copies everything it moves several times and, on the in-process runner, starts a stage, so there
-are only those the work needs. Both datasets come from one read step (a Flatten of two branches would be a
-stage of its own); the row counts that place the shard boundaries are taken before the sort (a side input),
-so sorting and cutting are one step. User shards, several sort groups per split and the shuffles in
-brackets spread the work over workers (GroupInputs also gathers a user's events from several reads; see
-`fanout`). One in-process worker with at most READ_FILES files per dataset, the usual night, runs two fused
-stages: read and build the examples, then sort and write.
+    curated/items + curated/events --ReadCurated--> (source, table) per READ_FILES files
+      --BuildExamples: ShardInputs (events by user shard, items in slices) -> GroupInputs -> BuildShardExamples
+        --> ((split, sort group), rows): history + search rows of a user shard, describe rows of an item slice
+      --WriteShards: GroupSortGroups -> SortAndCut -> GroupShards -> WriteShard--> part-NNNNN.parquet
+
+A shuffle copies everything it moves several times, so there are only those the work needs. Both datasets
+come from one read step (a Flatten of two branches would be a stage of its own); the row counts that place
+the shard boundaries are taken before the sort (a side input), so sorting and cutting are one step.
+
+One in-process worker (the default): there is nowhere to spread the work to, and each shuffle would copy the
+tables and start another stage, so the night is one step, PrepareOnOneWorker: the same functions on one
+user shard, one sort group per split and the item slices, in one call (same bytes; tested).
 
 Elements are Arrow tables (one per user shard, item slice, sort group or output shard), never one per
 event or row: the per-row work is vectorised in `shopllm.examples`.
@@ -29,7 +31,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -65,22 +67,11 @@ Key = Tuple[str, int]  # (source, input shard), (split, sort group) or (split, s
 
 @dataclass(frozen=True)
 class Fanout:
-    """How widely the work is spread: user shards, sort groups per split, and whether the input shards go
-    through a shuffle (needed, too, when a user's events can come from several reads). The bytes written do
-    not depend on it: rows are numbered in bucket order whatever the groups."""
+    """How widely the work is spread over workers: user shards and sort groups per split. The bytes written
+    do not depend on it: rows are numbered in bucket order whatever the groups."""
 
     user_shards: int = USER_SHARDS
     sort_groups: int = SORT_GROUPS
-    group_inputs: bool = True
-
-
-def fanout(p, files: dict[str, list[str]]) -> Fanout:
-    """Spread for many workers; on one in-process worker there is nowhere to spread to, so one user shard
-    and one sort group per split, and the input shards are grouped only to bring together a user's events
-    from several reads. Every shuffle left out saves copying what it would move several times."""
-    if not single_worker(p):
-        return Fanout()
-    return Fanout(user_shards=1, sort_groups=1, group_inputs=len(files[CURATED_EVENTS]) > READ_FILES)
 
 
 class ArrowTableCoder(beam.coders.Coder):
@@ -130,12 +121,6 @@ def keyed_by_sort_group(rows: pa.Table, sort_groups: int):
         yield (SPLITS[k // sort_groups], k % sort_groups), part
 
 
-def as_group(element):
-    """(key, value) as a GroupByKey gives it when the key has that one value."""
-    key, value = element
-    return key, [value]
-
-
 # ---- building examples ---------------------------------------------------------------------------
 
 def split_by_user_shard(table: pa.Table, shards: int = USER_SHARDS):
@@ -167,9 +152,9 @@ class BuildShardExamples(beam.DoFn):
     encode_batch call), or describe rows of an item slice (attribute texts and descriptions in one call).
     Loads the tokenizer and the item vocabulary once per worker, from the paths it was given.
 
-    Describe rows are built on a helper thread and emitted at the end of the bundle: encode_batch releases
-    the GIL, so while an item slice encodes, the bundle's user shards are grouped on the main thread (on one
-    worker the curated items and events arrive in one bundle, items first)."""
+    The texts of an item slice encode on a helper thread and its describe rows are emitted at the end of the
+    bundle: encode_batch releases the GIL, so while the item texts encode, the bundle's user shards are
+    grouped on the bundle's thread."""
 
     def __init__(self, tokenizer_path: str, vocab_dir: str, n_text: int, cfg, sort_groups: int):
         self.tokenizer_path, self.vocab_dir, self.n_text, self.cfg = tokenizer_path, vocab_dir, n_text, cfg
@@ -185,18 +170,28 @@ class BuildShardExamples(beam.DoFn):
 
     def process(self, element):
         (source, _), tables = element
-        table = pa.concat_tables(tables)
-        if source == ITEMS:
-            self.pending.append(self.describer.submit(
-                examples.describe_batch, table, self.tokenizer, self.item_tokens, self.cfg))
-        else:
-            yield from keyed_by_sort_group(self.user_rows(table), self.sort_groups)
+        rows = self.shard_rows(source, pa.concat_tables(tables))
+        if rows is not None:
+            yield from keyed_by_sort_group(rows, self.sort_groups)
 
     def finish_bundle(self):
-        pending, self.pending = self.pending, []
-        for future in pending:
-            for keyed in keyed_by_sort_group(self.counted(future.result()), self.sort_groups):
+        for rows in self.described():
+            for keyed in keyed_by_sort_group(rows, self.sort_groups):
                 yield GlobalWindows.windowed_value(keyed)
+
+    def shard_rows(self, source: str, table: pa.Table) -> pa.Table | None:
+        """The rows of a user shard; None for an item slice, whose describe rows are started on the helper
+        thread (see `described`)."""
+        if source == EVENTS:
+            return self.user_rows(table)
+        texts = examples.describe_texts(table, self.item_tokens, self.cfg)
+        self.pending.append((texts, self.describer.submit(self.tokenizer.encode_batch, texts.texts)))
+        return None
+
+    def described(self) -> list[pa.Table]:
+        """The describe rows of the item slices started in this bundle, once their texts are encoded."""
+        pending, self.pending = self.pending, []
+        return [self.counted(examples.describe_rows(texts, encoded.result(), self.cfg)) for texts, encoded in pending]
 
     def teardown(self):
         self.describer.shutdown(cancel_futures=True)
@@ -213,8 +208,8 @@ class BuildShardExamples(beam.DoFn):
 
     @staticmethod
     def counted(res: examples.DescribeBatch) -> pa.Table:
-        """The rows of a describe batch, its counts added on this (the bundle's) thread: Beam's metrics
-        belong to the thread that runs the bundle."""
+        """The rows of a describe batch, its counts added (on the bundle's thread: Beam's metrics belong to
+        the thread that runs the bundle)."""
         counter("text_tokens").inc(res.text_tokens)
         counter("items_without_description").inc(res.without_description)
         counter("unknown_items").inc(res.unknown_items)
@@ -236,11 +231,9 @@ class BuildExamples(beam.PTransform):
         # declared output types: no inference into the numpy code, and ArrowTableCoder for the tables
         pieces = tables | "ShardInputs" >> beam.FlatMap(shard_input, spread.user_shards
                                                         ).with_output_types(Tuple[Key, pa.Table])
-        if spread.group_inputs:
-            groups = pieces | "GroupInputs" >> beam.GroupByKey()
-        else:
-            groups = pieces | "AsGroups" >> beam.Map(as_group).with_output_types(Tuple[Key, List[pa.Table]])
-        return groups | "BuildShardExamples" >> beam.ParDo(build).with_output_types(Tuple[Key, pa.Table])
+        return (pieces
+                | "GroupInputs" >> beam.GroupByKey()
+                | "BuildShardExamples" >> beam.ParDo(build).with_output_types(Tuple[Key, pa.Table]))
 
 
 # ---- writing deterministic, sized shards ---------------------------------------------------------
@@ -274,19 +267,24 @@ def row_count(element) -> Tuple[Key, int]:
     return key, rows.num_rows
 
 
+def write_shard(staging: dict[str, str], split: str, shard: int, rows: pa.Table) -> Tuple[str, int, int]:
+    """staging[split]/part-NNNNN.parquet of the rows, counted; (split, shard, rows)."""
+    storage.write_table(examples.tokens_table(rows), Path(staging[split]), f"part-{shard:05d}.parquet")
+    counter(f"tokens_{split}").inc(examples.tokens_in(rows))
+    for kind in pc.value_counts(rows["kind"]).to_pylist():
+        counter(f"rows_{split}_{kind['values']}").inc(kind["counts"])
+    counter(f"shards_{split}").inc()
+    return split, shard, rows.num_rows
+
+
 class WriteShard(beam.DoFn):
     def __init__(self, staging: dict[str, str]):
         self.staging = staging
 
     def process(self, element):
         (split, shard), slices = element
-        rows = pa.concat_tables([part for _, part in sorted(slices, key=lambda s: s[0])])
-        storage.write_table(examples.tokens_table(rows), Path(self.staging[split]), f"part-{shard:05d}.parquet")
-        counter(f"tokens_{split}").inc(examples.tokens_in(rows))
-        for kind in pc.value_counts(rows["kind"]).to_pylist():
-            counter(f"rows_{split}_{kind['values']}").inc(kind["counts"])
-        counter(f"shards_{split}").inc()
-        yield split, shard, rows.num_rows
+        yield write_shard(self.staging, split, shard,
+                          pa.concat_tables([part for _, part in sorted(slices, key=lambda s: s[0])]))
 
 
 class WriteShards(beam.PTransform):
@@ -304,12 +302,34 @@ class WriteShards(beam.PTransform):
                   | "GroupSortGroups" >> beam.GroupByKey()
                   | "SortAndCut" >> beam.FlatMap(sort_and_cut, beam.pvalue.AsList(sizes), self.shard_rows
                                                ).with_output_types(Tuple[Key, Tuple[int, pa.Table]]))
-        if self.sort_groups > 1:
-            shards = slices | "GroupShards" >> beam.GroupByKey()
-        else:  # a split is one group: each shard is one slice of it
-            shards = (slices
-                      | "AsShards" >> beam.Map(as_group).with_output_types(Tuple[Key, List[Tuple[int, pa.Table]]]))
-        return shards | "WriteShard" >> beam.ParDo(WriteShard(self.staging)).with_output_types(Tuple[str, int, int])
+        return (slices
+                | "GroupShards" >> beam.GroupByKey()
+                | "WriteShard" >> beam.ParDo(WriteShard(self.staging)).with_output_types(Tuple[str, int, int]))
+
+
+class PrepareOnOneWorker(BuildShardExamples):
+    """The whole night in one step on one in-process worker: the element is every curated file, as
+    [(source, paths)]. The item slices are read first and start encoding on the helper thread while the
+    events are read and their history and search rows built (all users in one shard); then the rows are
+    sorted, split by split, and cut as WriteShards cuts one sort group, so the files are the same bytes."""
+
+    def __init__(self, tokenizer_path: str, vocab_dir: str, n_text: int, cfg, staging: dict[str, str]):
+        super().__init__(tokenizer_path, vocab_dir, n_text, cfg, sort_groups=1)
+        self.staging = staging
+
+    def process(self, sources):
+        rows = []
+        for source, paths in sorted(sources, key=lambda s: s[0] != ITEMS):  # items first: their encode is longest
+            table = read_parquet_files(paths, INPUT_COLUMNS[source])
+            pieces = item_slices(table) if source == ITEMS else [(0, table)]
+            rows += [r for _, piece in pieces if (r := self.shard_rows(source, piece)) is not None]
+        rows = examples.sort_rows(pa.concat_tables(rows + self.described()), by_split=True)
+        split_of_row = pc.index_in(rows["split"], value_set=pa.array(SPLITS)).to_numpy()
+        bounds = np.searchsorted(split_of_row, np.arange(len(SPLITS) + 1))
+        for split, start, end in zip(SPLITS, bounds, bounds[1:]):
+            sorted_split = ((split, 0), rows.slice(start, end - start))
+            for (_, shard), (_, piece) in shard_slices(sorted_split, [], self.cfg.shard_rows):
+                yield write_shard(self.staging, split, shard, piece)
 
 
 # ---- the stage -----------------------------------------------------------------------------------
@@ -380,20 +400,26 @@ def read_chunk(chunk: tuple[str, Sequence[str]]) -> tuple[str, pa.Table]:
 
 def read_curated(p, files: dict[str, list[str]]):
     """(source, table) per READ_FILES files of curated/items and curated/events: few, large Arrow tables,
-    spread over the workers when there are several (on one worker a Reshuffle would only copy them)."""
+    spread over the workers."""
     sources = {ITEMS: files[CURATED_ITEMS], EVENTS: files[CURATED_EVENTS]}
     chunks = [(source, paths[i:i + READ_FILES]) for source, paths in sources.items()
               for i in range(0, len(paths), READ_FILES)]
     return (p
-            | "CuratedFiles" >> beam.Create(chunks, reshuffle=not single_worker(p))
+            | "CuratedFiles" >> beam.Create(chunks)
             | "ReadCurated" >> beam.Map(read_chunk).with_output_types(Tuple[str, pa.Table]))
 
 
 def build_pipeline(p, files, tokenizer_path, vocab_dir, n_text, cfg, staging):
-    spread = fanout(p, files)
+    staging = {split: str(folder) for split, folder in staging.items()}
+    if single_worker(p):
+        sources = [(ITEMS, files[CURATED_ITEMS]), (EVENTS, files[CURATED_EVENTS])]
+        prepare = PrepareOnOneWorker(str(tokenizer_path), str(vocab_dir), n_text, cfg, staging)
+        return (p
+                | "CuratedFiles" >> beam.Create([sources], reshuffle=False)
+                | "PrepareOnOneWorker" >> beam.ParDo(prepare).with_output_types(Tuple[str, int, int]))
     return (read_curated(p, files)
-            | "BuildExamples" >> BuildExamples(tokenizer_path, vocab_dir, n_text, cfg, spread)
-            | "WriteShards" >> WriteShards(staging, cfg.shard_rows, spread.sort_groups))
+            | "BuildExamples" >> BuildExamples(tokenizer_path, vocab_dir, n_text, cfg)
+            | "WriteShards" >> WriteShards(staging, cfg.shard_rows))
 
 
 def run_prepare(out, date: str, cfg, beam_args: Sequence[str] = ()) -> dict:

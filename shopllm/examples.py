@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from shopllm import sequences
 from shopllm.errors import ConfigError
-from shopllm.schemas import TOKENS_SCHEMA
+from shopllm.schemas import SPLITS, TOKENS_SCHEMA
 from shopllm.vocab import ATTR_ID, BOS_ID, DESC_ID, EOS_ID, HIST_ID, QUERY_ID, REC_ID
 
 ITEM_EVENT_TYPES = frozenset({"view", "click", "add_to_cart", "purchase"})
@@ -297,11 +297,13 @@ def sort_buckets(kind: str, subject: pa.Array) -> pa.Array:
     return per_distinct(subject, lambda s: sort_bucket(kind, s), pa.int32())
 
 
-def sort_rows(rows: pa.Table) -> pa.Table:
+def sort_rows(rows: pa.Table, by_split: bool = False) -> pa.Table:
     """Rows in their total output order (bucket, kind, subject, ids, target, history), so reruns write
-    identical files; rows equal in every key are identical."""
+    identical files; rows equal in every key are identical. `by_split`: the splits first (in SPLITS order),
+    each in that order."""
+    split = {"split": pc.index_in(rows["split"], value_set=pa.array(SPLITS))} if by_split else {}
     keys = pa.table({
-        "bucket": rows["bucket"], "kind": rows["kind"], "subject_id": rows["subject_id"],
+        **split, "bucket": rows["bucket"], "kind": rows["kind"], "subject_id": rows["subject_id"],
         "input_ids": ids_as_bytes(rows["input_ids"].combine_chunks()),
         "target_item": pc.fill_null(rows["target_item"], ""), "target_id": rows["target_id"],
         "history_ids": ids_as_bytes(rows["history_ids"].combine_chunks()),
@@ -622,11 +624,23 @@ def attribute_texts(items: pa.Table) -> list[str]:
     return [sequences.attribute_text(t or "", c, b, a or []) for t, c, b, a in zip(*cols)]
 
 
-def describe_batch(table: pa.Table, tokenizer, item_tokens: ItemTokens, cfg) -> DescribeBatch:
-    """Describe rows of a curated/items table, all its texts encoded in one call: the full layout for items
-    with a description (held out by item hash), the attribute text alone for those without one (training
-    only, when cfg.attribute_rows and there is attribute text), and with cfg.catalog_search_rows a training
-    search row from each item's attribute text to the item."""
+@dataclass
+class DescribeTexts:
+    """The texts of a curated/items table's describe rows, in the order encode_batch gets them: the attribute
+    texts of the items with a description, their descriptions, then the attribute texts of the bare items
+    (no description; cfg.attribute_rows and some attribute text)."""
+
+    items: pa.Table  # items with a description
+    split: pa.Array  # of each of `items`, by item hash
+    bare_items: pa.Table
+    tokens: np.ndarray  # item token of every row of the table, -1 for unknown items
+    full: np.ndarray  # per row of the table: in `items`
+    bare: np.ndarray  # per row of the table: in `bare_items`
+    without_description: int  # known items without a description that get no row
+    texts: list[str]
+
+
+def describe_texts(table: pa.Table, item_tokens: ItemTokens, cfg) -> DescribeTexts:
     tokens = item_tokens.tokens(table["item_id"])
     has_desc = pc.fill_null(pc.not_equal(table["description"], ""), False).to_numpy(zero_copy_only=False)
     full, bare = (tokens >= 0) & has_desc, (tokens >= 0) & ~has_desc & cfg.attribute_rows
@@ -634,24 +648,39 @@ def describe_batch(table: pa.Table, tokenizer, item_tokens: ItemTokens, cfg) -> 
     bare_texts = attribute_texts(table.filter(pa.array(bare)))
     bare[bare] = [bool(t) for t in bare_texts]
     bare_items, bare_texts = table.filter(pa.array(bare)), [t for t in bare_texts if t]
+    texts = attribute_texts(items) + items["description"].to_pylist() + bare_texts
+    return DescribeTexts(items, holdout_splits(items["item_id"], cfg.describe_holdout), bare_items, tokens, full,
+                         bare, int(((tokens >= 0) & ~has_desc).sum()) - bare_items.num_rows, texts)
+
+
+def describe_rows(texts: DescribeTexts, encoded: Sequence[Sequence[int]], cfg) -> DescribeBatch:
+    """Describe rows from the texts and their token ids (see describe_batch)."""
+    items, bare_items, tokens = texts.items, texts.bare_items, texts.tokens
     n, n_bare = items.num_rows, bare_items.num_rows
-    full_texts = attribute_texts(items)
-    texts = full_texts + items["description"].to_pylist() + bare_texts
-    encoded = tokenizer.encode_batch(texts) if texts else []
     attrs, descs = Ragged.from_lists(encoded[:n]), Ragged.from_lists(encoded[n:2 * n])
     bare_attrs = Ragged.from_lists(encoded[2 * n:])
-    seq = concat_rows(n, BOS_ID, tokens[full], ATTR_ID, attrs, DESC_ID, descs, EOS_ID).truncate(cfg.max_describe_tokens)
-    split = holdout_splits(items["item_id"], cfg.describe_holdout)
+    seq = concat_rows(n, BOS_ID, tokens[texts.full], ATTR_ID, attrs, DESC_ID, descs, EOS_ID
+                      ).truncate(cfg.max_describe_tokens)
+    split = texts.split
     held = pc.not_equal(split, "train")
     rows = [rows_table(split, "describe", items["item_id"], seq, pc.if_else(held, items["item_id"], NULL_STRING))]
     if n_bare:
-        bare_seq = concat_rows(n_bare, BOS_ID, tokens[bare], ATTR_ID, bare_attrs).truncate(cfg.max_describe_tokens)
+        bare_seq = concat_rows(n_bare, BOS_ID, tokens[texts.bare], ATTR_ID, bare_attrs).truncate(cfg.max_describe_tokens)
         rows.append(rows_table("train", "describe", bare_items["item_id"], bare_seq))
     if cfg.catalog_search_rows:
-        rows.append(catalog_search_rows(full_texts + bare_texts, concat_ragged(attrs, bare_attrs),
-                                        np.concatenate([tokens[full], tokens[bare]]), cfg))
-    return DescribeBatch(pa.concat_tables(rows), int(((tokens >= 0) & ~has_desc).sum()) - n_bare,
-                         int((tokens < 0).sum()), sum(len(r.values) for r in (attrs, descs, bare_attrs)), n_bare)
+        rows.append(catalog_search_rows(texts.texts[:n] + texts.texts[2 * n:], concat_ragged(attrs, bare_attrs),
+                                        np.concatenate([tokens[texts.full], tokens[texts.bare]]), cfg))
+    return DescribeBatch(pa.concat_tables(rows), texts.without_description, int((tokens < 0).sum()),
+                         sum(len(r.values) for r in (attrs, descs, bare_attrs)), n_bare)
+
+
+def describe_batch(table: pa.Table, tokenizer, item_tokens: ItemTokens, cfg) -> DescribeBatch:
+    """Describe rows of a curated/items table, all its texts encoded in one call: the full layout for items
+    with a description (held out by item hash), the attribute text alone for those without one (training
+    only, when cfg.attribute_rows and there is attribute text), and with cfg.catalog_search_rows a training
+    search row from each item's attribute text to the item."""
+    texts = describe_texts(table, item_tokens, cfg)
+    return describe_rows(texts, tokenizer.encode_batch(texts.texts) if texts.texts else [], cfg)
 
 
 def catalog_search_rows(texts: Sequence[str], ids: Ragged, item_tokens: np.ndarray, cfg) -> pa.Table:

@@ -105,7 +105,7 @@ def prepare(out, *extra, config=None):
 
 # ---- the example-building transform --------------------------------------------------------------
 
-@pytest.mark.parametrize("spread", [Fanout(), Fanout(user_shards=1, sort_groups=1, group_inputs=False)])
+@pytest.mark.parametrize("spread", [Fanout(), Fanout(user_shards=1, sort_groups=1)])
 def test_build_examples_transform_on_tiny_input(tmp_path, spread):
     items = [item("a", "蓝牙耳机", "音质好"), item("b", "保温杯", "不锈钢"), item("c", "键盘", ""),
              item("d", "Mouse", "silent", language="en")]
@@ -234,11 +234,12 @@ def test_shards_hold_at_most_shard_rows_and_rerun_writes_identical_files(night_o
     assert again == first
 
 
-@pytest.mark.parametrize("read_files, beam_args", [(1, []), (16, ["--direct_num_workers=2"])])
-def test_spreading_the_work_writes_the_same_files(night_one, tmp_path, monkeypatch, read_files, beam_args):
-    """night_one read each dataset in one go on one worker: one user shard, one sort group per split, no
-    shuffle of the inputs. Here a user's events come from several reads (so they are grouped), or there are
-    two workers (so the work is spread over shards and sort groups): the same bytes."""
+@pytest.mark.parametrize("beam_args", [[], ["--direct_num_workers=2"]])
+def test_spreading_the_work_writes_the_same_files(night_one, tmp_path, monkeypatch, beam_args):
+    """night_one ran on one worker, each dataset in one file: the whole night in one step. Here a user's
+    events are spread over several files, on one worker (read together) or on two workers, where the work is
+    spread over user shards and sort groups and a user's events are gathered from several reads: the same
+    bytes."""
     out, items, events, config = night_one
     rerun = tmp_path / "out"
     for dataset, schema, rows, parts in ((CURATED_ITEMS, ITEMS, items, 2), (CURATED_EVENTS, EVENTS, events, 3),
@@ -249,7 +250,7 @@ def test_spreading_the_work_writes_the_same_files(night_one, tmp_path, monkeypat
     (rerun / "vocab").mkdir()
     for name in ("tokenizer.json", "item_vocab.json"):
         (rerun / "vocab" / name).write_bytes((out / "vocab" / name).read_bytes())
-    monkeypatch.setattr("pipelines.prepare.READ_FILES", read_files)
+    monkeypatch.setattr("pipelines.prepare.READ_FILES", 1)
     assert prepare(rerun, *beam_args, config=config) == 0
     for split in ("train", "valid", "test"):
         first = [Path(f).read_bytes() for f in storage.partition_files(out, f"{TOKENS}/{split}", DATE)]
