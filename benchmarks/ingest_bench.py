@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from pipelines.common import gc_frozen
 from shopllm import ingest, schemas, storage
 from shopllm.config import IngestConfig
 
@@ -226,8 +227,11 @@ def main(argv=None) -> int:
         for i, (name, beam_args) in enumerate(runs):
             out = Path(tmp) / f"run{i}"
             t = time.perf_counter()
-            counts = (run_baseline(catalog_files, event_files, out, cfg) if beam_args is None
-                      else run_beam(catalog_files, event_files, out, cfg, beam_args))
+            if beam_args is None:
+                with gc_frozen():  # as run_pipeline runs the Beam runs
+                    counts = run_baseline(catalog_files, event_files, out, cfg)
+            else:
+                counts = run_beam(catalog_files, event_files, out, cfg, beam_args)
             seconds = time.perf_counter() - t
             rows = counts["catalog_read"] + counts["events_read"]
             results.append({"name": name, "seconds": round(seconds, 2), "rows": rows, "rows_per_s": round(rows / seconds),

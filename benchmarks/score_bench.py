@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from pipelines.common import gc_frozen
+
 PRESETS = {
     # the default training config (shopllm.config.ModelConfig) at a mid-size shop
     "small": dict(n_layer=2, n_head=4, n_embd=128, block_size=192, n_items=5000),
@@ -172,7 +174,8 @@ def main(argv=None) -> int:
         cached = uncached = 0.0
         prompt_len = 40
         for _ in range(repeat):
-            t, bare_rows = bare_loop(model_dir, user_file, k, batch_size, args.device)
+            with gc_frozen():  # as run_pipeline runs the Beam side: neither walks the other's objects
+                t, bare_rows = bare_loop(model_dir, user_file, k, batch_size, args.device)
             bare_s = min(bare_s, t)
             t, beam_rows = beam_pipeline(model_dir, user_file, k, batch_size, args.device, catalog)
             beam_s = min(beam_s, t)
