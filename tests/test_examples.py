@@ -9,10 +9,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shopllm import examples
 from shopllm.config import PrepareConfig
 from shopllm.examples import Event, Example, SearchPair
+from shopllm.schemas import ITEMS
 from shopllm.sequences import attribute_text, search_sequence
 from shopllm.vocab import BOS_ID, DESC_ID, EOS_ID, HIST_ID, QUERY_ID, REC_ID
 
@@ -306,7 +309,7 @@ def test_describe_batch_matches_the_per_row_layout_and_counts_what_it_leaves_out
         {"item_id": f"i{k}", "title": f"title {k}", "description": "words " * k if k != 2 else "",
          "category": "a > b", "brand": None, "attributes": [("color", "red")]} for k in range(6)]
         + [{"item_id": "unknown", "title": "t", "description": "d", "category": None, "brand": None,
-            "attributes": None}])
+            "attributes": None}], schema=ITEMS)
     cfg = replace(CFG, describe_holdout=0.5, max_describe_tokens=30, attribute_rows=attribute_rows)
     res = examples.describe_batch(items, CharTokenizer(), examples.ItemTokens.from_index(INDEX, N_TEXT), cfg)
     tk = CharTokenizer()
@@ -330,7 +333,7 @@ def test_describe_batch_matches_the_per_row_layout_and_counts_what_it_leaves_out
 def test_catalog_search_rows_lead_from_each_items_attribute_text_to_the_item():
     items = pa.Table.from_pylist([
         {"item_id": f"i{k}", "title": f"title {k}", "description": "words" if k % 2 else "", "category": "a > b",
-         "brand": None, "attributes": None} for k in range(4)])
+         "brand": None, "attributes": None} for k in range(4)], schema=ITEMS)
     cfg = replace(CFG, catalog_search_rows=True)
     res = examples.describe_batch(items, CharTokenizer(), examples.ItemTokens.from_index(INDEX, N_TEXT), cfg)
     search = [ex for ex in examples.table_examples(res.rows) if ex.kind == "search"]
@@ -363,3 +366,22 @@ def test_sort_rows_orders_like_the_packed_row_keys():
     want = sorted(exs, key=lambda e: (bucket(e), e.kind, e.subject_id, examples.pack_ids(e.input_ids),
                                       e.target_item or "", e.target_id, examples.pack_ids(e.history_ids)))
     assert [as_sortable(e) for e in got] == [as_sortable(e) for e in want]
+
+
+_text = st.one_of(st.none(), st.sampled_from(["", "a", "b", "色", "颜色", "ä", "Z", "10", " "]), st.text(max_size=4))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_text, _text, _text, st.one_of(st.none(), st.lists(
+    st.tuples(st.text(max_size=3), _text), max_size=4))), max_size=6), st.integers(0, 3))
+def test_attribute_texts_match_the_per_item_text(rows, start):
+    """Column-wise attribute text == sequences.attribute_text per item: empty and null parts skipped, pairs
+    sorted by key then value, on a sliced table too (the pipeline cuts items into slices)."""
+    rows = [r for r in rows if not r[3] or len({k for k, _ in r[3]}) == len(r[3])]  # map keys are unique
+    table = pa.table({**{name: pa.array([r[i] for r in rows], pa.string())
+                         for i, name in enumerate(("title", "category", "brand"))},
+                      "attributes": pa.array([r[3] for r in rows], pa.map_(pa.string(), pa.string()))})
+    table = table.slice(min(start, len(rows)))
+    expected = [attribute_text(r["title"] or "", r["category"], r["brand"], r["attributes"] or [])
+                for r in table.to_pylist()]
+    assert examples.attribute_texts(table) == expected
