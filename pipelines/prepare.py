@@ -320,10 +320,13 @@ class PrepareOnOneWorker(BuildShardExamples):
     def process(self, sources):
         rows = []
         for source, paths in sorted(sources, key=lambda s: s[0] != ITEMS):  # items first: their encode is longest
-            table = read_parquet_files(paths, INPUT_COLUMNS[source])
-            pieces = item_slices(table) if source == ITEMS else [(0, table)]
+            table = read_parquet_files(paths, INPUT_COLUMNS[source]) if paths else None
+            pieces = (item_slices(table) if source == ITEMS else [(0, table)]) if table is not None else []
             rows += [r for _, piece in pieces if (r := self.shard_rows(source, piece)) is not None]
-        rows = examples.sort_rows(pa.concat_tables(rows + self.described()), by_split=True)
+        rows += self.described()
+        if not rows:
+            return
+        rows = examples.sort_rows(pa.concat_tables(rows), by_split=True)
         split_of_row = pc.index_in(rows["split"], value_set=pa.array(SPLITS)).to_numpy()
         bounds = np.searchsorted(split_of_row, np.arange(len(SPLITS) + 1))
         for split, start, end in zip(SPLITS, bounds, bounds[1:]):

@@ -234,6 +234,27 @@ def test_shards_hold_at_most_shard_rows_and_rerun_writes_identical_files(night_o
     assert again == first
 
 
+@pytest.mark.parametrize("no_files", [False, True])
+def test_a_night_without_events_writes_describe_rows_and_empty_history(night_one, tmp_path, no_files):
+    """A quiet day: curated/events holds no rows (or no file at all). The items still get describe rows;
+    nothing else is written, and every split is a readable partition."""
+    out, items, _, config = night_one
+    quiet = tmp_path / "out"
+    write_curated(quiet, DATE, items, [])
+    if no_files:
+        for f in storage.partition_dir(quiet, CURATED_EVENTS, DATE).glob("*.parquet"):
+            f.unlink()
+    (quiet / "vocab").mkdir()
+    for name in ("tokenizer.json", "item_vocab.json"):
+        (quiet / "vocab" / name).write_bytes((out / "vocab" / name).read_bytes())
+    assert prepare(quiet, config=config) == 0
+    summary = json.loads(storage.summary_path(quiet, DATE, "prepare").read_text())
+    assert summary["users"] == 0 and summary["rows"]["train"]["history"] == 0
+    assert sum(summary["rows"][s]["describe"] for s in summary["rows"]) == len(items)
+    for split in ("train", "valid", "test"):
+        assert set(read_split(quiet, split)["kind"].to_pylist()) <= {"describe"}
+
+
 @pytest.mark.parametrize("beam_args", [[], ["--direct_num_workers=2"]])
 def test_spreading_the_work_writes_the_same_files(night_one, tmp_path, monkeypatch, beam_args):
     """night_one ran on one worker, each dataset in one file: the whole night in one step. Here a user's
