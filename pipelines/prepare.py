@@ -163,7 +163,7 @@ class BuildShardExamples(beam.DoFn):
     def setup(self):
         self.tokenizer = TextTokenizer.load(self.tokenizer_path)
         self.item_tokens = examples.ItemTokens(pa.array(ItemVocab.load(self.vocab_dir).items, pa.string()), self.n_text)
-        self.describer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="describe")
+        self.helper = ThreadPoolExecutor(max_workers=2, thread_name_prefix="prepare-helper")
 
     def start_bundle(self):
         self.pending = []
@@ -185,7 +185,7 @@ class BuildShardExamples(beam.DoFn):
         if source == EVENTS:
             return self.user_rows(table)
         texts = examples.describe_texts(table, self.item_tokens, self.cfg)
-        self.pending.append((texts, self.describer.submit(self.tokenizer.encode_batch, texts.texts)))
+        self.pending.append((texts, self.helper.submit(self.tokenizer.encode_batch, texts.texts)))
         return None
 
     def described(self) -> list[pa.Table]:
@@ -194,11 +194,11 @@ class BuildShardExamples(beam.DoFn):
         return [self.counted(examples.describe_rows(texts, encoded.result(), self.cfg)) for texts, encoded in pending]
 
     def teardown(self):
-        self.describer.shutdown(cancel_futures=True)
+        self.helper.shutdown(cancel_futures=True)
 
     def user_rows(self, events: pa.Table) -> pa.Table:
         res = examples.shard_examples(events, self.item_tokens, self.cfg)
-        search, text_tokens = examples.search_rows(res.searches, self.tokenizer)
+        search, text_tokens = examples.search_rows(res.searches, self.tokenizer, pool_busy=bool(self.pending))
         for name, n in (("users", res.users), ("short_users", res.short_users), ("text_tokens", text_tokens),
                         ("unknown_item_events", res.unknown_item_events),
                         ("searches_without_target", res.searches_without_target),
@@ -214,6 +214,8 @@ class BuildShardExamples(beam.DoFn):
         counter("items_without_description").inc(res.without_description)
         counter("unknown_items").inc(res.unknown_items)
         counter("attribute_rows").inc(res.attribute_rows)
+        counter("zh_chars").inc(res.zh_chars)
+        counter("zh_tokens").inc(res.zh_tokens)
         return res.rows
 
 
@@ -269,7 +271,16 @@ def row_count(element) -> Tuple[Key, int]:
 
 def write_shard(staging: dict[str, str], split: str, shard: int, rows: pa.Table) -> Tuple[str, int, int]:
     """staging[split]/part-NNNNN.parquet of the rows, counted; (split, shard, rows)."""
+    write_shard_file(staging, split, shard, rows)
+    return count_shard(split, shard, rows)
+
+
+def write_shard_file(staging: dict[str, str], split: str, shard: int, rows: pa.Table) -> None:
     storage.write_table(examples.tokens_table(rows), Path(staging[split]), f"part-{shard:05d}.parquet")
+
+
+def count_shard(split: str, shard: int, rows: pa.Table) -> Tuple[str, int, int]:
+    """The counters of a written shard (on the bundle's thread); (split, shard, rows)."""
     counter(f"tokens_{split}").inc(examples.tokens_in(rows))
     for kind in pc.value_counts(rows["kind"]).to_pylist():
         counter(f"rows_{split}_{kind['values']}").inc(kind["counts"])
@@ -309,30 +320,56 @@ class WriteShards(beam.PTransform):
 
 class PrepareOnOneWorker(BuildShardExamples):
     """The whole night in one step on one in-process worker: the element is every curated file, as
-    [(source, paths)]. The item slices are read first and start encoding on the helper thread while the
-    events are read and their history and search rows built (all users in one shard); then the rows are
-    sorted, split by split, and cut as WriteShards cuts one sort group, so the files are the same bytes."""
+    [(source, paths)]. The events are read on the helper thread while this one reads the items and makes
+    their texts; the item texts then encode on the helper thread while this one builds the history and
+    search rows (all users in one shard); then the rows are sorted, split by split, and cut as WriteShards
+    cuts one sort group, so the files are the same bytes."""
 
     def __init__(self, tokenizer_path: str, vocab_dir: str, n_text: int, cfg, staging: dict[str, str]):
         super().__init__(tokenizer_path, vocab_dir, n_text, cfg, sort_groups=1)
         self.staging = staging
 
     def process(self, sources):
-        rows = []
-        for source, paths in sorted(sources, key=lambda s: s[0] != ITEMS):  # items first: their encode is longest
-            table = read_parquet_files(paths, INPUT_COLUMNS[source]) if paths else None
-            pieces = (item_slices(table) if source == ITEMS else [(0, table)]) if table is not None else []
-            rows += [r for _, piece in pieces if (r := self.shard_rows(source, piece)) is not None]
-        rows += self.described()
-        if not rows:
+        rows = self.night_rows(dict(sources))
+        if rows is None:
             return
-        rows = examples.sort_rows(pa.concat_tables(rows), by_split=True)
+        rows = examples.sort_rows(rows, by_split=True)
         split_of_row = pc.index_in(rows["split"], value_set=pa.array(SPLITS)).to_numpy()
         bounds = np.searchsorted(split_of_row, np.arange(len(SPLITS) + 1))
-        for split, start, end in zip(SPLITS, bounds, bounds[1:]):
-            sorted_split = ((split, 0), rows.slice(start, end - start))
-            for (_, shard), (_, piece) in shard_slices(sorted_split, [], self.cfg.shard_rows):
-                yield write_shard(self.staging, split, shard, piece)
+        shards = [(split, shard, piece) for split, start, end in zip(SPLITS, bounds, bounds[1:])
+                  for (_, shard), (_, piece) in shard_slices(((split, 0), rows.slice(start, end - start)), [],
+                                                             self.cfg.shard_rows)]
+        self.write_files(shards)
+        for split, shard, piece in shards:
+            yield count_shard(split, shard, piece)
+
+    def night_rows(self, paths: dict[str, list[str]]) -> pa.Table | None:
+        """Every row of the night, unsorted; None when there is none."""
+        events = self.helper.submit(read_parquet_files, paths[EVENTS], INPUT_COLUMNS[EVENTS]) if paths[EVENTS] else None
+        if paths[ITEMS]:
+            for _, piece in item_slices(read_parquet_files(paths[ITEMS], INPUT_COLUMNS[ITEMS])):
+                self.shard_rows(ITEMS, piece)  # starts the encode, the longest part, on the helper thread
+        rows = ([self.user_rows(events.result())] if events is not None else []) + self.described()
+        return pa.concat_tables(rows) if rows else None
+
+    def write_files(self, shards: list[tuple[str, int, pa.Table]]) -> None:
+        """The shards' files, written by this thread and the (now idle) helper thread."""
+        here, on_helper = split_work(shards, size=lambda s: s[2].num_rows)
+        written = [self.helper.submit(write_shard_file, self.staging, *s) for s in on_helper]
+        for s in here:
+            write_shard_file(self.staging, *s)
+        for done in written:
+            done.result()
+
+
+def split_work(tasks: list, size) -> tuple[list, list]:
+    """Tasks dealt to two workers, largest first to the one with less so far."""
+    workers, loads = ([], []), [0, 0]
+    for task in sorted(tasks, key=size, reverse=True):
+        w = int(loads[1] < loads[0])
+        workers[w].append(task)
+        loads[w] += size(task)
+    return workers
 
 
 # ---- the stage -----------------------------------------------------------------------------------
@@ -437,11 +474,10 @@ def run_prepare(out, date: str, cfg, beam_args: Sequence[str] = ()) -> dict:
     vocab_dir = Path(out) / VOCAB_DIR
 
     tokenizer, trained = ensure_tokenizer(out, files[CURATED_ITEMS], files[CURATED_EVENTS], cfg)
-    items = read_columns(files[CURATED_ITEMS], ["item_id", "language", "title", "description"])
+    items = read_columns(files[CURATED_ITEMS], ["item_id"])
     vocab = ItemVocab.load_or_empty(vocab_dir)
     added = vocab.extend(i for i in (items.column("item_id").to_pylist() if items is not None else []) if i)
     vocab.save(vocab_dir)
-    zh_tpc = tokenizer.tokens_per_char(examples.chinese_texts(items)) if items is not None else 0.0
 
     staging = staging_dirs(out, date)
     t_pipe = time.perf_counter()
@@ -456,13 +492,13 @@ def run_prepare(out, date: str, cfg, beam_args: Sequence[str] = ()) -> dict:
             shutil.rmtree(folder, ignore_errors=True)
         raise
     counts = counter_values(result, NAMESPACE)
-    summary = make_summary(date, counts, tokenizer, trained, zh_tpc, vocab, added)
+    summary = make_summary(date, counts, tokenizer, trained, vocab, added)
     summary["seconds"] = {"total": round(time.perf_counter() - t0, 3), "pipeline": round(pipeline_seconds, 3)}
     storage.write_json(storage.summary_path(out, date, "prepare"), summary)
     return summary
 
 
-def make_summary(date, counts: dict[str, int], tokenizer, trained, zh_tpc, vocab, added) -> dict:
+def make_summary(date, counts: dict[str, int], tokenizer, trained, vocab, added) -> dict:
     rows = {s: {k: counts.get(f"rows_{s}_{k}", 0) for k in EXAMPLE_KINDS} for s in SPLITS}
     return {
         "stage": "prepare",
@@ -484,7 +520,8 @@ def make_summary(date, counts: dict[str, int], tokenizer, trained, zh_tpc, vocab
             "items_without_description": counts.get("items_without_description", 0),
         },
         "tokenizer": {"vocab_size": tokenizer.n_text, "trained": trained},
-        "zh_tokens_per_char": round(zh_tpc, 4),
+        # the Chinese items' attribute texts and descriptions, as the describe rows encode them
+        "zh_tokens_per_char": round(counts.get("zh_tokens", 0) / max(1, counts.get("zh_chars", 0)), 4),
         "item_vocab": {"size": len(vocab), "added": added},
     }
 

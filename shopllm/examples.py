@@ -45,7 +45,7 @@ EVENT_COLUMNS = ["user_id", "ts", "arrival", "session_id", "event_type", "item_i
 # the event order: time, then arrival (file and line: unique for ingested events), then the content, so
 # events that tie on all of it are interchangeable and the order never depends on how the input was read
 EVENT_ORDER = ["user", "ts", "arrival", "event_type", "session_id", "item_id", "query"]
-ITEM_COLUMNS = ["item_id", "title", "description", "category", "brand", "attributes"]
+ITEM_COLUMNS = ["item_id", "title", "description", "category", "brand", "attributes", "language"]
 # what the pipeline shuffles: a TOKENS_SCHEMA row plus its split and sort bucket
 ROWS_SCHEMA = pa.schema([("split", pa.string()), ("bucket", pa.int32()), *TOKENS_SCHEMA])
 
@@ -575,14 +575,17 @@ def shard_examples(table: pa.Table, item_tokens: ItemTokens, cfg) -> ShardExampl
                          without_target, withheld, copies.num_rows)
 
 
-def search_rows(pairs: pa.Table, tokenizer) -> tuple[pa.Table, int]:
+def search_rows(pairs: pa.Table, tokenizer, pool_busy: bool = False) -> tuple[pa.Table, int]:
     """Search rows of many pairs; also the query tokens in them. Queries repeat (popular searches), so each
-    distinct query is encoded once, all in one encode_batch call."""
+    distinct query is encoded once, all in one encode_batch call, or one by one on this thread when the
+    tokenizer's thread pool is busy with another encode (a second encode_batch would wait for it)."""
     n = pairs.num_rows
     query = Ragged.from_lists([])
     if n:
         queries = pc.dictionary_encode(pairs["query"].combine_chunks())
-        query = Ragged.from_lists(tokenizer.encode_batch(queries.dictionary.to_pylist())).take(queries.indices.to_numpy())
+        texts = queries.dictionary.to_pylist()
+        ids = [tokenizer.encode(t) for t in texts] if pool_busy else tokenizer.encode_batch(texts)
+        query = Ragged.from_lists(ids).take(queries.indices.to_numpy())
     train = pc.equal(pairs["split"], "train").to_numpy(zero_copy_only=False)
     item_token = pairs["item_token"].to_numpy()
     answer = Ragged(np.stack([item_token[train], np.full(train.sum(), EOS_ID)], axis=1).ravel().astype(np.int32),
@@ -617,6 +620,8 @@ class DescribeBatch:
     unknown_items: int
     text_tokens: int  # tokens the tokenizer produced for this batch
     attribute_rows: int = 0  # attribute-only training rows (items without a description)
+    zh_chars: int = 0  # characters of the texts of the Chinese items (language 'zh') in this batch
+    zh_tokens: int = 0  # and their tokens
 
 
 def attribute_texts(items: pa.Table) -> list[str]:
@@ -704,8 +709,19 @@ def describe_rows(texts: DescribeTexts, encoded: Sequence[Sequence[int]], cfg) -
     if cfg.catalog_search_rows:
         rows.append(catalog_search_rows(texts.texts[:n] + texts.texts[2 * n:], concat_ragged(attrs, bare_attrs),
                                         np.concatenate([tokens[texts.full], tokens[texts.bare]]), cfg))
+    zh = chinese_rows(texts)
+    zh_chars = sum(len(t) for t, is_zh in zip(texts.texts, zh) if is_zh)
+    zh_tokens = int(np.concatenate([attrs.lengths, descs.lengths, bare_attrs.lengths])[zh].sum())
     return DescribeBatch(pa.concat_tables(rows), texts.without_description, int((tokens < 0).sum()),
-                         sum(len(r.values) for r in (attrs, descs, bare_attrs)), n_bare)
+                         sum(len(r.values) for r in (attrs, descs, bare_attrs)), n_bare, zh_chars, zh_tokens)
+
+
+def chinese_rows(texts: DescribeTexts) -> np.ndarray:
+    """Per text of `texts.texts`: whether it belongs to an item whose language is 'zh'."""
+    def is_zh(items: pa.Table) -> np.ndarray:
+        return pc.fill_null(pc.equal(items["language"], "zh"), False).to_numpy(zero_copy_only=False)
+    full = is_zh(texts.items)
+    return np.concatenate([full, full, is_zh(texts.bare_items)]).astype(bool)
 
 
 def describe_batch(table: pa.Table, tokenizer, item_tokens: ItemTokens, cfg) -> DescribeBatch:
@@ -737,15 +753,6 @@ def tokenizer_texts(items: pa.Table, queries: Iterable[str | None]) -> list[str]
         texts.extend(s for pair in attrs for s in pair if s)
         texts.append(sequences.attribute_text(title or "", category, brand, attrs))
     texts.extend(q for q in queries if q)
-    return texts
-
-
-def chinese_texts(items: pa.Table) -> list[str]:
-    """Title and description of the items whose language is 'zh'."""
-    texts = []
-    for lang, title, desc in zip(*(items.column(c).to_pylist() for c in ("language", "title", "description"))):
-        if lang == "zh":
-            texts.extend(t for t in (title, desc) if t)
     return texts
 
 

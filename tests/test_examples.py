@@ -282,8 +282,11 @@ def test_shard_examples_match_the_per_user_reference(seed, window, min_history, 
 class CharTokenizer:
     """A stand-in tokenizer: one id per character."""
 
+    def encode(self, text):
+        return [10 + ord(c) % 50 for c in text]
+
     def encode_batch(self, texts):
-        return [[10 + ord(c) % 50 for c in t] for t in texts]
+        return [self.encode(t) for t in texts]
 
 
 def test_ragged_take_picks_rows_in_any_order_with_repeats():
@@ -293,11 +296,13 @@ def test_ragged_take_picks_rows_in_any_order_with_repeats():
     assert got.values.tolist() == want.values.tolist() and got.lengths.tolist() == want.lengths.tolist()
 
 
-def test_search_rows_match_the_per_row_layouts():
+@pytest.mark.parametrize("pool_busy", [False, True])
+def test_search_rows_match_the_per_row_layouts(pool_busy):
     pairs = [SearchPair("train", "mug", "i3", 103), SearchPair("test", "耳机", "i4", 104),
              SearchPair("valid", "", "i5", 105), SearchPair("train", "kettle", "i1", 101),
              SearchPair("train", "mug", "i2", 102), SearchPair("test", "耳机", "i4", 104)]  # repeated queries
-    rows, n_tokens = examples.search_rows(pa.Table.from_pylist([p._asdict() for p in pairs]), CharTokenizer())
+    rows, n_tokens = examples.search_rows(pa.Table.from_pylist([p._asdict() for p in pairs]), CharTokenizer(),
+                                          pool_busy)
     encoded = CharTokenizer().encode_batch([p.query for p in pairs])
     assert examples.table_examples(rows) == [examples.search_example(p, ids) for p, ids in zip(pairs, encoded)]
     assert n_tokens == sum(map(len, encoded))

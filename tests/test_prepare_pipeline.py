@@ -214,6 +214,10 @@ def test_prepare_writes_three_published_splits_readable_by_pandas(night_one):
                                            for i in items] + [i["description"] for i in described]
         + list(searched))
     assert summary["tie_copy_rows"] > 0  # histories with same-minute events have copies
+    zh_texts = [t for i in items if i["language"] == "zh"
+                for t in (attribute_text(i["title"], i["category"], i["brand"], i["attributes"]), i["description"])]
+    assert summary["zh_tokens_per_char"] == round(
+        sum(len(tokenizer.encode(t)) for t in zh_texts) / sum(map(len, zh_texts)), 4)
     assert 0 < summary["zh_tokens_per_char"] < 1.0
 
 
