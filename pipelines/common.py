@@ -33,17 +33,26 @@ def single_worker(pipeline) -> bool:
             and direct.direct_running_mode in (None, "in_memory"))
 
 
+_frozen_depth = 0
+
+
 @contextlib.contextmanager
 def gc_frozen():
     """Run the block with every object that exists now left out of the garbage collector's full
     collections. After the imports (Beam, pyarrow, ...) a process holds ~130k long-lived objects, and each
     full collection walks them all: ~65 ms on a 2-core machine, about once per pipeline run, stalling the
-    step it lands in. gc.unfreeze() hands them back afterwards, so nothing lives longer than it would."""
-    gc.freeze()
+    step it lands in. gc.unfreeze() hands them back when the outermost block ends; until then, reference
+    cycles that were already garbage when it started wait in memory too."""
+    global _frozen_depth
+    if _frozen_depth == 0:
+        gc.freeze()
+    _frozen_depth += 1
     try:
         yield
     finally:
-        gc.unfreeze()
+        _frozen_depth -= 1
+        if _frozen_depth == 0:
+            gc.unfreeze()
 
 
 def run_pipeline(pipeline: beam.Pipeline):

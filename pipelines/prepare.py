@@ -5,7 +5,7 @@ Beam pipeline, publish the three partitions, write the summary. Workers get the 
 vocabulary as file paths and load them once in `setup()`, so on a distributed runner `--out` must be a
 filesystem every worker sees.
 
-Several workers (any --runner, or --direct_num_workers > 1):
+Several workers (any --runner, --direct_num_workers > 1, or a --direct_running_mode other than in_memory):
 
     curated/items + curated/events --ReadCurated--> (source, table) per READ_FILES files
       --BuildExamples: ShardInputs (events by user shard, items in slices) -> GroupInputs -> BuildShardExamples
@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Tuple
@@ -156,6 +156,8 @@ class BuildShardExamples(beam.DoFn):
     bundle: encode_batch releases the GIL, so while the item texts encode, the bundle's user shards are
     grouped on the bundle's thread."""
 
+    helper_threads = 1
+
     def __init__(self, tokenizer_path: str, vocab_dir: str, n_text: int, cfg, sort_groups: int):
         self.tokenizer_path, self.vocab_dir, self.n_text, self.cfg = tokenizer_path, vocab_dir, n_text, cfg
         self.sort_groups = sort_groups
@@ -163,7 +165,7 @@ class BuildShardExamples(beam.DoFn):
     def setup(self):
         self.tokenizer = TextTokenizer.load(self.tokenizer_path)
         self.item_tokens = examples.ItemTokens(pa.array(ItemVocab.load(self.vocab_dir).items, pa.string()), self.n_text)
-        self.helper = ThreadPoolExecutor(max_workers=2, thread_name_prefix="prepare-helper")
+        self.helper = ThreadPoolExecutor(max_workers=self.helper_threads, thread_name_prefix="prepare-helper")
 
     def start_bundle(self):
         self.pending = []
@@ -184,9 +186,17 @@ class BuildShardExamples(beam.DoFn):
         thread (see `described`)."""
         if source == EVENTS:
             return self.user_rows(table)
-        texts = examples.describe_texts(table, self.item_tokens, self.cfg)
-        self.pending.append((texts, self.helper.submit(self.tokenizer.encode_batch, texts.texts)))
+        self.start_describe(table)
         return None
+
+    def start_describe(self, items: pa.Table) -> None:
+        """Make the describe texts of an item slice and start their encode on the helper thread."""
+        texts = examples.describe_texts(items, self.item_tokens, self.cfg)
+        self.pending.append((texts, self.helper.submit(self.tokenizer.encode_batch, texts.texts)))
+
+    def encoding(self) -> bool:
+        """Whether an item encode started in this bundle is still running (it holds the tokenizer's pool)."""
+        return any(not encoded.done() for _, encoded in self.pending)
 
     def described(self) -> list[pa.Table]:
         """The describe rows of the item slices started in this bundle, once their texts are encoded."""
@@ -198,7 +208,7 @@ class BuildShardExamples(beam.DoFn):
 
     def user_rows(self, events: pa.Table) -> pa.Table:
         res = examples.shard_examples(events, self.item_tokens, self.cfg)
-        search, text_tokens = examples.search_rows(res.searches, self.tokenizer, pool_busy=bool(self.pending))
+        search, text_tokens = examples.search_rows(res.searches, self.tokenizer, pool_busy=self.encoding())
         for name, n in (("users", res.users), ("short_users", res.short_users), ("text_tokens", text_tokens),
                         ("unknown_item_events", res.unknown_item_events),
                         ("searches_without_target", res.searches_without_target),
@@ -325,6 +335,8 @@ class PrepareOnOneWorker(BuildShardExamples):
     search rows (all users in one shard); then the rows are sorted, split by split, and cut as WriteShards
     cuts one sort group, so the files are the same bytes."""
 
+    helper_threads = 2  # the events are read while the item texts encode
+
     def __init__(self, tokenizer_path: str, vocab_dir: str, n_text: int, cfg, staging: dict[str, str]):
         super().__init__(tokenizer_path, vocab_dir, n_text, cfg, sort_groups=1)
         self.staging = staging
@@ -348,7 +360,7 @@ class PrepareOnOneWorker(BuildShardExamples):
         events = self.helper.submit(read_parquet_files, paths[EVENTS], INPUT_COLUMNS[EVENTS]) if paths[EVENTS] else None
         if paths[ITEMS]:
             for _, piece in item_slices(read_parquet_files(paths[ITEMS], INPUT_COLUMNS[ITEMS])):
-                self.shard_rows(ITEMS, piece)  # starts the encode, the longest part, on the helper thread
+                self.start_describe(piece)  # the encode is the longest part
         rows = ([self.user_rows(events.result())] if events is not None else []) + self.described()
         return pa.concat_tables(rows) if rows else None
 
@@ -356,8 +368,11 @@ class PrepareOnOneWorker(BuildShardExamples):
         """The shards' files, written by this thread and the (now idle) helper thread."""
         here, on_helper = split_work(shards, size=lambda s: s[2].num_rows)
         written = [self.helper.submit(write_shard_file, self.staging, *s) for s in on_helper]
-        for s in here:
-            write_shard_file(self.staging, *s)
+        try:
+            for s in here:
+                write_shard_file(self.staging, *s)
+        finally:  # no write may still run when a failed run's staging folder is removed
+            wait(written)
         for done in written:
             done.result()
 

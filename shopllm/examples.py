@@ -630,8 +630,9 @@ def attribute_texts(items: pa.Table) -> list[str]:
     attrs = items["attributes"].combine_chunks()
     pairs = pa.ListArray.from_arrays(attrs.offsets, pa.StructArray.from_arrays([attrs.keys, attrs.items], ["k", "v"]),
                                      mask=attrs.is_null())
-    flat = pc.list_flatten(pairs)
-    kv = pa.table({"item": pc.list_parent_indices(pairs), "k": nonempty(flat.field("k")), "v": nonempty(flat.field("v"))})
+    flat = pc.list_flatten(pairs)  # skips what a null entry's offsets span, so the parents are counted alike
+    item = np.repeat(np.arange(len(pairs)), pc.fill_null(pc.list_value_length(pairs), 0).to_numpy())
+    kv = pa.table({"item": item, "k": nonempty(flat.field("k")), "v": nonempty(flat.field("v"))})
     kv = kv.filter(pc.and_(pc.is_valid(kv["k"]), pc.is_valid(kv["v"])))
     kv = kv.take(pc.sort_indices(kv, [("item", "ascending"), ("k", "ascending"), ("v", "ascending")]))
     per_item = np.bincount(kv["item"].to_numpy(), minlength=items.num_rows)

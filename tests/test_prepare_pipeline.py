@@ -262,9 +262,9 @@ def test_a_night_without_events_writes_describe_rows_and_empty_history(night_one
 @pytest.mark.parametrize("beam_args", [[], ["--direct_num_workers=2"]])
 def test_spreading_the_work_writes_the_same_files(night_one, tmp_path, monkeypatch, beam_args):
     """night_one ran on one worker, each dataset in one file: the whole night in one step. Here a user's
-    events are spread over several files, on one worker (read together) or on two workers, where the work is
-    spread over user shards and sort groups and a user's events are gathered from several reads: the same
-    bytes."""
+    events are spread over several files and the items are cut into several slices (encoded one after
+    another while the events are grouped), on one worker or on two workers, where the work is spread over
+    user shards and sort groups and a user's events are gathered from several reads: the same bytes."""
     out, items, events, config = night_one
     rerun = tmp_path / "out"
     for dataset, schema, rows, parts in ((CURATED_ITEMS, ITEMS, items, 2), (CURATED_EVENTS, EVENTS, events, 3),
@@ -276,6 +276,7 @@ def test_spreading_the_work_writes_the_same_files(night_one, tmp_path, monkeypat
     for name in ("tokenizer.json", "item_vocab.json"):
         (rerun / "vocab" / name).write_bytes((out / "vocab" / name).read_bytes())
     monkeypatch.setattr("pipelines.prepare.READ_FILES", 1)
+    monkeypatch.setattr("pipelines.prepare.ITEM_SLICE_ROWS", 7)
     assert prepare(rerun, *beam_args, config=config) == 0
     for split in ("train", "valid", "test"):
         first = [Path(f).read_bytes() for f in storage.partition_files(out, f"{TOKENS}/{split}", DATE)]
