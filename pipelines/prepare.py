@@ -172,22 +172,16 @@ class BuildShardExamples(beam.DoFn):
 
     def process(self, element):
         (source, _), tables = element
-        rows = self.shard_rows(source, pa.concat_tables(tables))
-        if rows is not None:
-            yield from keyed_by_sort_group(rows, self.sort_groups)
+        table = pa.concat_tables(tables)
+        if source == ITEMS:
+            self.start_describe(table)  # its rows are emitted at the end of the bundle
+        else:
+            yield from keyed_by_sort_group(self.user_rows(table), self.sort_groups)
 
     def finish_bundle(self):
         for rows in self.described():
             for keyed in keyed_by_sort_group(rows, self.sort_groups):
                 yield GlobalWindows.windowed_value(keyed)
-
-    def shard_rows(self, source: str, table: pa.Table) -> pa.Table | None:
-        """The rows of a user shard; None for an item slice, whose describe rows are started on the helper
-        thread (see `described`)."""
-        if source == EVENTS:
-            return self.user_rows(table)
-        self.start_describe(table)
-        return None
 
     def start_describe(self, items: pa.Table) -> None:
         """Make the describe texts of an item slice and start their encode on the helper thread."""

@@ -625,6 +625,10 @@ class DescribeBatch:
 
 
 def attribute_texts(items: pa.Table) -> list[str]:
+    return attribute_text_column(items).to_pylist()
+
+
+def attribute_text_column(items: pa.Table) -> pa.Array:
     """`sequences.attribute_text` of every row of a curated/items table, computed column-wise (the per-row
     version builds a Python list of pairs per item: 4x slower, and it is the start of the describe work)."""
     attrs = items["attributes"].combine_chunks()
@@ -639,7 +643,7 @@ def attribute_texts(items: pa.Table) -> list[str]:
     text = pc.binary_join_element_wise(kv["k"], kv["v"], ": ").combine_chunks()
     joined = pc.binary_join(pa.ListArray.from_arrays(offsets_of(per_item), text), "; ")
     return join_present([nonempty(items[c]) for c in ("title", "category", "brand")] + [nonempty(joined)],
-                        sequences.ATTR_SEPARATOR).to_pylist()
+                        sequences.ATTR_SEPARATOR)
 
 
 def nonempty(strings) -> pa.Array:
@@ -683,12 +687,12 @@ class DescribeTexts:
 def describe_texts(table: pa.Table, item_tokens: ItemTokens, cfg) -> DescribeTexts:
     tokens = item_tokens.tokens(table["item_id"])
     has_desc = pc.fill_null(pc.not_equal(table["description"], ""), False).to_numpy(zero_copy_only=False)
-    full, bare = (tokens >= 0) & has_desc, (tokens >= 0) & ~has_desc & cfg.attribute_rows
-    items = table.filter(pa.array(full))
-    bare_texts = attribute_texts(table.filter(pa.array(bare)))
-    bare[bare] = [bool(t) for t in bare_texts]
-    bare_items, bare_texts = table.filter(pa.array(bare)), [t for t in bare_texts if t]
-    texts = attribute_texts(items) + items["description"].to_pylist() + bare_texts
+    attr = attribute_text_column(table)
+    has_attr = pc.not_equal(attr, "").to_numpy(zero_copy_only=False)
+    full, bare = (tokens >= 0) & has_desc, (tokens >= 0) & ~has_desc & has_attr & cfg.attribute_rows
+    items, bare_items = table.filter(pa.array(full)), table.filter(pa.array(bare))
+    texts = (attr.filter(pa.array(full)).to_pylist() + items["description"].to_pylist()
+             + attr.filter(pa.array(bare)).to_pylist())
     return DescribeTexts(items, holdout_splits(items["item_id"], cfg.describe_holdout), bare_items, tokens, full,
                          bare, int(((tokens >= 0) & ~has_desc).sum()) - bare_items.num_rows, texts)
 
