@@ -252,6 +252,45 @@ def as_sortable(ex):
     return (ex.split, ex.subject_id, tuple(ex.input_ids), ex.target_item or "", ex.target_id, tuple(ex.history_ids))
 
 
+def users_table(users: dict) -> pa.Table:
+    return pa.table({
+        "user_id": [u for u, evs in users.items() for _ in evs],
+        **{name: pa.array([getattr(e, name) for evs in users.values() for e in evs], type_)
+           for name, type_ in examples.EVENT_FIELD_TYPES}})
+
+
+@pytest.mark.parametrize("seed", [1, 6])
+def test_events_in_curated_order_skip_the_sort_and_give_the_rows_of_shuffled_events(seed, monkeypatch):
+    """Curated files hold each user's events together, by (ts, arrival): then sorted_events does not sort,
+    and shard_examples gives the same rows as from the same events in any order."""
+    table = users_table(random_users(seed))
+    table = table.set_column(table.schema.get_field_index("arrival"), "arrival", pa.array(np.arange(table.num_rows)))
+    ordered = table.sort_by([("user_id", "ascending"), ("ts", "ascending"), ("arrival", "ascending")])
+    shuffled = ordered.take(pa.array(np.random.default_rng(seed).permutation(table.num_rows)))
+    sorts = []
+    sort_indices = pc.sort_indices
+    monkeypatch.setattr(pc, "sort_indices", lambda *a, **k: sorts.append(1) or sort_indices(*a, **k))
+    examples.sorted_events(ordered)
+    assert not sorts
+    examples.sorted_events(shuffled)
+    assert sorts
+    cfg, tokens = PrepareConfig(search_holdout=0.3), examples.ItemTokens.from_index(INDEX, N_TEXT)
+    got, want = (examples.shard_examples(t, tokens, cfg) for t in (ordered, shuffled))
+    assert sorted(map(as_sortable, examples.table_examples(got.history))) == sorted(
+        map(as_sortable, examples.table_examples(want.history)))
+    assert sorted(got.searches.to_pylist(), key=str) == sorted(want.searches.to_pylist(), key=str)
+
+
+def test_events_tied_in_time_and_arrival_or_apart_from_their_user_are_still_sorted():
+    table = users_table({"u1": [ev(5, "view", "i2"), ev(5, "click", "i1")], "u2": [ev(1, "view", "i1")],
+                         "u3": [ev(2, "view", "i3")]})
+    table = table.take(pa.array([0, 1, 2, 3]))
+    got = examples.sorted_events(table)
+    assert got["event_type"].to_pylist()[:2] == ["click", "view"]  # the tie falls to the event type
+    apart = examples.sorted_events(table.take(pa.array([2, 0, 3, 1])))  # u1's events split by u3's
+    assert apart["user_id"].to_pylist() == ["u2", "u1", "u1", "u3"]
+
+
 @pytest.mark.parametrize("seed,window,min_history,holdout,eos,ties", [
     (1, 50, 3, 0.0, True, 0), (2, 2, 3, 0.5, True, 2), (3, 1, 1, 0.9, False, 0), (4, 3, 5, 0.3, False, 3),
     (5, 4, 2, 0.0, True, 1)])
@@ -259,10 +298,7 @@ def test_shard_examples_match_the_per_user_reference(seed, window, min_history, 
     cfg = PrepareConfig(history_window=window, min_history=min_history, search_holdout=holdout, history_eos=eos,
                         tie_shuffles=ties)
     users = random_users(seed)
-    table = pa.table({
-        "user_id": [u for u, evs in users.items() for _ in evs],
-        **{name: pa.array([getattr(e, name) for evs in users.values() for e in evs], type_)
-           for name, type_ in examples.EVENT_FIELD_TYPES}})
+    table = users_table(users)
     got = examples.shard_examples(table, examples.ItemTokens.from_index(INDEX, N_TEXT), cfg)
     refs = {u: reference_user_examples(u, evs, INDEX, N_TEXT, cfg) for u, evs in users.items() if evs}
     assert sorted(map(as_sortable, examples.table_examples(got.history))) == sorted(
