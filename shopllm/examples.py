@@ -42,6 +42,8 @@ MAX_TIE_SHUFFLES = 64  # prepare.tie_shuffles at most (a copy's random order key
 BUCKETS = 64  # rows are ordered by (bucket of kind+subject, then content): the unit of parallel sorting
 
 EVENT_COLUMNS = ["user_id", "ts", "arrival", "session_id", "event_type", "item_id", "query"]
+# read dictionary-encoded where the values are few (Parquet stores them so: no strings to decode or hash again)
+EVENT_DICTIONARY_COLUMNS = ["event_type", "item_id"]
 # the event order: time, then arrival (file and line: unique for ingested events), then the content, so
 # events that tie on all of it are interchangeable and the order never depends on how the input was read
 EVENT_ORDER = ["user", "ts", "arrival", "event_type", "session_id", "item_id", "query"]
@@ -342,6 +344,11 @@ class ItemTokens:
 
     def tokens(self, item_ids) -> np.ndarray:
         """Token id of each item id; -1 where it is null or not in the vocabulary."""
+        if isinstance(item_ids, pa.ChunkedArray):
+            item_ids = item_ids.combine_chunks()
+        if pa.types.is_dictionary(item_ids.type):  # each distinct id looked up once
+            tokens = np.append(self.tokens(item_ids.dictionary), -1)  # the last entry answers for nulls
+            return tokens[pc.fill_null(item_ids.indices, len(item_ids.dictionary)).to_numpy()]
         index = pc.fill_null(pc.index_in(item_ids, value_set=self.items), -1).to_numpy()
         return np.where(index >= 0, index + self.n_text, -1)
 
@@ -362,7 +369,8 @@ class ShardExamples:
 
 def sorted_events(table: pa.Table) -> pa.Table:
     """The events in EVENT_ORDER (per user: ts, arrival, then content), nulls filled, plus `user`: a code
-    per user."""
+    per user. String columns may come plain or dictionary-encoded; `event_type` comes back dictionary-encoded
+    (a few distinct values, which `is_in` tests once each)."""
     users = pc.dictionary_encode(pc.fill_null(table["user_id"], "").combine_chunks())
     events = pa.table({
         "user": users.indices, "user_id": pc.fill_null(table["user_id"], ""),
@@ -370,10 +378,17 @@ def sorted_events(table: pa.Table) -> pa.Table:
         "session_id": pc.fill_null(table["session_id"], ""), "event_type": table["event_type"],
         "item_id": table["item_id"], "query": table["query"],
     })
-    if in_event_order(events):  # as ingest writes them: no sort needed
-        return events.combine_chunks()
-    order = pc.sort_indices(events, [(c, "ascending") for c in EVENT_ORDER])
-    return events.take(order).combine_chunks()
+    if not in_event_order(events):  # curated files are in order already
+        keys = pa.table({c: plain_strings(events[c]) for c in EVENT_ORDER})  # (no sorting by a dictionary)
+        events = events.take(pc.sort_indices(keys, [(c, "ascending") for c in EVENT_ORDER]))
+    events = events.unify_dictionaries().combine_chunks()
+    return events.set_column(events.schema.get_field_index("event_type"), "event_type",
+                             pc.dictionary_encode(events["event_type"]))
+
+
+def plain_strings(column):
+    """A dictionary-encoded column decoded; any other column as it is."""
+    return column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
 
 
 def in_event_order(events: pa.Table) -> bool:
@@ -388,6 +403,12 @@ def in_event_order(events: pa.Table) -> bool:
 
 
 def is_in(column, values) -> np.ndarray:
+    """Per entry of a string column (plain or dictionary-encoded): whether it is one of `values` (null: no)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_dictionary(column.type):
+        hit = np.append(is_in(column.dictionary, values), False)  # the last entry answers for nulls
+        return hit[pc.fill_null(column.indices, len(column.dictionary)).to_numpy()]
     return pc.fill_null(pc.is_in(column, value_set=pa.array(sorted(values))), False).to_numpy(zero_copy_only=False)
 
 
@@ -534,15 +555,16 @@ def search_answers(events: pa.Table) -> tuple[np.ndarray, np.ndarray, int]:
     the later query)."""
     search, target = is_in(events["event_type"], {"search"}), is_in(events["event_type"], SEARCH_TARGET_TYPES)
     relevant = np.flatnonzero(search | target)  # views and others are skipped
-    user = events["user"].to_numpy()
-    session = pc.dictionary_encode(events["session_id"].combine_chunks()).indices.to_numpy()
-    order = relevant[np.lexsort((relevant, session[relevant], user[relevant]))]  # by user, session, time
+    user = events["user"].to_numpy()[relevant]
+    session = pc.dictionary_encode(events["session_id"].take(pa.array(relevant)).combine_chunks()).indices.to_numpy()
+    by_session = np.lexsort((relevant, session, user))  # by user, session, time
+    order, user, session = relevant[by_session], user[by_session], session[by_session]
     is_search = search[order]
-    has_query = pc.fill_null(pc.not_equal(events["query"], ""), False).to_numpy(zero_copy_only=False)[order]
+    has_query = pc.fill_null(pc.not_equal(events["query"].take(pa.array(order)), ""), False).to_numpy(
+        zero_copy_only=False)
     is_target = target[order]
     answered = np.zeros(len(order), bool)
-    answered[:-1] = ((user[order][1:] == user[order][:-1]) & (session[order][1:] == session[order][:-1])
-                     & is_target[1:])
+    answered[:-1] = (user[1:] == user[:-1]) & (session[1:] == session[:-1]) & is_target[1:]
     source = is_search & has_query
     hits = np.flatnonzero(source & answered)
     return order[hits], order[hits + 1], int(source.sum()) - len(hits)
@@ -559,7 +581,7 @@ def search_pairs(events: pa.Table, tokens: np.ndarray, held_out: np.ndarray,
     withheld = pc.equal(split, "train").to_numpy(zero_copy_only=False) & held_out[answer]
     keep = np.argsort(source[~withheld], kind="stable")  # time order
     pairs = pa.table({"split": split.filter(pa.array(~withheld)), "query": query.filter(pa.array(~withheld)),
-                      "item_id": events["item_id"].take(pa.array(answer[~withheld])),
+                      "item_id": plain_strings(events["item_id"].take(pa.array(answer[~withheld]))),
                       "item_token": pa.array(tokens[answer[~withheld]], pa.int32())})
     return pairs.take(pa.array(keep)), without_target, int(withheld.sum())
 

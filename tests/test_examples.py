@@ -441,3 +441,15 @@ def test_attribute_texts_skip_what_a_null_entry_spans():
     table = pa.table({"title": ["t0", "t1", "t2"], "category": pa.array([None] * 3, pa.string()),
                       "brand": pa.array([None] * 3, pa.string()), "attributes": attributes})
     assert examples.attribute_texts(table) == ["t0 · a: 1", "t1", "t2 · c: 3"]
+
+
+def test_item_tokens_and_event_types_read_alike_from_plain_and_dictionary_encoded_columns():
+    """The one-worker prepare reads item_id and event_type dictionary-encoded (see EVENT_DICTIONARY_COLUMNS)."""
+    ids = pa.chunked_array([pa.array(["i2", None, "unknown", "i1"]), pa.array(["i1", None])])
+    tokens = examples.ItemTokens.from_index(INDEX, N_TEXT)
+    encoded = pa.chunked_array([pc.dictionary_encode(chunk) for chunk in ids.chunks])  # a dictionary per chunk
+    assert tokens.tokens(encoded).tolist() == tokens.tokens(ids).tolist() == [
+        N_TEXT + INDEX["i2"], -1, -1, N_TEXT + INDEX["i1"], N_TEXT + INDEX["i1"], -1]
+    types = pa.array(["view", "search", None, "click", "view"])
+    assert (examples.is_in(pc.dictionary_encode(types), {"view", "click"}).tolist()
+            == examples.is_in(types, {"view", "click"}).tolist() == [True, False, False, True, True])
