@@ -337,13 +337,13 @@ class PrepareOnOneWorker(BuildShardExamples):
         rows = self.night_rows(dict(sources))
         if rows is None:
             return
-        rows = examples.sort_rows(rows, by_split=True)
-        split_of_row = pc.index_in(rows["split"], value_set=pa.array(SPLITS)).to_numpy()
-        bounds = np.searchsorted(split_of_row, np.arange(len(SPLITS) + 1))
-        shards = [(split, shard, piece) for split, start, end in zip(SPLITS, bounds, bounds[1:])
-                  for (_, shard), (_, piece) in shard_slices(((split, 0), rows.slice(start, end - start)), [],
-                                                             self.cfg.shard_rows)]
-        self.write_files(shards)
+        keys, split = examples.sort_keys(rows), pc.index_in(rows["split"], value_set=pa.array(SPLITS)).to_numpy()
+        splits = [(name, np.flatnonzero(split == k)) for k, name in enumerate(SPLITS)]
+        sorted_splits = self.on_two_threads(
+            splits, size=lambda s: len(s[1]), run=lambda s: (s[0], rows.take(examples.sorted_order(keys, s[1]))))
+        shards = [(name, shard, piece) for name, part in sorted_splits
+                  for (_, shard), (_, piece) in shard_slices(((name, 0), part), [], self.cfg.shard_rows)]
+        self.on_two_threads(shards, size=lambda s: s[2].num_rows, run=lambda s: write_shard_file(self.staging, *s))
         for split, shard, piece in shards:
             yield count_shard(split, shard, piece)
 
@@ -357,17 +357,17 @@ class PrepareOnOneWorker(BuildShardExamples):
         rows = ([self.user_rows(events.result())] if events is not None else []) + self.described()
         return pa.concat_tables(rows) if rows else None
 
-    def write_files(self, shards: list[tuple[str, int, pa.Table]]) -> None:
-        """The shards' files, written by this thread and the (now idle) helper thread."""
-        here, on_helper = split_work(shards, size=lambda s: s[2].num_rows)
-        written = [self.helper.submit(write_shard_file, self.staging, *s) for s in on_helper]
+    def on_two_threads(self, tasks: list, size, run) -> list:
+        """[run(task) for task in tasks], dealt by size between this thread and one helper thread (two
+        workers for two cores: a third would only slow the others down)."""
+        here, there = split_work(range(len(tasks)), size=lambda i: size(tasks[i]))
+        done = self.helper.submit(lambda: [run(tasks[i]) for i in there])
         try:
-            for s in here:
-                write_shard_file(self.staging, *s)
-        finally:  # no write may still run when a failed run's staging folder is removed
-            wait(written)
-        for done in written:
-            done.result()
+            results = dict(zip(here, [run(tasks[i]) for i in here]))
+        finally:  # nothing may still run when a failed run's staging folder is removed
+            wait([done])
+        results.update(zip(there, done.result()))
+        return [results[i] for i in range(len(tasks))]
 
 
 def split_work(tasks: list, size) -> tuple[list, list]:

@@ -299,18 +299,27 @@ def sort_buckets(kind: str, subject: pa.Array) -> pa.Array:
     return per_distinct(subject, lambda s: sort_bucket(kind, s), pa.int32())
 
 
-def sort_rows(rows: pa.Table, by_split: bool = False) -> pa.Table:
+def sort_rows(rows: pa.Table) -> pa.Table:
     """Rows in their total output order (bucket, kind, subject, ids, target, history), so reruns write
-    identical files; rows equal in every key are identical. `by_split`: the splits first (in SPLITS order),
-    each in that order."""
-    split = {"split": pc.index_in(rows["split"], value_set=pa.array(SPLITS))} if by_split else {}
-    keys = pa.table({
-        **split, "bucket": rows["bucket"], "kind": rows["kind"], "subject_id": rows["subject_id"],
+    identical files; rows equal in every key are identical."""
+    return rows.take(sorted_order(sort_keys(rows)))
+
+
+def sort_keys(rows: pa.Table) -> pa.Table:
+    """The columns that order rows (see sort_rows), the id lists as byte strings."""
+    return pa.table({
+        "bucket": rows["bucket"], "kind": rows["kind"], "subject_id": rows["subject_id"],
         "input_ids": ids_as_bytes(rows["input_ids"].combine_chunks()),
         "target_item": pc.fill_null(rows["target_item"], ""), "target_id": rows["target_id"],
         "history_ids": ids_as_bytes(rows["history_ids"].combine_chunks()),
     })
-    return rows.take(pc.sort_indices(keys, [(name, "ascending") for name in keys.column_names]))
+
+
+def sorted_order(keys: pa.Table, rows: np.ndarray | None = None) -> np.ndarray:
+    """The rows of `keys` (or those listed in `rows`) in sort_rows order, as row numbers of `keys`."""
+    if rows is not None:
+        return rows[pc.sort_indices(keys.take(pa.array(rows)), [(n, "ascending") for n in keys.column_names]).to_numpy()]
+    return pc.sort_indices(keys, [(n, "ascending") for n in keys.column_names]).to_numpy()
 
 
 def tokens_table(rows: pa.Table) -> pa.Table:
