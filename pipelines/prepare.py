@@ -278,7 +278,7 @@ def write_shard(staging: dict[str, str], split: str, shard: int, rows: pa.Table)
 
 
 def write_shard_file(staging: dict[str, str], split: str, shard: int, rows: pa.Table) -> None:
-    storage.write_table(examples.tokens_table(rows), Path(staging[split]), f"part-{shard:05d}.parquet")
+    storage.write_table(examples.tokens_table(rows), Path(staging[split]), f"part-{shard:05d}.parquet", dictionary=False)
 
 
 def count_shard(split: str, shard: int, rows: pa.Table) -> Tuple[str, int, int]:

@@ -98,9 +98,11 @@ def clean_staging(out: str | os.PathLike) -> int:
     return n
 
 
-def write_table(table: pa.Table, folder: Path, name: str = "part-00000.parquet") -> Path:
+def write_table(table: pa.Table, folder: Path, name: str = "part-00000.parquet", dictionary: bool = True) -> Path:
+    """folder/name as zstd Parquet; `dictionary=False` leaves dictionary encoding out (for columns of many
+    distinct values, such as token id lists, zstd alone is smaller and faster to write)."""
     path = Path(folder) / name
-    pq.write_table(table, path, compression="zstd")
+    pq.write_table(table, path, compression="zstd", use_dictionary=dictionary)
     return path
 
 
