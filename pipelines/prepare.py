@@ -188,6 +188,7 @@ class BuildShardExamples(beam.DoFn):
         """Make the describe texts of an item slice and start their encode on the helper thread."""
         texts = examples.describe_texts(items, self.item_tokens, self.cfg)
         self.pending.append((texts, self.helper.submit(self.encode, texts.texts)))
+        texts.hash_items()
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         encodings = self.tokenizer.encodings(texts)

@@ -274,12 +274,13 @@ def ids_as_bytes(ids: pa.ListArray) -> pa.BinaryArray:
 # ---- tables of rows ------------------------------------------------------------------------------
 
 def rows_table(split, kind: str, subject: pa.Array, input_ids: Ragged, target_item: pa.Array | None = None,
-               target_id=NO_TARGET, history_ids: Ragged | None = None) -> pa.Table:
-    """A ROWS_SCHEMA table; `split` is one string or one per row, the bucket is computed from kind+subject."""
+               target_id=NO_TARGET, history_ids: Ragged | None = None, bucket: pa.Array | None = None) -> pa.Table:
+    """A ROWS_SCHEMA table; `split` is one string or one per row, the bucket is computed from kind+subject
+    unless given."""
     n = len(subject)
     columns = {
         "split": pa.repeat(split, n) if isinstance(split, str) else split,
-        "bucket": sort_buckets(kind, subject),
+        "bucket": sort_buckets(kind, subject) if bucket is None else bucket,
         "kind": pa.repeat(kind, n),
         "subject_id": subject,
         "input_ids": input_ids.to_arrow(),
@@ -719,13 +720,28 @@ class DescribeTexts:
     (no description; cfg.attribute_rows and some attribute text)."""
 
     items: pa.Table  # items with a description
-    split: pa.Array  # of each of `items`, by item hash
     bare_items: pa.Table
     tokens: np.ndarray  # item token of every row of the table, -1 for unknown items
     full: np.ndarray  # per row of the table: in `items`
     bare: np.ndarray  # per row of the table: in `bare_items`
     without_description: int  # known items without a description that get no row
     texts: list[str]
+    holdout: float  # describe_holdout
+
+    @functools.cached_property
+    def split(self) -> pa.Array:
+        """Of each of `items`, by item hash."""
+        return holdout_splits(self.items["item_id"], self.holdout)
+
+    @functools.cached_property
+    def buckets(self) -> tuple[pa.Array, pa.Array]:
+        """The sort buckets of the describe rows of `items` and of `bare_items`."""
+        return sort_buckets("describe", self.items["item_id"]), sort_buckets("describe", self.bare_items["item_id"])
+
+    def hash_items(self) -> None:
+        """Compute the items' split and sort-bucket hashes now. The encode does not need them, so a caller
+        that encodes on another thread hashes them while it runs (~1 us an item) rather than before."""
+        _ = self.split, self.buckets
 
 
 def describe_texts(table: pa.Table, item_tokens: ItemTokens, cfg) -> DescribeTexts:
@@ -737,8 +753,8 @@ def describe_texts(table: pa.Table, item_tokens: ItemTokens, cfg) -> DescribeTex
     items, bare_items = table.filter(pa.array(full)), table.filter(pa.array(bare))
     texts = (attr.filter(pa.array(full)).to_pylist() + items["description"].to_pylist()
              + attr.filter(pa.array(bare)).to_pylist())
-    return DescribeTexts(items, holdout_splits(items["item_id"], cfg.describe_holdout), bare_items, tokens, full,
-                         bare, int(((tokens >= 0) & ~has_desc).sum()) - bare_items.num_rows, texts)
+    return DescribeTexts(items, bare_items, tokens, full, bare, int(((tokens >= 0) & ~has_desc).sum()) - bare_items.num_rows,
+                         texts, cfg.describe_holdout)
 
 
 def describe_rows(texts: DescribeTexts, encoded: Sequence[Sequence[int]], cfg) -> DescribeBatch:
@@ -751,10 +767,12 @@ def describe_rows(texts: DescribeTexts, encoded: Sequence[Sequence[int]], cfg) -
                       ).truncate(cfg.max_describe_tokens)
     split = texts.split
     held = pc.not_equal(split, "train")
-    rows = [rows_table(split, "describe", items["item_id"], seq, pc.if_else(held, items["item_id"], NULL_STRING))]
+    buckets, bare_buckets = texts.buckets
+    rows = [rows_table(split, "describe", items["item_id"], seq, pc.if_else(held, items["item_id"], NULL_STRING),
+                       bucket=buckets)]
     if n_bare:
         bare_seq = concat_rows(n_bare, BOS_ID, tokens[texts.bare], ATTR_ID, bare_attrs).truncate(cfg.max_describe_tokens)
-        rows.append(rows_table("train", "describe", bare_items["item_id"], bare_seq))
+        rows.append(rows_table("train", "describe", bare_items["item_id"], bare_seq, bucket=bare_buckets))
     if cfg.catalog_search_rows:
         rows.append(catalog_search_rows(texts.texts[:n] + texts.texts[2 * n:], concat_ragged(attrs, bare_attrs),
                                         np.concatenate([tokens[texts.full], tokens[texts.bare]]), cfg))
