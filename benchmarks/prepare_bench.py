@@ -19,9 +19,11 @@ ratio = prepare text tokens/s / baseline tokens/s (target >= 0.8). The two sides
 alike. Also printed: the first night with tokenizer training, output tokens/s (every token written, item
 tokens included), Chinese tokens/char.
 
-    python -m benchmarks.prepare_bench [--quick | --size big] [--repeat N] [--work DIR]
+    python -m benchmarks.prepare_bench [--quick | --size full|big ...] [--repeat N] [--work DIR]
 
-`--work DIR` keeps the sample and its curated partitions there and reuses them on the next run.
+By default it measures the sample x3 (`full`: 6k items, 300k events; a night's step takes ~0.4 s, so Beam's
+fixed cost per night, ~0.1 s, weighs heavily) and then x12 (`big`: 24k items, 1.2M events), and reports a
+ratio for each. `--work DIR` keeps each size's sample and curated partitions in DIR/<size> for the next run.
 """
 from __future__ import annotations
 
@@ -101,42 +103,29 @@ def run_prepare_timed(out: Path, date: str, cfg: PrepareConfig) -> dict:
     return summary
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a small sample (smoke run)")
-    p.add_argument("--size", choices=sorted(SIZES), help="sample size (default: full, or quick with --quick)")
-    p.add_argument("--repeat", type=int, default=3, help="alternate baseline and prepare this many times")
-    p.add_argument("--work", help="working folder, kept and reused by later runs of the same size "
-                   "(default: a temporary one, removed afterwards)")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("apache_beam").setLevel(logging.ERROR)
-    logging.getLogger("pipelines.prepare").setLevel(logging.ERROR)  # the first night retrains on purpose
-    size = args.size or ("quick" if args.quick else "full")
-    sample = SIZES[size]
-    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="prepare_bench-"))
-    try:
-        t0 = time.perf_counter()
-        out, date = make_curated(work, sample)
-        setup_s = time.perf_counter() - t0
-        cfg = PrepareConfig()
-        first = run_prepare_timed(out, date, replace(cfg, retrain_tokenizer=True))  # trains the tokenizer
-        bases, nights = [], []
-        for _ in range(max(1, args.repeat)):  # later nights: the tokenizer is reused
-            with gc_frozen():  # as the pipeline runs (see module docstring)
-                bases.append(baseline(out, date, out / VOCAB_DIR / TOKENIZER_FILE))
-            nights.append(run_prepare_timed(out, date, cfg))
-    finally:
-        if not args.work:
-            shutil.rmtree(work, ignore_errors=True)
+DEFAULT_SIZES = ("full", "big")  # the sample x3, where Beam's fixed cost per night is a large share, and x12
+DEFAULT_REPEATS = {"quick": 3, "full": 7, "big": 3}
 
+
+def measure(size: str, work: Path, repeat: int) -> dict:
+    """Both sides on one sample size: the first night (tokenizer training), then `repeat` alternating runs."""
+    sample = SIZES[size]
+    t0 = time.perf_counter()
+    out, date = make_curated(work, sample)
+    setup_s = time.perf_counter() - t0
+    cfg = PrepareConfig()
+    first = run_prepare_timed(out, date, replace(cfg, retrain_tokenizer=True))  # trains the tokenizer
+    bases, nights = [], []
+    for _ in range(max(1, repeat)):  # later nights: the tokenizer is reused
+        with gc_frozen():  # as the pipeline runs (see module docstring)
+            bases.append(baseline(out, date, out / VOCAB_DIR / TOKENIZER_FILE))
+        nights.append(run_prepare_timed(out, date, cfg))
     base = median_by(bases, lambda b: b["total_s"])
     second = median_by(nights, lambda s: s["seconds"]["pipeline"])
     pipe_s = second["seconds"]["pipeline"]
     text_tps = second["text_tokens"] / pipe_s
     out_tokens = sum(second["tokens"].values())
-    ratio = text_tps / base["tokens_per_s"]
-    result = {
+    return {
         "size": size, "sample": {"items": sample.items, "users": sample.users, "events": sample.events},
         "machine": f"{os.cpu_count()}-core CPU", "setup_s (sample+ingest)": round(setup_s, 2),
         "curated": "reused from --work" if setup_s < 1 else "written and ingested by this run",
@@ -146,23 +135,55 @@ def main(argv=None) -> int:
                     "text_tokens": second["text_tokens"], "text_tokens_per_s": round(text_tps),
                     "output_tokens": out_tokens, "output_tokens_per_s": round(out_tokens / pipe_s),
                     "rows": second["rows_total"]},
-        "ratio_vs_baseline": round(ratio, 3), "target_ratio": 0.8, "repeats": len(nights),
+        "ratio_vs_baseline": round(text_tps / base["tokens_per_s"], 3), "target_ratio": 0.8, "repeats": len(nights),
         "all_runs_s": {"baseline": [round(b["total_s"], 3) for b in bases],
                        "prepare_pipeline": [s["seconds"]["pipeline"] for s in nights]},
         "zh_tokens_per_char": second["zh_tokens_per_char"], "tokenizer_vocab": second["tokenizer"]["vocab_size"],
     }
-    print(f"prepare benchmark ({size}: {sample.items} items, {sample.users} users, {sample.events} event lines; "
-          f"{result['machine']}; medians of {len(nights)} alternating runs)")
+
+
+def report(r: dict) -> None:
+    base, prep, sample = r["baseline"], r["prepare"], r["sample"]
+    print(f"prepare benchmark ({r['size']}: {sample['items']} items, {sample['users']} users, {sample['events']} "
+          f"event lines; {r['machine']}; medians of {r['repeats']} alternating runs)")
     print(f"{'':34s}{'seconds':>10s}{'text tokens':>14s}{'tokens/s':>12s}")
     print(f"{'baseline: read + encode_batch':34s}{base['total_s']:>10.2f}{base['tokens']:>14,}{base['tokens_per_s']:>12,.0f}")
     print(f"{'baseline: encode_batch only':34s}{base['encode_s']:>10.2f}{base['tokens']:>14,}"
           f"{base['encode_only_tokens_per_s']:>12,.0f}")
-    print(f"{'prepare pipeline (tokenizer reused)':34s}{pipe_s:>10.2f}{second['text_tokens']:>14,}{text_tps:>12,.0f}")
-    print(f"{'prepare stage, first night (trains)':34s}{first['wall_s']:>10.2f}")
-    print(f"prepare output: {out_tokens:,} tokens written ({out_tokens / pipe_s:,.0f}/s), rows {second['rows_total']}")
-    print(f"ratio prepare/baseline: {ratio:.3f} (target >= 0.8); Chinese tokens/char: {second['zh_tokens_per_char']:.3f}")
+    print(f"{'prepare pipeline (tokenizer reused)':34s}{prep['pipeline_s']:>10.2f}{prep['text_tokens']:>14,}"
+          f"{prep['text_tokens_per_s']:>12,.0f}")
+    print(f"{'prepare stage, first night (trains)':34s}{prep['first_night_stage_s']:>10.2f}")
+    print(f"prepare output: {prep['output_tokens']:,} tokens written ({prep['output_tokens_per_s']:,}/s), rows {prep['rows']}")
+    print(f"all runs (s): baseline {r['all_runs_s']['baseline']}, pipeline {r['all_runs_s']['prepare_pipeline']}")
+    print(f"ratio prepare/baseline: {r['ratio_vs_baseline']:.3f} (target >= 0.8); "
+          f"Chinese tokens/char: {r['zh_tokens_per_char']:.3f}\n")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a small sample (smoke run)")
+    p.add_argument("--size", choices=sorted(SIZES), action="append",
+                   help="sample size, repeatable (default: full then big, or quick with --quick)")
+    p.add_argument("--repeat", type=int, help="alternate baseline and prepare this many times "
+                   f"(default per size: {DEFAULT_REPEATS})")
+    p.add_argument("--work", help="working folder (one sub-folder per size), kept and reused by later runs "
+                   "(default: a temporary one, removed afterwards)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    logging.getLogger("pipelines.prepare").setLevel(logging.ERROR)  # the first night retrains on purpose
+    sizes = args.size or (["quick"] if args.quick else list(DEFAULT_SIZES))
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="prepare_bench-"))
+    results = {}
+    try:
+        for size in sizes:
+            results[size] = measure(size, work / size, args.repeat or DEFAULT_REPEATS[size])
+            report(results[size])
+    finally:
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
     Path("bench_out").mkdir(exist_ok=True)
-    Path("bench_out/prepare.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    Path("bench_out/prepare.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     return 0
 
 
