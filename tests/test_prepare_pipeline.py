@@ -415,3 +415,33 @@ def test_arrow_table_coder_round_trips_a_slice():
     coder = ArrowTableCoder()
     assert coder.decode(coder.encode(table)).equals(table)
     assert 0 < coder.estimate_size(table)
+
+
+def test_a_failed_shard_write_publishes_no_split_and_leaves_no_staging_folder(night_one, tmp_path, monkeypatch):
+    """The shards are written on two threads: when one write fails, the other is awaited before the staging
+    folders are removed, and no split is published."""
+    import time
+
+    import pipelines.prepare as prepare_module
+
+    out, items, events, config = night_one
+    night = tmp_path / "out"
+    write_curated(night, DATE, items, events)
+    (night / "vocab").mkdir()
+    for name in ("tokenizer.json", "item_vocab.json"):
+        (night / "vocab" / name).write_bytes((out / "vocab" / name).read_bytes())
+    write = prepare_module.write_shard_file
+
+    def failing(staging, split, shard, rows):
+        if split == "train":  # the largest split: this thread's share
+            raise OSError("disk full")
+        time.sleep(0.2)  # the helper thread is still writing when the failure comes
+        write(staging, split, shard, rows)
+
+    monkeypatch.setattr(prepare_module, "write_shard_file", failing)
+    with pytest.raises(Exception, match="disk full"):
+        prepare(night, config=config)
+    tokens = night / TOKENS
+    assert not list(tokens.rglob(storage.SUCCESS))
+    assert not [p for p in tokens.rglob("*") if p.name.startswith(storage.STAGING_PREFIX)]
+    assert not list(tokens.rglob("*.parquet"))
