@@ -338,7 +338,7 @@ class WriteShards(beam.PTransform):
 
 class PrepareOnOneWorker(BuildShardExamples):
     """The whole night in one step on one in-process worker, started by Beam's Impulse (`paths`: the
-    curated files by source; a Create of them costs ~13 ms more to build and run). The events are read on
+    curated files by source; a Create of them cost ~17 ms more to build and start). The events are read on
     the helper thread while this one reads the items and makes their texts; the item texts then encode on
     the helper thread while this one builds the history and search rows (all users in one shard); then the
     rows are sorted, split by split, and cut as WriteShards cuts one sort group, so the files are the same
