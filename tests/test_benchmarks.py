@@ -53,3 +53,19 @@ def test_quick_benchmarks_exit_zero_and_write_their_results(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     assert run_all.main(["--quick", "--only", "prepare,train,score"]) == 0
     assert {p.stem for p in (tmp_path / "bench_out").glob("*.json")} == {"prepare", "train_bench", "score"}
+
+
+def test_prepare_ab_compares_two_source_trees(tmp_path, capsys):
+    """benchmarks.prepare_ab runs each version in its own process; here both are this tree."""
+    from pathlib import Path
+
+    from benchmarks import prepare_ab
+
+    root = str(Path(prepare_ab.__file__).resolve().parents[1])
+    assert prepare_ab.main([f"one={root}", f"two={root}", "--rounds", "1", "--size", "quick",
+                            "--work", str(tmp_path)]) == 0
+    table = capsys.readouterr().out.splitlines()[-3:]
+    assert table[0].split()[:5] == ["version", "baseline", "pipeline", "step", "step"]
+    for line, name in zip(table[1:], ("one", "two")):
+        name_, *figures = line.split()
+        assert name_ == name and all(0 < float(f) < 60 for f in figures)
