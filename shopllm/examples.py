@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from shopllm import sequences
 from shopllm.errors import ConfigError
-from shopllm.schemas import SPLITS, TOKENS_SCHEMA
+from shopllm.schemas import TOKENS_SCHEMA
 from shopllm.vocab import ATTR_ID, BOS_ID, DESC_ID, EOS_ID, HIST_ID, QUERY_ID, REC_ID
 
 ITEM_EVENT_TYPES = frozenset({"view", "click", "add_to_cart", "purchase"})
