@@ -155,6 +155,7 @@ class BuildShardExamples(beam.DoFn):
     grouped on the bundle's thread."""
 
     helper_threads = 1
+    free_on_helper = False  # keep the tokenizer's output for free_later (PrepareOnOneWorker) or free it at once
 
     def __init__(self, tokenizer_path: str, vocab_dir: str, n_text: int, cfg, sort_groups: int):
         self.tokenizer_path, self.vocab_dir, self.n_text, self.cfg = tokenizer_path, vocab_dir, n_text, cfg
@@ -192,7 +193,8 @@ class BuildShardExamples(beam.DoFn):
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         encodings = self.tokenizer.encodings(texts)
-        self.garbage.append(encodings)  # freeing 12k Encodings takes ~11 ms under the GIL
+        if self.free_on_helper:
+            self.garbage.append(encodings)  # freeing 12k Encodings takes ~11 ms under the GIL
         return [e.ids for e in encodings]
 
     def free_later(self) -> Future:
@@ -208,7 +210,8 @@ class BuildShardExamples(beam.DoFn):
     def described(self) -> list[pa.Table]:
         """The describe rows of the item slices started in this bundle, once their texts are encoded."""
         pending, self.pending = self.pending, []
-        self.garbage.extend(encoded.result() for _, encoded in pending)  # the id lists: ~3 ms to free
+        if self.free_on_helper:
+            self.garbage.extend(encoded.result() for _, encoded in pending)  # the id lists: ~3 ms to free
         return [self.counted(examples.describe_rows(texts, encoded.result(), self.cfg)) for texts, encoded in pending]
 
     def teardown(self):
@@ -345,6 +348,7 @@ class PrepareOnOneWorker(BuildShardExamples):
     bytes."""
 
     helper_threads = 2  # the events are read while the item texts encode
+    free_on_helper = True
 
     def __init__(self, tokenizer_path: str, vocab_dir: str, n_text: int, cfg, staging: dict[str, str],
                  paths: dict[str, list[str]]):
@@ -362,8 +366,10 @@ class PrepareOnOneWorker(BuildShardExamples):
         shards = [(name, shard, piece) for name, part in sorted_splits
                   for (_, shard), (_, piece) in shard_slices(((name, 0), part), [], self.cfg.shard_rows)]
         freed = self.free_later()
-        self.on_two_threads(shards, size=lambda s: s[2].num_rows, run=lambda s: write_shard_file(self.staging, *s))
-        freed.result()
+        try:
+            self.on_two_threads(shards, size=lambda s: s[2].num_rows, run=lambda s: write_shard_file(self.staging, *s))
+        finally:
+            wait([freed])
         for split, shard, piece in shards:
             yield count_shard(split, shard, piece)
 
@@ -420,7 +426,22 @@ def curated_files(out, date: str) -> dict[str, list[str]]:
             path = storage.partition_dir(out, dataset, date)
             raise ShopllmError(f"{path} is missing or not published (no {storage.SUCCESS}); "
                                f"run `shopllm ingest --out {out} --date {date}` first") from None
+        check_same_schema(files[dataset])
     return files
+
+
+def check_same_schema(files: Sequence[str]) -> None:
+    """ShopllmError naming the first file whose columns differ from the first file's: the files of a dataset
+    are read in one call, which takes the first file's schema and would fill a missing column with nulls."""
+    if not files:
+        return
+    first = pq.read_schema(files[0])
+    for f in files[1:]:
+        schema = pq.read_schema(f)
+        if not schema.equals(first):
+            differ = sorted(set(map(str, schema)) ^ set(map(str, first)))
+            raise ShopllmError(f"{f} does not have the columns of {files[0]} (differing: {', '.join(differ)}); "
+                               "rerun `shopllm ingest` for this date")
 
 
 def read_columns(files: Sequence[str], columns: Sequence[str], dictionary: Sequence[str] = ()) -> pa.Table | None:

@@ -367,7 +367,7 @@ class ItemTokens:
             item_ids = item_ids.combine_chunks()
         if pa.types.is_dictionary(item_ids.type):  # each distinct id looked up once
             tokens = np.append(self.tokens(item_ids.dictionary), -1)  # the last entry answers for nulls
-            return tokens[pc.fill_null(item_ids.indices, len(item_ids.dictionary)).to_numpy()]
+            return tokens[pc.fill_null(item_ids.indices.cast(pa.int64()), len(item_ids.dictionary)).to_numpy()]
         index = pc.fill_null(pc.index_in(item_ids, value_set=self.items), -1).to_numpy()
         return np.where(index >= 0, index + self.n_text, -1)
 
@@ -427,7 +427,7 @@ def is_in(column, values) -> np.ndarray:
         column = column.combine_chunks()
     if pa.types.is_dictionary(column.type):
         hit = np.append(is_in(column.dictionary, values), False)  # the last entry answers for nulls
-        return hit[pc.fill_null(column.indices, len(column.dictionary)).to_numpy()]
+        return hit[pc.fill_null(column.indices.cast(pa.int64()), len(column.dictionary)).to_numpy()]
     return pc.fill_null(pc.is_in(column, value_set=pa.array(sorted(values))), False).to_numpy(zero_copy_only=False)
 
 

@@ -453,3 +453,8 @@ def test_item_tokens_and_event_types_read_alike_from_plain_and_dictionary_encode
     types = pa.array(["view", "search", None, "click", "view"])
     assert (examples.is_in(pc.dictionary_encode(types), {"view", "click"}).tolist()
             == examples.is_in(types, {"view", "click"}).tolist() == [True, False, False, True, True])
+    many = [f"x{k}" for k in range(127)] + ["view"]  # int8 indices: null must not become index 128
+    narrow = pa.DictionaryArray.from_arrays(pa.array([127, None, 0], pa.int8()), pa.array(many))
+    assert examples.is_in(narrow, {"view"}).tolist() == [True, False, False]
+    ids8 = pa.DictionaryArray.from_arrays(pa.array([127, None], pa.int8()), pa.array([f"x{k}" for k in range(127)] + ["i3"]))
+    assert tokens.tokens(ids8).tolist() == [N_TEXT + INDEX["i3"], -1]

@@ -407,6 +407,19 @@ def test_missing_curated_partition_is_one_clear_error(tmp_path, capsys):
     assert len(err.splitlines()) == 1
 
 
+def test_a_curated_file_with_other_columns_is_one_clear_error(tmp_path, capsys):
+    """The files of a dataset are read in one call, which would fill a column missing from a later file
+    with nulls: prepare refuses such a partition instead."""
+    out = tmp_path / "out"
+    items, events = realistic_shop(n_items=5, n_users=2)
+    write_curated(out, DATE, items, events)
+    odd = storage.partition_dir(out, CURATED_EVENTS, DATE) / "part-00001.parquet"
+    pq.write_table(pa.Table.from_pylist(events[:3], schema=EVENTS).drop_columns(["query"]), odd)
+    assert prepare(out) == 2
+    err = capsys.readouterr().err.strip()
+    assert "part-00001.parquet" in err and "query" in err and len(err.splitlines()) == 1
+
+
 def test_arrow_table_coder_round_trips_a_slice():
     from pipelines.prepare import ArrowTableCoder
 
@@ -418,8 +431,10 @@ def test_arrow_table_coder_round_trips_a_slice():
 
 
 def test_a_failed_shard_write_publishes_no_split_and_leaves_no_staging_folder(night_one, tmp_path, monkeypatch):
-    """The shards are written on two threads: when one write fails, the other is awaited before the staging
-    folders are removed, and no split is published."""
+    """The shards are written on two threads: when this thread's write fails, the helper thread's writes
+    finish before the staging folders are removed, and no split is published."""
+    import shutil
+    import threading
     import time
 
     import pipelines.prepare as prepare_module
@@ -430,17 +445,27 @@ def test_a_failed_shard_write_publishes_no_split_and_leaves_no_staging_folder(ni
     (night / "vocab").mkdir()
     for name in ("tokenizer.json", "item_vocab.json"):
         (night / "vocab" / name).write_bytes((out / "vocab" / name).read_bytes())
-    write = prepare_module.write_shard_file
+    write, rmtree, helper_done, removed = prepare_module.write_shard_file, shutil.rmtree, [], []
 
     def failing(staging, split, shard, rows):
-        if split == "train":  # the largest split: this thread's share
+        if not threading.current_thread().name.startswith("prepare-helper"):
             raise OSError("disk full")
-        time.sleep(0.2)  # the helper thread is still writing when the failure comes
+        time.sleep(0.2)  # the helper is still writing when the failure comes
         write(staging, split, shard, rows)
+        helper_done.append(time.monotonic())
+
+    def timed_rmtree(path, *args, **kwargs):
+        removed.append(time.monotonic())
+        rmtree(path, *args, **kwargs)
 
     monkeypatch.setattr(prepare_module, "write_shard_file", failing)
+    monkeypatch.setattr(prepare_module.shutil, "rmtree", timed_rmtree)
+    # the step itself must wait: teardown's shutdown(wait=True) would otherwise hide a step that did not
+    monkeypatch.setattr(prepare_module.BuildShardExamples, "teardown",
+                        lambda self: self.helper.shutdown(wait=False, cancel_futures=True))
     with pytest.raises(Exception, match="disk full"):
         prepare(night, config=config)
+    assert helper_done and removed and max(helper_done) < min(removed)
     tokens = night / TOKENS
     assert not list(tokens.rglob(storage.SUCCESS))
     assert not [p for p in tokens.rglob("*") if p.name.startswith(storage.STAGING_PREFIX)]
