@@ -127,7 +127,7 @@ def split_by_user_shard(table: pa.Table, shards: int = USER_SHARDS):
         yield 0, table
         return
     users = pc.dictionary_encode(pc.fill_null(table["user_id"], "").combine_chunks())
-    shard_of_user = np.array([examples.stable_bucket(u, shards) for u in users.dictionary.to_pylist()], np.int32)
+    shard_of_user = (examples.stable_fractions(users.dictionary.to_pylist()) * shards).astype(np.int32)  # stable_bucket
     yield from parts_by_key(table, shard_of_user[users.indices.to_numpy()])
 
 
@@ -426,6 +426,7 @@ def curated_files(out, date: str) -> dict[str, list[str]]:
             path = storage.partition_dir(out, dataset, date)
             raise ShopllmError(f"{path} is missing or not published (no {storage.SUCCESS}); "
                                f"run `shopllm ingest --out {out} --date {date}` first") from None
+    for dataset in (CURATED_ITEMS, CURATED_EVENTS):  # the ones prepare reads
         check_same_schema(files[dataset])
     return files
 

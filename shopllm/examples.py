@@ -366,8 +366,7 @@ class ItemTokens:
         if isinstance(item_ids, pa.ChunkedArray):
             item_ids = item_ids.combine_chunks()
         if pa.types.is_dictionary(item_ids.type):  # each distinct id looked up once
-            tokens = np.append(self.tokens(item_ids.dictionary), -1)  # the last entry answers for nulls
-            return tokens[pc.fill_null(item_ids.indices.cast(pa.int64()), len(item_ids.dictionary)).to_numpy()]
+            return by_dictionary(item_ids, self.tokens(item_ids.dictionary), -1)
         index = pc.fill_null(pc.index_in(item_ids, value_set=self.items), -1).to_numpy()
         return np.where(index >= 0, index + self.n_text, -1)
 
@@ -426,9 +425,15 @@ def is_in(column, values) -> np.ndarray:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     if pa.types.is_dictionary(column.type):
-        hit = np.append(is_in(column.dictionary, values), False)  # the last entry answers for nulls
-        return hit[pc.fill_null(column.indices.cast(pa.int64()), len(column.dictionary)).to_numpy()]
+        return by_dictionary(column, is_in(column.dictionary, values), False)
     return pc.fill_null(pc.is_in(column, value_set=pa.array(sorted(values))), False).to_numpy(zero_copy_only=False)
+
+
+def by_dictionary(column: pa.DictionaryArray, per_entry: np.ndarray, null) -> np.ndarray:
+    """Per row of a dictionary-encoded column, the value `per_entry` gives its dictionary entry; `null` for a
+    null row."""
+    values = np.append(per_entry, null)  # the last slot answers for nulls
+    return values[pc.fill_null(column.indices.cast(pa.int64()), len(column.dictionary)).to_numpy()]
 
 
 @dataclass
@@ -676,10 +681,6 @@ class DescribeBatch:
     attribute_rows: int = 0  # attribute-only training rows (items without a description)
     zh_chars: int = 0  # characters of the texts of the Chinese items (language 'zh') in this batch
     zh_tokens: int = 0  # and their tokens
-
-
-def attribute_texts(items: pa.Table) -> list[str]:
-    return attribute_text_column(items).to_pylist()
 
 
 def attribute_text_column(items: pa.Table) -> pa.Array:

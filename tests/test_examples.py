@@ -431,7 +431,7 @@ def test_attribute_texts_match_the_per_item_text(rows, start, cut):
     table = pa.concat_tables([table.slice(0, cut), table.slice(cut)]).slice(min(start, len(rows)))
     expected = [attribute_text(r["title"] or "", r["category"], r["brand"], r["attributes"] or [])
                 for r in table.to_pylist()]
-    assert examples.attribute_texts(table) == expected
+    assert examples.attribute_text_column(table).to_pylist() == expected
 
 
 def test_attribute_texts_skip_what_a_null_entry_spans():
@@ -440,7 +440,7 @@ def test_attribute_texts_skip_what_a_null_entry_spans():
     attributes = pa.MapArray.from_arrays(offsets, keys, values, mask=pa.array([False, True, False]))
     table = pa.table({"title": ["t0", "t1", "t2"], "category": pa.array([None] * 3, pa.string()),
                       "brand": pa.array([None] * 3, pa.string()), "attributes": attributes})
-    assert examples.attribute_texts(table) == ["t0 · a: 1", "t1", "t2 · c: 3"]
+    assert examples.attribute_text_column(table).to_pylist() == ["t0 · a: 1", "t1", "t2 · c: 3"]
 
 
 def test_item_tokens_and_event_types_read_alike_from_plain_and_dictionary_encoded_columns():
