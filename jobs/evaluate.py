@@ -26,9 +26,15 @@ def print_summary(s: dict) -> None:
         print(f"  {scope:16s} n {m['n']:>6d}   hr@10 {_fmt(m.get('hr@10'))}   ndcg@10 {_fmt(m.get('ndcg@10'))}"
               f"   mrr {_fmt(m.get('mrr', m.get('mrr@top_k')))}")
     d = s["descriptions"]
-    print(f"  descriptions     held out {d['heldout_items']}   perplexity {_fmt(d['perplexity'])}   attribute coverage "
-          f"{_fmt(d['attribute_coverage'])}   distinct-2 {_fmt(d['distinct-2'])}   repeated 4-grams "
-          f"{_fmt(d['repeated_4gram_rate'])}   fallbacks {_fmt(d['fallback_share'])}")
+    print(f"  descriptions     held out {d['heldout_items']}   perplexity {_fmt(d['perplexity'])}")
+    for lang in [k for k in d if k not in ("heldout_items", "perplexity", "examples")]:
+        q = d[lang]
+        before, after = q["before_gate"], q["after_gate"]
+        print(f"    {lang:4s} items {q['items']:>5d}   published as generated {_fmt(q['published_generated_share'])}"
+              f"   before the gate: contradiction {_fmt(before.get('contradiction_rate'))}, wrong brand "
+              f"{_fmt(before.get('wrong_brand_rate'))}, misbinding {_fmt(before.get('misbinding_rate'))}"
+              f"   after: any blocking {_fmt(after.get('any_blocking_rate'))}   coverage {_fmt(after.get('coverage'))}"
+              f"   distinct-2 {_fmt(q['distinct-2'])}")
 
 
 def run(args, beam_args):

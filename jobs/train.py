@@ -94,9 +94,11 @@ def teardown_distributed(wait_for_peers: bool = True) -> None:
     dist.destroy_process_group()
 
 
-def build_model(cfg: TrainConfig, n_text: int, n_items: int, out: str, date: str) -> tuple[GPT, str | None, str]:
+def build_model(cfg: TrainConfig, tokenizer: TextTokenizer, n_items: int, out: str, date: str
+                ) -> tuple[GPT, str | None, str]:
     """The model to train, warm-started from an earlier night's model where possible; (model, from version, why)."""
     m = cfg.model
+    n_text = tokenizer.n_text
     fresh = GPT(GPTConfig(n_text=n_text, n_items=n_items, block_size=m.block_size, n_layer=m.n_layer,
                           n_head=m.n_head, n_embd=m.n_embd, dropout=m.dropout))
     latest = modelstore.warm_start_version(out, date)
@@ -104,18 +106,25 @@ def build_model(cfg: TrainConfig, n_text: int, n_items: int, out: str, date: str
         return fresh, None, "full retrain asked for"
     if latest is None:
         return fresh, None, "no earlier model"
-    old = modelstore.load(out, latest).model
-    oc = old.config
-    if oc.n_text != n_text:
+    loaded = modelstore.load(out, latest)
+    old, oc = loaded.model, loaded.model.config
+    if n_text < oc.n_text or not extends(TextTokenizer.load(loaded.tokenizer_path), tokenizer):
         return fresh, None, f"tokenizer changed (n_text {oc.n_text} -> {n_text}): earlier weights do not fit"
     if (oc.n_layer, oc.n_head, oc.n_embd, oc.block_size) != (m.n_layer, m.n_head, m.n_embd, m.block_size):
         return fresh, None, f"model shape changed in the config: {latest} does not fit"
     if n_items < oc.n_items:
         return fresh, None, f"item vocabulary shrank ({oc.n_items} -> {n_items}); it should only grow"
-    grown = old.with_items(n_items)
+    grown = old.with_vocab(n_text, n_items)
     model = GPT(replace(grown.config, dropout=m.dropout))
     model.load_state_dict(grown.state_dict())
-    return model, latest, f"warm start from {latest} (+{n_items - oc.n_items} items)"
+    more = f", +{n_text - oc.n_text} slot tokens" if n_text > oc.n_text else ""
+    return model, latest, f"warm start from {latest} (+{n_items - oc.n_items} items{more})"
+
+
+def extends(old: TextTokenizer, new: TextTokenizer) -> bool:
+    """Whether `new` is `old` with tokens appended (every id of `old` means the same token in `new`)."""
+    new_vocab = new.tk.get_vocab(with_added_tokens=True)
+    return all(new_vocab.get(token) == i for token, i in old.tk.get_vocab(with_added_tokens=True).items())
 
 
 def loss_kwargs(cfg: TrainConfig) -> dict:
@@ -150,11 +159,11 @@ def run(args, beam_args=()) -> int:
         raise InputError(f"{e}") from None
     if not train_files:
         raise InputError(f"no training shards in {storage.partition_dir(out, f'{TOKENS}/train', date)}")
-    n_text = TextTokenizer.load(tokenizer_path).n_text
+    tokenizer = TextTokenizer.load(tokenizer_path)
     items = ItemVocab.load(vocab_dir)
     device, rank, world = setup_distributed(args.device)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model, warm_from, why = build_model(cfg, n_text, len(items), out, date)
+    model, warm_from, why = build_model(cfg, tokenizer, len(items), out, date)
     if rank == 0:
         log.info("%s; %.2fM parameters, %d items, device %s, %d process(es)", why,
                  model.num_params() / 1e6, len(items), device, world)

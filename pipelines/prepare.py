@@ -45,6 +45,7 @@ from shopllm import examples, storage
 from shopllm.errors import ShopllmError
 from shopllm.schemas import (CURATED_EVENTS, CURATED_ITEMS, CURATED_SESSIONS, EXAMPLE_KINDS, MODELS_DIR, SPLITS,
                              TOKENS, TOKENS_SCHEMA, VOCAB_DIR)
+from shopllm.slots import SlotVocab, add_slot_tokens, slot_keys
 from shopllm.tokenizer import TextTokenizer
 from shopllm.vocab import TOKENIZER_FILE, ItemVocab
 from pipelines.common import counter_values, make_pipeline, run_pipeline, single_worker
@@ -163,6 +164,7 @@ class BuildShardExamples(beam.DoFn):
 
     def setup(self):
         self.tokenizer = TextTokenizer.load(self.tokenizer_path)
+        self.slots = SlotVocab.of(self.tokenizer)
         self.item_tokens = examples.ItemTokens(pa.array(ItemVocab.load(self.vocab_dir).items, pa.string()), self.n_text)
         self.helper = ThreadPoolExecutor(max_workers=self.helper_threads, thread_name_prefix="prepare-helper")
         # Python objects done with but not yet freed (see free_later)
@@ -187,7 +189,7 @@ class BuildShardExamples(beam.DoFn):
 
     def start_describe(self, items: pa.Table) -> None:
         """Make the describe texts of an item slice and start their encode on the helper thread."""
-        texts = examples.describe_texts(items, self.item_tokens, self.cfg)
+        texts = examples.describe_texts(items, self.item_tokens, self.cfg, self.slots)
         self.pending.append((texts, self.helper.submit(self.encode, texts.texts)))
         texts.hash_items()
 
@@ -475,6 +477,19 @@ def ensure_tokenizer(out, item_files, event_files, cfg) -> tuple[TextTokenizer, 
     return tokenizer, True
 
 
+def ensure_slots(out, tokenizer: TextTokenizer, item_files, cfg) -> int:
+    """Append slot tokens for the catalog's common attribute keys (and brand, category) to the tokenizer and
+    save it; returns how many were added (0 with prepare.describe_slots off)."""
+    if not cfg.describe_slots:
+        return 0
+    items = read_columns(item_files, ["attributes"])
+    added = add_slot_tokens(tokenizer, slot_keys(items.column("attributes").to_pylist() if items is not None else []))
+    if added:
+        tokenizer.save(Path(out) / VOCAB_DIR / TOKENIZER_FILE)
+        log.info("tokenizer: %d slot tokens added (%d text tokens now)", added, tokenizer.n_text)
+    return added
+
+
 def staging_dirs(out, date: str) -> dict[str, Path]:
     return {split: storage.staging_dir(out, f"{TOKENS}/{split}", date) for split in SPLITS}
 
@@ -527,6 +542,7 @@ def run_prepare(out, date: str, cfg, beam_args: Sequence[str] = ()) -> dict:
     vocab_dir = Path(out) / VOCAB_DIR
 
     tokenizer, trained = ensure_tokenizer(out, files[CURATED_ITEMS], files[CURATED_EVENTS], cfg)
+    slots_added = ensure_slots(out, tokenizer, files[CURATED_ITEMS], cfg)
     items = read_columns(files[CURATED_ITEMS], ["item_id"])
     vocab = ItemVocab.load_or_empty(vocab_dir)
     added = vocab.extend(i for i in (items.column("item_id").to_pylist() if items is not None else []) if i)
@@ -546,6 +562,8 @@ def run_prepare(out, date: str, cfg, beam_args: Sequence[str] = ()) -> dict:
         raise
     counts = counter_values(result, NAMESPACE)
     summary = make_summary(date, counts, tokenizer, trained, vocab, added)
+    summary["tokenizer"]["slot_tokens"] = len(SlotVocab.of(tokenizer).by_name)
+    summary["tokenizer"]["slot_tokens_added"] = slots_added
     summary["seconds"] = {"total": round(time.perf_counter() - t0, 3), "pipeline": round(pipeline_seconds, 3)}
     storage.write_json(storage.summary_path(out, date, "prepare"), summary)
     return summary

@@ -32,6 +32,7 @@ from shopllm.config import ScoreConfig
 from shopllm.describe import (DescribeRequest, Describer, describe_batch, needs_generation, request_of,
                               source_hash)
 from shopllm.errors import ShopllmError
+from shopllm.faithfulness import Lexicon
 from shopllm.ranking import (RankRequest, Ranker, day_bounds, query_request, rank_batch, session_on_day,
                              session_request, user_request)
 from shopllm.schemas import (CURATED_EVENTS, CURATED_ITEMS, CURATED_SESSIONS, DESCRIPTIONS,
@@ -55,7 +56,8 @@ class ShopModelHandler(ModelHandler):
 
     def __init__(self, model_dir: str, task: str, *, device: str = "cpu", batch_size: int = 64,
                  top_k: int = 20, catalog: Sequence[str] = (), max_new_tokens: int = 96,
-                 temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, no_repeat_ngram: int = 0):
+                 temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, no_repeat_ngram: int = 0,
+                 lexicon: Lexicon | None = None):
         if task not in ("rank", "describe"):
             raise ValueError(f"unknown task {task!r}")
         # fixed-size batches (the last one of a bundle may be smaller): BatchElements would otherwise start
@@ -65,13 +67,14 @@ class ShopModelHandler(ModelHandler):
         self.top_k, self.catalog = top_k, tuple(catalog)
         self.decoding = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
                              no_repeat_ngram=no_repeat_ngram)
+        self.lexicon = lexicon
 
     def load_model(self):
         loaded = modelstore.load_folder(self.model_dir, self.device)
         tokenizer = TextTokenizer.load(loaded.tokenizer_path)
         if self.task == "rank":
             return Ranker(loaded.model, tokenizer, loaded.items, self.catalog, self.device)
-        return Describer(loaded.model, tokenizer, loaded.items, self.device, **self.decoding)
+        return Describer(loaded.model, tokenizer, loaded.items, self.device, **self.decoding, lexicon=self.lexicon)
 
     def run_inference(self, batch, model, inference_args=None):
         results = rank_batch(model, batch, self.top_k) if self.task == "rank" else describe_batch(model, batch)
@@ -230,9 +233,12 @@ def _generated_row(keyed, version: str, date: str) -> dict[str, Any]:
     if res.is_fallback:
         Metrics.counter(NAMESPACE, "descriptions_fallbacks").inc()
         Metrics.counter(NAMESPACE, f"descriptions_fallback_{res.reason}").inc()
+    for flag in res.flags:
+        Metrics.counter(NAMESPACE, f"descriptions_flag_{flag}").inc()
     return {"model_version": version, "item_id": item_id, "language": req.language,
             "description": res.description, "source_hash": src_hash, "is_fallback": res.is_fallback,
-            "generated_dt": date}
+            "generated_dt": date, "fallback_reason": res.reason, "flags": list(res.flags),
+            "model_text": res.model_text}
 
 
 # ---- output -----------------------------------------------------------------------------------
@@ -299,13 +305,13 @@ def find_inputs(out: str, date: str) -> ScoreInputs:
 
 
 def build(p: beam.Pipeline, inputs: ScoreInputs, *, model_dir: str, version: str, date: str, cfg: ScoreConfig,
-          catalog: Sequence[str], rec_dir: str, desc_dir: str) -> None:
+          catalog: Sequence[str], rec_dir: str, desc_dir: str, lexicon: Lexicon | None = None) -> None:
     """Wire the whole score pipeline into `p` (nothing runs until p.run())."""
     common = dict(device=cfg.device, batch_size=cfg.batch_size)
     ranker = ShopModelHandler(model_dir, "rank", top_k=cfg.top_k, catalog=catalog, **common)
     describer = ShopModelHandler(model_dir, "describe", max_new_tokens=cfg.max_new_tokens,
                                  temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
-                                 no_repeat_ngram=cfg.no_repeat_ngram, **common)
+                                 no_repeat_ngram=cfg.no_repeat_ngram, lexicon=lexicon, **common)
     events = _read(p, "ReadEvents", inputs.events, ["user_id", "event_type", "item_id", "query", "ts", "arrival"])
     sessions = _read(p, "ReadSessions", inputs.sessions, ["session_id", "start_ts", "end_ts", "item_ids"])
     requests = ((events | "UserRequests" >> UserRequests(date, cfg.active_days),
@@ -330,6 +336,13 @@ def catalog_item_ids(files: list[str]) -> list[str]:
     return sorted(set(pq.read_table(files, columns=["item_id"]).column("item_id").to_pylist()) - {None})
 
 
+def catalog_lexicon(files: list[str]) -> Lexicon:
+    """The shop's values, brands and keys, calibrated on its own descriptions (what the gate checks against)."""
+    if not files:
+        return Lexicon({}, ())
+    return Lexicon.from_items(pq.read_table(files, columns=["brand", "attributes", "description"]).to_pylist())
+
+
 def summarize(counters: dict[str, int], *, date, version, cfg: ScoreConfig, catalog: list[str],
               model_items: set[str], previous_date, seconds: float) -> dict:
     def scope_summary(scope):
@@ -340,6 +353,7 @@ def summarize(counters: dict[str, int], *, date, version, cfg: ScoreConfig, cata
 
     reasons = {k[len("descriptions_fallback_"):]: v for k, v in counters.items()
                if k.startswith("descriptions_fallback_")}
+    flags = {k[len("descriptions_flag_"):]: v for k, v in counters.items() if k.startswith("descriptions_flag_")}
     return {
         "date": date, "model_version": version, "top_k": cfg.top_k, "active_days": cfg.active_days,
         "min_query_count": cfg.min_query_count, "device": cfg.device,
@@ -352,6 +366,7 @@ def summarize(counters: dict[str, int], *, date, version, cfg: ScoreConfig, cata
             "carried_over": counters.get("descriptions_carried_over", 0),
             "fallbacks": counters.get("descriptions_fallbacks", 0),
             "fallback_reasons_new": dict(sorted(reasons.items())),
+            "model_text_flags_new": dict(sorted(flags.items())),
         },
         "seconds": round(seconds, 2),
     }
@@ -374,7 +389,7 @@ def run_score(out: str, date: str, version: str, cfg: ScoreConfig, beam_args: Se
     try:
         p = make_pipeline(beam_args)
         build(p, inputs, model_dir=str(model_dir), version=version, date=date, cfg=cfg, catalog=catalog,
-              rec_dir=str(rec_tmp), desc_dir=str(desc_tmp))
+              rec_dir=str(rec_tmp), desc_dir=str(desc_tmp), lexicon=catalog_lexicon(inputs.items))
         result = run_pipeline(p)
     except BaseException:
         import shutil

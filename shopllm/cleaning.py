@@ -2,7 +2,9 @@
 
 `clean_text` turns HTML into plain text (block tags become line breaks), unescapes entities,
 applies NFKC, removes control characters (keeping line breaks), collapses whitespace per line and
-masks e-mail addresses and phone numbers. Chinese and emoji pass through untouched.
+masks e-mail addresses and phone numbers. Chinese and emoji pass through untouched: in text that holds
+Chinese, the full-width punctuation Chinese is written with (`，：；！？（）`) is kept, while full-width
+Latin letters and digits are still folded to ASCII.
 """
 from __future__ import annotations
 
@@ -27,6 +29,14 @@ _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _PHONE_RUN = re.compile(r"[+(]?[0-9]+(?:[ ()-]{1,2}[0-9]+)*")
 _CATEGORY_SEP = re.compile(r"\s*[>/|»›]\s*")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]")
+
+# Full-width punctuation of Chinese text that NFKC would fold to ASCII.
+_ZH_PUNCT = "，：；！？（）"
+_ZH_PUNCT_RUN = re.compile(f"[{_ZH_PUNCT}]")
+_ASCII_TO_ZH = {",": "，", ":": "：", ";": "；", "!": "！", "?": "？", "(": "（", ")": "）", ".": "。"}
+# ASCII punctuation written next to a Chinese character (the period only at a clause end, not in 6.1)
+_ASCII_PUNCT_BY_CJK = re.compile(r"(?<=[\u3400-\u9fff\uf900-\ufaff])[,:;!?)]|[(](?=[\u3400-\u9fff\uf900-\ufaff])"
+                                 r"|(?<=[\u3400-\u9fff\uf900-\ufaff])\.(?!\d)")
 
 # Control characters (Cc) and lone surrogates are dropped; tab and CR become whitespace.
 _CONTROL_MAP = {c: None for c in range(0x20) if c not in (0x09, 0x0A, 0x0D)}
@@ -68,7 +78,7 @@ def _decode(s: str, html_input: bool) -> str:
     for _ in range(8):
         before = s
         if not s.isascii() and not unicodedata.is_normalized("NFKC", s):
-            s = unicodedata.normalize("NFKC", s)
+            s = _nfkc(s)
         s = _drop_controls(s)
         if "&" in s:
             s = _unescape(s)
@@ -77,6 +87,21 @@ def _decode(s: str, html_input: bool) -> str:
         if s == before:
             break
     return s
+
+
+def _nfkc(s: str) -> str:
+    """NFKC, except the full-width punctuation of text that holds Chinese."""
+    if not _CJK.search(s) or not _ZH_PUNCT_RUN.search(s):
+        return unicodedata.normalize("NFKC", s)
+    pieces = _ZH_PUNCT_RUN.split(s)
+    marks = _ZH_PUNCT_RUN.findall(s)
+    return "".join(unicodedata.normalize("NFKC", p) + (marks[i] if i < len(marks) else "") for i, p in enumerate(pieces))
+
+
+def chinese_punctuation(s: str) -> str:
+    """Chinese text with the ASCII punctuation written next to its characters made full-width (`黑色,` ->
+    `黑色，`); decimals (6.1英寸) and Latin text stay as they are."""
+    return _ASCII_PUNCT_BY_CJK.sub(lambda m: _ASCII_TO_ZH[m.group(0)], s)
 
 
 def _mask_phone(m: re.Match) -> str:

@@ -33,6 +33,7 @@ class PrepareConfig:
     search_holdout: float = 0.05  # share of queries (by hash) held out
     max_describe_tokens: int = 160  # cut describe examples to this many tokens
     attribute_rows: bool = True  # items without a description: a training row of their attribute text alone
+    describe_slots: bool = True  # describe targets with the item's facts as slot tokens (see shopllm.slots)
     catalog_search_rows: bool = False  # every item: a training search row from its attribute text to the item
     shard_rows: int = 50_000  # rows per output Parquet shard
     retrain_tokenizer: bool = False  # train a new tokenizer even if vocab/tokenizer.json exists

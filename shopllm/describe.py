@@ -1,9 +1,15 @@
-"""Product descriptions: prompt, generation with the KV cache, degenerate-output checks, fallback text.
+"""Product descriptions: prompt, grounded generation with the KV cache, the publishing gate, fallback text.
 
 Plain Python + torch, no Beam (`pipelines/score.py` wires `describe_batch` into RunInference).
-A description is never published blank: when the model's text is empty or degenerate (too short,
-mostly repeated n-grams, the wrong script for the item's language) a clean text is built from the
-item's own attributes instead and flagged `is_fallback`.
+
+The model writes the shop's voice with the item's facts as slot tokens (shopllm.slots): decoding may emit
+only the slots of the item's own brand, category and keys, each once, and the values are filled in from the
+item's record. An attribute the shop's descriptions usually name but the text left out gets a plain
+sentence of its own. The text is then checked (shopllm.faithfulness) and published only when it is not
+degenerate (empty, too short, looping, the wrong script for the item's language), names no value the item
+lacks, no other brand, no value under the wrong attribute, and covers what the shop's own descriptions
+usually name. Otherwise a clean text is built from the item's own attributes and flagged `is_fallback`,
+with the reason; a description is never published blank.
 """
 from __future__ import annotations
 
@@ -14,9 +20,12 @@ from typing import Mapping, NamedTuple, Sequence
 
 import torch
 
+from shopllm.cleaning import chinese_punctuation
+from shopllm.faithfulness import Findings, Item, Lexicon, check, normalize
 from shopllm.ranking import length_buckets, pad_left
 from shopllm.sequences import attribute_text, describe_prompt
-from shopllm.text_metrics import attribute_coverage, cjk_share, repeated_ngram_rate, units
+from shopllm.slots import Facts, SlotConstraint, SlotVocab, clause_end_tokens, realize
+from shopllm.text_metrics import cjk_share, repeated_ngram_rate, units
 from shopllm.vocab import EOS_ID, SPECIAL_ID
 
 # every control token except <eos> (which ends a description) is banned from generation
@@ -25,11 +34,11 @@ BANNED_IDS = tuple(i for tok, i in SPECIAL_ID.items() if i != EOS_ID)
 MIN_UNITS = 4  # fewer words / CJK characters than this is "too short"
 MAX_REPEATED_4GRAM = 0.5  # more than this share of repeated 4-grams is a loop
 MIN_SCRIPT_SHARE = 0.5  # zh text must be mostly CJK, en text mostly Latin
-MIN_ATTRIBUTE_COVERAGE = 0.5  # a description naming fewer of the item's attribute values is not trusted
+MIN_COVERAGE = 0.5  # a text naming fewer of the values the shop's descriptions usually name is not published
 
-# degenerate-output reasons (summary keys)
-EMPTY, TOO_SHORT, REPETITIVE, WRONG_SCRIPT, UNFAITHFUL, UNKNOWN_ITEM = (
-    "empty", "too_short", "repetitive", "wrong_script", "unfaithful", "unknown_item")
+# why a text was not published (summary keys); the faithfulness error kinds are reasons too
+EMPTY, TOO_SHORT, REPETITIVE, WRONG_SCRIPT, LOW_COVERAGE, UNKNOWN_ITEM, UNBOUND_NAME = (
+    "empty", "too_short", "repetitive", "wrong_script", "low_coverage", "unknown_item", "unbound_name")
 
 
 class DescribeRequest(NamedTuple):
@@ -42,9 +51,11 @@ class DescribeRequest(NamedTuple):
 
 
 class DescribeResult(NamedTuple):
-    description: str
+    description: str  # what is published
     is_fallback: bool
     reason: str | None = None  # why the fallback was used
+    model_text: str | None = None  # the model's text (values filled in, left-out attributes added), before the gate
+    flags: tuple[str, ...] = ()  # the faithfulness errors found in model_text (shopllm.faithfulness kinds)
 
 
 def attribute_pairs(attributes) -> tuple[tuple[str, str], ...]:
@@ -75,12 +86,11 @@ def needs_generation(item: Mapping, previous: Mapping | None) -> bool:
     return previous is None or previous.get("source_hash") != source_hash(item)
 
 
-# ---- checks and fallback ------------------------------------------------------------------------
-def degenerate_reason(text: str, language: str, attributes: Mapping[str, str] | None = None) -> str | None:
-    """Why `text` is not fit to publish as a description in `language`, or None when it is.
-
-    With `attributes`, a text that names fewer than MIN_ATTRIBUTE_COVERAGE of their values is
-    "unfaithful": a small model that drifts to another product must not be published as this one."""
+# ---- the gate and the fallback ------------------------------------------------------------------
+def degenerate_reason(text: str, language: str, findings: Findings | None = None) -> str | None:
+    """Why `text` is not fit to publish as a description in `language`, or None when it is. With the
+    faithfulness `findings` of the text: a blocking error (contradiction, wrong brand, misbinding,
+    unsupported value) or too low a coverage of what the shop's descriptions usually name."""
     if not text or not text.strip():
         return EMPTY
     if len(units(text)) < MIN_UNITS:
@@ -90,10 +100,37 @@ def degenerate_reason(text: str, language: str, attributes: Mapping[str, str] | 
     share = cjk_share(text)
     if (language == "zh" and share < MIN_SCRIPT_SHARE) or (language != "zh" and share > 1 - MIN_SCRIPT_SHARE):
         return WRONG_SCRIPT
-    coverage = attribute_coverage(text, attributes)
-    if coverage is not None and coverage < MIN_ATTRIBUTE_COVERAGE:
-        return UNFAITHFUL
+    if findings is not None:
+        if findings.blocking:
+            return findings.blocking[0]
+        if findings.coverage is not None and findings.coverage < MIN_COVERAGE:
+            return LOW_COVERAGE
     return None
+
+
+def item_of(req: DescribeRequest) -> Item:
+    return Item(req.brand, dict(req.attributes), req.title)
+
+
+def attribute_sentence(key: str, value: str, zh: bool) -> str:
+    return f"{key}：{value}。" if zh else f"{key[:1].upper()}{key[1:]}: {value}."
+
+
+def complete(text: str, req: DescribeRequest, lexicon: Lexicon) -> str:
+    """`text` with a plain sentence added for each attribute the shop's descriptions usually name that the
+    text leaves out."""
+    found = check(text, item_of(req), lexicon)
+    missing = [(k, v) for k, v in req.attributes if normalize(k) in found.expected - found.named]
+    if not missing:
+        return text
+    zh = req.language == "zh"
+    added = ("" if zh else " ").join(attribute_sentence(k, v, zh) for k, v in missing)
+    body = text.rstrip()
+    if not body:
+        return added
+    if body[-1] not in ("。！？" if zh else ".!?"):
+        body += "。" if zh else "."
+    return body + ("" if zh else " ") + added
 
 
 def fallback_text(req: DescribeRequest) -> str:
@@ -112,7 +149,8 @@ def fallback_text(req: DescribeRequest) -> str:
 # ---- generation -------------------------------------------------------------------------------
 @dataclass
 class Describer:
-    """Model, tokenizer and item vocabulary, loaded once per worker, plus the decoding options."""
+    """Model, tokenizer, item vocabulary, slot tokens and the shop's lexicon, loaded once per worker, plus
+    the decoding options."""
 
     model: "torch.nn.Module"
     tokenizer: object  # shopllm.tokenizer.TextTokenizer
@@ -124,6 +162,16 @@ class Describer:
     seed: int = 0
     use_cache: bool = True
     no_repeat_ngram: int = 0  # > 0: never produce the same n-gram of new tokens twice
+    slots: SlotVocab | None = None  # None: the tokenizer's own slot tokens
+    lexicon: Lexicon | None = None  # the shop's values, brands and keys (None: only the item's own)
+
+    _clause_end: torch.Tensor | None = None  # built on first use
+
+    def __post_init__(self):
+        if self.slots is None:
+            self.slots = SlotVocab.of(self.tokenizer) if hasattr(self.tokenizer, "tk") else SlotVocab({})
+        if self.lexicon is None:
+            self.lexicon = Lexicon({}, ())
 
     def prompt(self, req: DescribeRequest) -> list[int]:
         n_text = self.model.config.n_text
@@ -131,6 +179,19 @@ class Describer:
         room = block - min(self.max_new_tokens, block // 2) - 4  # <bos> item <attr> ... <desc>
         attr = self.tokenizer.encode(attribute_text(req.title, req.category, req.brand, req.attributes))
         return describe_prompt(self.items.token_id(req.item_id, n_text), attr[:max(room, 0)])
+
+    def facts(self, req: DescribeRequest) -> Facts:
+        return self.slots.facts(req.brand, req.category, req.attributes, req.title)
+
+    def constraint(self, reqs: Sequence[DescribeRequest]) -> SlotConstraint:
+        """Constrained decoding of the requests' slots (see shopllm.slots.SlotConstraint)."""
+        if self._clause_end is None:
+            self._clause_end = clause_end_tokens(self.tokenizer)
+        ids = self.slots.ids
+        facts = [self.facts(r) for r in reqs]
+        allowed = torch.tensor([[i in f.values for i in ids] for f in facts], dtype=torch.bool).reshape(len(reqs), len(ids))
+        keyed = torch.tensor([[i in f.names for i in ids] for f in facts], dtype=torch.bool).reshape(len(reqs), len(ids))
+        return SlotConstraint(ids, allowed, keyed, self.slots.name_id, self._clause_end, EOS_ID)
 
     def generator(self, reqs: Sequence[DescribeRequest]) -> torch.Generator | None:
         """Sampling only: a generator seeded from `seed` and the batch's items (reproducible per batch)."""
@@ -141,7 +202,8 @@ class Describer:
         return g
 
     def generate_ids(self, prompts: Sequence[list[int]], reqs: Sequence[DescribeRequest]) -> list[list[int]]:
-        """New token ids per prompt (up to and excluding <eos>), one generate call per length bucket."""
+        """New token ids per prompt (up to and excluding <eos>), one generate call per length bucket, the slots
+        constrained to each row's item."""
         out: list[list[int]] = [[] for _ in prompts]
         for length, rows in length_buckets([len(p) for p in prompts], self.model.config.block_size).items():
             ids, mask = pad_left([prompts[r] for r in rows], length)
@@ -149,11 +211,30 @@ class Describer:
                 ids.to(self.device), self.max_new_tokens, attention_mask=mask.to(self.device), eos_id=EOS_ID,
                 banned_ids=BANNED_IDS, temperature=self.temperature, top_p=self.top_p,
                 generator=self.generator([reqs[r] for r in rows]), use_cache=self.use_cache,
-                no_repeat_ngram=self.no_repeat_ngram,
+                no_repeat_ngram=self.no_repeat_ngram, logits_processor=self.constraint([reqs[r] for r in rows]),
             ).cpu().tolist()
             for r, toks in zip(rows, new):
                 out[r] = toks[: toks.index(EOS_ID)] if EOS_ID in toks else toks
         return out
+
+    def text_of(self, ids: Sequence[int], req: DescribeRequest) -> tuple[str, int]:
+        """Generated ids -> (the text to check, attribute names bound to no value): slots filled in, Chinese
+        punctuation in Chinese text, left-out attributes added."""
+        zh = req.language == "zh"
+        text, unbound = realize(ids, self.facts(req), self.tokenizer.decode, self.slots.name_id, capitalize=not zh)
+        text = text.strip()
+        if zh:
+            text = chinese_punctuation(text)
+        return complete(text, req, self.lexicon), unbound
+
+    def review(self, text: str, req: DescribeRequest, unbound: int = 0) -> DescribeResult:
+        """The gate: `text` published, or the fallback with the reason."""
+        findings = check(text, item_of(req), self.lexicon)
+        reason = degenerate_reason(text, req.language, findings) or (UNBOUND_NAME if unbound else None)
+        flags = tuple(findings.flags()) + ((UNBOUND_NAME,) if unbound else ())
+        if reason is None:
+            return DescribeResult(text, False, None, text, flags)
+        return DescribeResult(fallback_text(req), True, reason, text, flags)
 
 
 def describe_batch(describer: Describer, requests: Sequence[DescribeRequest]) -> list[DescribeResult]:
@@ -169,8 +250,6 @@ def describe_batch(describer: Describer, requests: Sequence[DescribeRequest]) ->
         reqs = [requests[r] for r in live]
         new_ids = describer.generate_ids([describer.prompt(q) for q in reqs], reqs)
         for r, toks in zip(live, new_ids):
-            text = describer.tokenizer.decode(toks).strip()
-            reason = degenerate_reason(text, requests[r].language, dict(requests[r].attributes))
-            results[r] = (DescribeResult(text, False, None) if reason is None
-                          else DescribeResult(fallback_text(requests[r]), True, reason))
+            text, unbound = describer.text_of(toks, requests[r])
+            results[r] = describer.review(text, requests[r], unbound)
     return results  # type: ignore[return-value]

@@ -16,13 +16,17 @@ How each number is made (so it can be read without the code):
   items, so such a target could never be recommended) and counted.
 - A target that is not in today's catalog cannot be recommended; it counts as a miss (rank C + 1).
 - ranks are full (every catalog item is a candidate), ties counted pessimistically (shopllm.metrics).
-- descriptions, on the held-out describe items: perplexity of the model on their description tokens
-  (the part after `<desc>`, `<eos>` included); attribute coverage, distinct-2 and the repeated 4-gram
-  rate of their published text (fallback texts included, their share reported).
+- descriptions: perplexity of the model on the held-out describe items' description tokens (the part
+  after `<desc>`, `<eos>` included); for every description generated that night, per language, the share
+  published as generated (not the fallback), the fallback reasons, and the faithfulness error rates
+  (shopllm.faithfulness) of the model's text before the gate and of the published text after it, coverage
+  of what the shop's descriptions usually name, distinct-2 and repeated 4-grams of the published
+  generated texts; ten random published texts beside their attributes.
 """
 from __future__ import annotations
 
 import math
+import random
 import statistics
 from typing import Sequence
 
@@ -35,7 +39,8 @@ from shopllm.errors import ShopllmError
 from shopllm.ranking import RankRequest, Ranker, catalog_logprobs, collapse_repeats, day_bounds, exclude_mask
 from shopllm.schemas import (CURATED_ITEMS, CURATED_SESSIONS, DESCRIPTIONS, RECOMMENDATIONS, TOKENS,
                              TOKENS_SCHEMA)
-from shopllm.text_metrics import attribute_coverage, distinct_n, repeated_ngram_rate_all
+from shopllm.faithfulness import ERROR_KINDS, Item, Lexicon, check
+from shopllm.text_metrics import distinct_n, repeated_ngram_rate_all
 from shopllm.tokenizer import TextTokenizer
 from shopllm.vocab import DESC_ID, EOS_ID, PAD_ID
 
@@ -160,22 +165,61 @@ def description_perplexity(model, sequences: list[list[int]], batch_size: int = 
     return metrics.perplexity(model, batches)
 
 
-def description_quality(test: pa.Table, descriptions: pa.Table, items: pa.Table, model, device) -> dict:
-    held = [r for r in test.to_pylist() if r["kind"] == "describe"]
-    ids = {r["subject_id"] for r in held}
-    texts = {r["item_id"]: r for r in descriptions.to_pylist() if r["item_id"] in ids}
-    attrs = {r["item_id"]: dict(attribute_pairs(r["attributes"])) for r in items.to_pylist() if r["item_id"] in ids}
-    coverage = [c for i, r in texts.items() if (c := attribute_coverage(r["description"], attrs.get(i))) is not None]
-    published = [r["description"] for r in texts.values()]
+def text_rates(texts: Sequence[str | None], items: Sequence[Item], lexicon: Lexicon) -> dict:
+    """Share of the texts with each faithfulness error, and their mean coverage (None-texts skipped)."""
+    found = [check(t, it, lexicon) for t, it in zip(texts, items) if t is not None]
+    if not found:
+        return {"n": 0}
+    coverage = [c for f in found if (c := f.coverage) is not None]
+    return {"n": len(found), **{f"{k}_rate": sum(f.has(k) for f in found) / len(found) for k in ERROR_KINDS},
+            "any_blocking_rate": sum(bool(f.blocking) for f in found) / len(found),
+            "coverage": statistics.fmean(coverage) if coverage else None}
+
+
+def language_quality(rows: list[dict], items: dict[str, Item], lexicon: Lexicon) -> dict:
+    """The description figures of one language's rows of the night (see description_quality)."""
+    generated = [r for r in rows if not r["is_fallback"]]
+    reasons: dict[str, int] = {}
+    for r in rows:
+        if r["is_fallback"]:
+            reasons[r.get("fallback_reason") or "unknown"] = reasons.get(r.get("fallback_reason") or "unknown", 0) + 1
+    published = [r["description"] for r in generated]
     return {
-        "heldout_items": len(held),
-        "perplexity": description_perplexity(model, [r["input_ids"] for r in held], device=device),
-        "with_published_text": len(published),
-        "attribute_coverage": statistics.fmean(coverage) if coverage else None,
+        "items": len(rows),
+        "published_generated_share": len(generated) / len(rows) if rows else None,
+        "fallback_reasons": dict(sorted(reasons.items())),
+        "before_gate": text_rates([r.get("model_text") for r in rows], [items[r["item_id"]] for r in rows], lexicon),
+        "after_gate": text_rates([r["description"] for r in rows], [items[r["item_id"]] for r in rows], lexicon),
         "distinct-2": distinct_n(published, 2) if published else None,
         "repeated_4gram_rate": repeated_ngram_rate_all(published, 4) if published else None,
-        "fallback_share": (sum(bool(r["is_fallback"]) for r in texts.values()) / len(texts)) if texts else None,
     }
+
+
+def description_quality(descriptions: pa.Table, items: pa.Table, date: str | None = None) -> dict:
+    """Faithfulness of the descriptions generated on `date` (all rows when None), per language and in all,
+    before the gate (the model's text) and after it (what is published), plus ten random published
+    generated texts beside their attributes. The lexicon is the catalog's, calibrated on its descriptions."""
+    item_rows = {r["item_id"]: r for r in items.to_pylist()}
+    lexicon = Lexicon.from_items(item_rows.values())
+    rows = [r for r in descriptions.to_pylist() if r["item_id"] in item_rows
+            and (date is None or r.get("generated_dt") in (None, date))]
+    checked = {i: Item.of(r.get("brand"), r.get("attributes")) for i, r in item_rows.items()}
+    out = {"all": language_quality(rows, checked, lexicon)}
+    for lang in sorted({r["language"] for r in rows}):
+        out[lang] = language_quality([r for r in rows if r["language"] == lang], checked, lexicon)
+    published = sorted((r for r in rows if not r["is_fallback"]), key=lambda r: r["item_id"])
+    pick = random.Random(date or "").sample(published, min(10, len(published)))
+    out["examples"] = [{"item_id": r["item_id"], "language": r["language"], "title": item_rows[r["item_id"]]["title"],
+                        "attributes": "; ".join(f"{k}: {v}" for k, v in attribute_pairs(item_rows[r["item_id"]]["attributes"])),
+                        "brand": item_rows[r["item_id"]].get("brand"), "description": r["description"],
+                        "flags": ", ".join(r.get("flags") or []) or "none"} for r in sorted(pick, key=lambda r: r["item_id"])]
+    return out
+
+
+def heldout_perplexity(test: pa.Table, model, device) -> dict:
+    held = [r for r in test.to_pylist() if r["kind"] == "describe"]
+    return {"heldout_items": len(held),
+            "perplexity": description_perplexity(model, [r["input_ids"] for r in held], device=device)}
 
 
 def evaluate(out: str, date: str, *, version: str | None = None, device: str = "cpu", batch_size: int = 256) -> dict:
@@ -201,5 +245,6 @@ def evaluate(out: str, date: str, *, version: str | None = None, device: str = "
         "model_version": version,
         "catalog_items": len(ranker.col_items),
         "ranking": {s: ranking[s] for s in ("user", "session", "query", "query_published")},
-        "descriptions": description_quality(test, descriptions, items, loaded.model, device),
+        "descriptions": {**heldout_perplexity(test, loaded.model, device),
+                         **description_quality(descriptions, items, date)},
     }

@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 from shopllm import sequences
 from shopllm.errors import ConfigError
 from shopllm.schemas import TOKENS_SCHEMA
+from shopllm.slots import delexicalize
 from shopllm.vocab import ATTR_ID, BOS_ID, DESC_ID, EOS_ID, HIST_ID, QUERY_ID, REC_ID
 
 ITEM_EVENT_TYPES = frozenset({"view", "click", "add_to_cart", "purchase"})
@@ -737,6 +738,31 @@ class DescribeTexts:
     without_description: int  # known items without a description that get no row
     texts: list[str]
     holdout: float  # describe_holdout
+    # with slot tokens: each description as plain pieces (encoded, in `texts`) and slot ids (shopllm.slots)
+    pieces: list[list[str | int]] | None = None
+
+    @property
+    def n_description_texts(self) -> int:
+        """How many of `texts` are description text (whole descriptions, or their pieces between slots)."""
+        if self.pieces is None:
+            return self.items.num_rows
+        return sum(isinstance(p, str) for ps in self.pieces for p in ps)
+
+    def description_ids(self, encoded: Sequence[Sequence[int]]) -> list[Sequence[int]]:
+        """The token ids of each description from the encoded description texts (slots put back in place)."""
+        if self.pieces is None:
+            return list(encoded)
+        out, k = [], 0
+        for ps in self.pieces:
+            ids: list[int] = []
+            for p in ps:
+                if isinstance(p, str):
+                    ids.extend(encoded[k])
+                    k += 1
+                else:
+                    ids.append(p)
+            out.append(ids)
+        return out
 
     @functools.cached_property
     def split(self) -> pa.Array:
@@ -754,25 +780,34 @@ class DescribeTexts:
         _ = self.split, self.buckets
 
 
-def describe_texts(table: pa.Table, item_tokens: ItemTokens, cfg) -> DescribeTexts:
+def describe_texts(table: pa.Table, item_tokens: ItemTokens, cfg, slots=None) -> DescribeTexts:
+    """The texts to encode for the describe rows of a curated/items table. With `slots` (a SlotVocab with
+    tokens), each item's own values, brand and category name in its description become slot tokens."""
     tokens = item_tokens.tokens(table["item_id"])
     has_desc = pc.fill_null(pc.not_equal(table["description"], ""), False).to_numpy(zero_copy_only=False)
     attr = attribute_text_column(table)
     has_attr = pc.not_equal(attr, "").to_numpy(zero_copy_only=False)
     full, bare = (tokens >= 0) & has_desc, (tokens >= 0) & ~has_desc & has_attr & cfg.attribute_rows
     items, bare_items = table.filter(pa.array(full)), table.filter(pa.array(bare))
-    texts = (attr.filter(pa.array(full)).to_pylist() + items["description"].to_pylist()
-             + attr.filter(pa.array(bare)).to_pylist())
+    descriptions = items["description"].to_pylist()
+    pieces = None
+    if slots and cfg.describe_slots:
+        pieces = [delexicalize(d, slots.facts(b, c, a or (), t), slots.name_id) for d, b, c, a, t in
+                  zip(descriptions, items["brand"].to_pylist(), items["category"].to_pylist(),
+                      items["attributes"].to_pylist(), items["title"].to_pylist())]
+        descriptions = [p for ps in pieces for p in ps if isinstance(p, str)]
+    texts = attr.filter(pa.array(full)).to_pylist() + descriptions + attr.filter(pa.array(bare)).to_pylist()
     return DescribeTexts(items, bare_items, tokens, full, bare, int(((tokens >= 0) & ~has_desc).sum()) - bare_items.num_rows,
-                         texts, cfg.describe_holdout)
+                         texts, cfg.describe_holdout, pieces)
 
 
 def describe_rows(texts: DescribeTexts, encoded: Sequence[Sequence[int]], cfg) -> DescribeBatch:
     """Describe rows from the texts and their token ids (see describe_batch)."""
     items, bare_items, tokens = texts.items, texts.bare_items, texts.tokens
     n, n_bare = items.num_rows, bare_items.num_rows
-    attrs, descs = Ragged.from_lists(encoded[:n]), Ragged.from_lists(encoded[n:2 * n])
-    bare_attrs = Ragged.from_lists(encoded[2 * n:])
+    end = n + texts.n_description_texts
+    attrs, descs = Ragged.from_lists(encoded[:n]), Ragged.from_lists(texts.description_ids(encoded[n:end]))
+    bare_attrs = Ragged.from_lists(encoded[end:])
     seq = concat_rows(n, BOS_ID, tokens[texts.full], ATTR_ID, attrs, DESC_ID, descs, EOS_ID
                       ).truncate(cfg.max_describe_tokens)
     split = texts.split
@@ -784,29 +819,31 @@ def describe_rows(texts: DescribeTexts, encoded: Sequence[Sequence[int]], cfg) -
         bare_seq = concat_rows(n_bare, BOS_ID, tokens[texts.bare], ATTR_ID, bare_attrs).truncate(cfg.max_describe_tokens)
         rows.append(rows_table("train", "describe", bare_items["item_id"], bare_seq, bucket=bare_buckets))
     if cfg.catalog_search_rows:
-        rows.append(catalog_search_rows(texts.texts[:n] + texts.texts[2 * n:], concat_ragged(attrs, bare_attrs),
+        rows.append(catalog_search_rows(texts.texts[:n] + texts.texts[end:], concat_ragged(attrs, bare_attrs),
                                         np.concatenate([tokens[texts.full], tokens[texts.bare]]), cfg))
     zh = chinese_rows(texts)
-    zh_chars = sum(len(t) for t, is_zh in zip(texts.texts, zh) if is_zh)
+    row_texts = texts.texts[:n] + items["description"].to_pylist() + texts.texts[end:]
+    zh_chars = sum(len(t) for t, is_zh in zip(row_texts, zh) if is_zh)
     zh_tokens = int(np.concatenate([attrs.lengths, descs.lengths, bare_attrs.lengths])[zh].sum())
     return DescribeBatch(pa.concat_tables(rows), texts.without_description, int((tokens < 0).sum()),
                          sum(len(r.values) for r in (attrs, descs, bare_attrs)), n_bare, zh_chars, zh_tokens)
 
 
 def chinese_rows(texts: DescribeTexts) -> np.ndarray:
-    """Per text of `texts.texts`: whether it belongs to an item whose language is 'zh'."""
+    """Per describe text (attribute texts, whole descriptions, bare attribute texts): whether it belongs to an
+    item whose language is 'zh'."""
     def is_zh(items: pa.Table) -> np.ndarray:
         return pc.fill_null(pc.equal(items["language"], "zh"), False).to_numpy(zero_copy_only=False)
     full = is_zh(texts.items)
     return np.concatenate([full, full, is_zh(texts.bare_items)]).astype(bool)
 
 
-def describe_batch(table: pa.Table, tokenizer, item_tokens: ItemTokens, cfg) -> DescribeBatch:
+def describe_batch(table: pa.Table, tokenizer, item_tokens: ItemTokens, cfg, slots=None) -> DescribeBatch:
     """Describe rows of a curated/items table, all its texts encoded in one call: the full layout for items
     with a description (held out by item hash), the attribute text alone for those without one (training
     only, when cfg.attribute_rows and there is attribute text), and with cfg.catalog_search_rows a training
     search row from each item's attribute text to the item."""
-    texts = describe_texts(table, item_tokens, cfg)
+    texts = describe_texts(table, item_tokens, cfg, slots)
     return describe_rows(texts, tokenizer.encode_batch(texts.texts) if texts.texts else [], cfg)
 
 

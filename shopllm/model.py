@@ -274,7 +274,8 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, idx, max_new_tokens: int, *, attention_mask=None, eos_id: int | None = None,
                  banned_ids=None, temperature: float = 0.0, top_p: float = 1.0,
-                 generator: torch.Generator | None = None, use_cache: bool = True, no_repeat_ngram: int = 0):
+                 generator: torch.Generator | None = None, use_cache: bool = True, no_repeat_ngram: int = 0,
+                 logits_processor=None):
         """Continue left-padded prompts idx (B, T) with text tokens only; returns new tokens (B, N).
 
         Greedy when temperature == 0, else temperature + nucleus (top_p) sampling with `generator`.
@@ -282,6 +283,9 @@ class GPT(nn.Module):
         (text token ids) are never produced. With `no_repeat_ngram` = n > 0 no n-gram of new tokens
         is produced twice in a row's output (small models otherwise loop). Without the cache every step
         re-reads the whole sequence.
+        `logits_processor(logits, previous)`, when given, may set logits (B, n_text) to -inf in place before each
+        pick; `previous` is the (B,) tokens picked at the step before (None at the first step). It is how
+        constrained decoding (shopllm.slots.SlotConstraint) keeps its per-row state.
         """
         B = idx.size(0)
         device = idx.device
@@ -305,6 +309,8 @@ class GPT(nn.Module):
             logits = self.text_logits(h).float().masked_fill(ban, float("-inf"))  # (B, n_text)
             if no_repeat_ngram > 0 and out:
                 self._ban_repeats(logits, torch.stack(out, dim=1).tolist(), no_repeat_ngram, eos_id)
+            if logits_processor is not None:
+                logits_processor(logits, out[-1] if out else None)
             nxt = self._pick(logits, temperature, top_p, generator)  # (B,)
             if eos_id is not None:
                 nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
@@ -358,6 +364,27 @@ class GPT(nn.Module):
         state["wte.weight"] = new_w
         model.load_state_dict(state)
         return model
+
+    def with_vocab(self, n_text: int, n_items: int) -> "GPT":
+        """A copy with `n_text` text rows (tokens appended to the tokenizer: slot tokens) and `n_items` item
+        rows. Every trained row keeps its weights; new text rows start at the mean text row, new item rows at
+        the mean item row (see with_items). Item token ids move up by the new text rows, item indices do not."""
+        old = self.config
+        if n_text < old.n_text:
+            raise ValueError("the text vocabulary only grows; cannot drop text rows")
+        model = self.with_items(n_items)
+        if n_text == old.n_text:
+            return model
+        from dataclasses import replace
+
+        grown = GPT(replace(model.config, n_text=n_text))
+        state = model.state_dict()
+        w = state["wte.weight"]  # (old n_text + n_items, C)
+        text, items = w[: old.n_text], w[old.n_text:]
+        new_text = text.mean(0, keepdim=True) + 0.02 * torch.randn(n_text - old.n_text, w.size(1))
+        state["wte.weight"] = torch.cat([text, new_text.to(w.dtype), items])
+        grown.load_state_dict(state)
+        return grown
 
     def flops_per_token(self, item_share: float) -> float:
         """Training FLOPs per target token, as in nanoGPT's and PaLM's MFU estimates: 6 per weight that

@@ -82,6 +82,7 @@ def top_recommended_items(out, date: str, items, n: int = 10) -> list[dict[str, 
 
 
 def sample_descriptions(out, date: str, items, n: int = 5) -> list[dict[str, Any]]:
+    """The first published generated descriptions of the night (when evaluate has not run)."""
     try:
         descs = storage.read_partition(out, schemas.DESCRIPTIONS, date).to_pandas()
     except FileNotFoundError:
@@ -89,10 +90,35 @@ def sample_descriptions(out, date: str, items, n: int = 5) -> list[dict[str, Any
     if items is None:
         return []
     fresh = descs[descs.generated_dt == date] if "generated_dt" in descs else descs
-    pick = (fresh if len(fresh) else descs).sort_values("item_id").head(n)
+    pick = fresh[~fresh.is_fallback.astype(bool)].sort_values("item_id").head(n)
     cols = ["item_id", "title", "language", "description", "is_fallback"]
     merged = pick.merge(items[["item_id", "title"]], on="item_id", how="left")
     return _records(merged[[c for c in cols if c in merged]])
+
+
+QUALITY_COLUMNS = {  # report column -> (section of a language's figures, field)
+    "items": (None, "items"), "published as generated": (None, "published_generated_share"),
+    "contradiction (before gate)": ("before_gate", "contradiction_rate"),
+    "wrong brand (before)": ("before_gate", "wrong_brand_rate"), "misbinding (before)": ("before_gate", "misbinding_rate"),
+    "unsupported (before)": ("before_gate", "unsupported_rate"),
+    "any blocking (after gate)": ("after_gate", "any_blocking_rate"), "coverage (after)": ("after_gate", "coverage"),
+    "distinct-2": (None, "distinct-2"), "fallback reasons": (None, "fallback_reasons"),
+}
+
+
+def description_quality_rows(evaluate: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per language (and 'all') of the evaluate stage's description figures."""
+    d = evaluate.get("descriptions", {})
+    rows = []
+    for lang, q in d.items():
+        if not isinstance(q, dict) or "before_gate" not in q:
+            continue
+        row = {"language": lang}
+        for col, (section, key) in QUALITY_COLUMNS.items():
+            v = (q.get(section) or {}).get(key) if section else q.get(key)
+            row[col] = ", ".join(f"{k}: {n}" for k, n in v.items()) or "none" if isinstance(v, dict) else v
+        rows.append(row)
+    return rows
 
 
 # ---- plots --------------------------------------------------------------------------------------
@@ -225,11 +251,14 @@ def render_html(report: dict[str, Any], images: dict[str, str]) -> str:
         if title in images:
             parts.append(f'<img alt="{title}" src="data:image/png;base64,{images[title]}">')
     parts.append(_kv(s.get("train", {})))
-    parts.append("<h2>Evaluation</h2>" + _kv(_numbers(s.get("evaluate", {}))))
+    evaluate = s.get("evaluate", {})
+    parts.append("<h2>Evaluation</h2>" + _kv(_numbers({k: v for k, v in evaluate.items() if k != "descriptions"})))
     if "Metrics over nights" in images:
         parts.append(f'<img alt="Metrics over nights" src="data:image/png;base64,{images["Metrics over nights"]}">')
     parts.append("<h2>Top recommended items (user scope)</h2>" + _table(report["top_items"]))
-    parts.append("<h2>Generated descriptions</h2>" + _table(report["sample_descriptions"]))
+    parts.append("<h2>Description quality (shopllm.faithfulness)</h2>" + _table(description_quality_rows(evaluate)))
+    examples = evaluate.get("descriptions", {}).get("examples") or report["sample_descriptions"]
+    parts.append("<h2>Generated descriptions (ten published at random, beside their attributes)</h2>" + _table(examples))
     parts.append("<h2>Prepare</h2>" + _kv(s.get("prepare", {})))
     parts.append("<h2>Scoring</h2>" + _kv(s.get("score", {})))
     parts.append("<h2>Time per stage</h2>")

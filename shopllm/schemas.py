@@ -98,6 +98,9 @@ DESCRIPTIONS_SCHEMA = pa.schema([
     ("language", pa.string()),
     ("description", pa.string()),
     ("source_hash", pa.string()),
-    ("is_fallback", pa.bool_()),  # true when the model's text was empty/degenerate and a template was used
+    ("is_fallback", pa.bool_()),  # true when the model's text did not pass the gate and a template was used
     ("generated_dt", pa.string()),  # the night it was generated; older when carried over unchanged
+    ("fallback_reason", pa.string()),  # why the model's text was not published (null when it was)
+    ("flags", pa.list_(pa.string())),  # faithfulness errors found in the model's text (shopllm.faithfulness)
+    ("model_text", pa.string()),  # the model's text before the gate (null when the model had no token for the item)
 ])

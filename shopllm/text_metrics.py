@@ -6,7 +6,7 @@ not written with spaces, so n-grams over characters are the usual choice there.
 from __future__ import annotations
 
 import re
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Sequence
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _UNITS = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+")
@@ -46,15 +46,6 @@ def repeated_ngram_rate_all(texts: Iterable[str], n: int = 4) -> float:
         total += len(grams)
         repeats += len(grams) - len(set(grams))
     return repeats / total if total else 0.0
-
-
-def attribute_coverage(text: str, attributes: Mapping[str, str] | None) -> float | None:
-    """Share of the non-empty attribute values that appear (case-insensitively) in the text; None if none."""
-    values = [v.strip().lower() for v in (attributes or {}).values() if v and v.strip()]
-    if not values:
-        return None
-    low = (text or "").lower()
-    return sum(v in low for v in values) / len(values)
 
 
 def cjk_share(text: str) -> float:

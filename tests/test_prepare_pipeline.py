@@ -20,6 +20,7 @@ from shopllm import examples, storage
 from shopllm.config import PrepareConfig
 from shopllm.examples import Example
 from shopllm.schemas import CURATED_EVENTS, CURATED_ITEMS, CURATED_SESSIONS, EVENTS, ITEMS, SESSIONS, TOKENS
+from shopllm.slots import BRAND_SLOT, CATEGORY_SLOT, NAME_SLOT, SlotVocab, delexicalize
 from shopllm.sequences import attribute_sequence, attribute_text, describe_sequence, history_prompt, history_sequence, search_prompt
 from shopllm.tokenizer import TextTokenizer
 from shopllm.vocab import EOS_ID, ItemVocab
@@ -209,16 +210,47 @@ def test_prepare_writes_three_published_splits_readable_by_pandas(night_one):
     tokenizer = TextTokenizer.load(out / "vocab" / "tokenizer.json")
     described = [i for i in items if i["description"]]
     searched = pd.concat(frames.values()).query("kind == 'search'")["subject_id"]
-    assert summary["text_tokens"] == sum(
-        len(tokenizer.encode(t)) for t in [attribute_text(i["title"], i["category"], i["brand"], i["attributes"])
-                                           for i in items] + [i["description"] for i in described]
-        + list(searched))
+    attr_tokens = {i["item_id"]: len(tokenizer.encode(attribute_text(i["title"], i["category"], i["brand"],
+                                                                     i["attributes"]))) for i in items}
+    desc_tokens = {i["item_id"]: len(description_ids(tokenizer, i)) for i in described}
+    assert summary["text_tokens"] == (sum(attr_tokens.values()) + sum(desc_tokens.values())
+                                      + sum(len(tokenizer.encode(q)) for q in searched))
     assert summary["tie_copy_rows"] > 0  # histories with same-minute events have copies
-    zh_texts = [t for i in items if i["language"] == "zh"
-                for t in (attribute_text(i["title"], i["category"], i["brand"], i["attributes"]), i["description"])]
+    zh = [i for i in items if i["language"] == "zh"]
+    zh_chars = sum(len(attribute_text(i["title"], i["category"], i["brand"], i["attributes"])) + len(i["description"])
+                   for i in zh)
     assert summary["zh_tokens_per_char"] == round(
-        sum(len(tokenizer.encode(t)) for t in zh_texts) / sum(map(len, zh_texts)), 4)
+        sum(attr_tokens[i["item_id"]] + desc_tokens.get(i["item_id"], 0) for i in zh) / zh_chars, 4)
     assert 0 < summary["zh_tokens_per_char"] < 1.0
+
+
+def description_ids(tokenizer, item) -> list[int]:
+    """The describe target of an item as prepare builds it: its own facts as slot tokens."""
+    slots = SlotVocab.of(tokenizer)
+    facts = slots.facts(item["brand"], item["category"], sorted(item["attributes"]), item["title"])
+    return [i for p in delexicalize(item["description"], facts, slots.name_id)
+            for i in (tokenizer.encode(p) if isinstance(p, str) else [p])]
+
+
+def test_describe_targets_hold_the_items_facts_as_slot_tokens(night_one):
+    out, items, _, _ = night_one
+    tokenizer = TextTokenizer.load(out / "vocab" / "tokenizer.json")
+    slots = SlotVocab.of(tokenizer)
+    assert {BRAND_SLOT, CATEGORY_SLOT, NAME_SLOT} <= set(slots.by_name)
+    rows = pd.concat(pd.read_parquet(storage.partition_dir(out, f"{TOKENS}/{s}", DATE)) for s in ("train", "valid", "test"))
+    rows = rows[rows.kind == "describe"]
+    by_id = {i["item_id"]: i for i in items}
+    seen_slots = 0
+    for subject, ids in zip(rows.subject_id, rows.input_ids):
+        ids = list(ids)
+        if examples.DESC_ID not in ids:
+            continue  # an attribute-only row
+        target = ids[ids.index(examples.DESC_ID) + 1:]
+        assert target[:len(description_ids(tokenizer, by_id[subject]))] == description_ids(tokenizer, by_id[subject])[:len(target)]
+        text = tokenizer.decode(target)  # slot tokens decode to nothing
+        assert "耳机" not in text  # the category name ("数码 > 耳机") only as its slot
+        seen_slots += target.count(slots.by_name[CATEGORY_SLOT])
+    assert seen_slots > 0
 
 
 def test_shards_hold_at_most_shard_rows_and_rerun_writes_identical_files(night_one, tmp_path):
