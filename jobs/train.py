@@ -30,6 +30,7 @@ from shopllm import modelstore, storage
 from shopllm.config import TrainConfig
 from shopllm.data import TokenStream, read_eval_rows
 from shopllm.errors import ConfigError, InputError, ShopllmError
+from shopllm.evaluation import description_perplexity
 from shopllm.metrics import evaluate_rows
 from shopllm.model import GPT, GPTConfig
 from shopllm.schemas import TOKENS, VOCAB_DIR
@@ -172,7 +173,7 @@ def run(args, beam_args=()) -> int:
     evaluate = valid_evaluator(out, date, cfg, device)
     work = storage.partition_dir(out, CHECKPOINTS, date)
     fp = fingerprint(cfg, train_files, model, warm_from)
-    trainer = Trainer(model, cfg, stream, evaluate=evaluate, checkpoint_path=work / "train.pt",
+    trainer = Trainer(model, cfg, stream, evaluate=evaluate, score_key=SELECTION_KEY, checkpoint_path=work / "train.pt",
                       metrics_path=work / "evals.jsonl", device=device, log_every=cfg.log_every,
                       loss_kwargs=loss_kwargs(cfg),
                       fingerprint=fp)
@@ -196,7 +197,30 @@ def valid_evaluator(out: str, date: str, cfg: TrainConfig, device: str):
     if len(rows) == 0 and not rows.sequences:
         log.warning("the valid split is empty: training without evaluation or early stopping")
         return None
-    return lambda model: evaluate_rows(model, rows, batch_size=cfg.eval_batch_size, device=device)
+    described = [list(map(int, s)) for s in rows.sequences]
+
+    def evaluate(model) -> dict:
+        metrics = evaluate_rows(model, rows, batch_size=cfg.eval_batch_size, device=device)
+        ppl = description_perplexity(model, described, batch_size=cfg.eval_batch_size, device=device)
+        if ppl is not None:
+            metrics["describe_ppl"] = ppl
+        metrics[SELECTION_KEY] = selection_score(metrics)
+        return metrics
+
+    return evaluate
+
+
+SELECTION_KEY = "selection_score"
+
+
+def selection_score(metrics: dict) -> float | None:
+    """What the kept checkpoint is chosen on (and early stopping watches): ranking and description quality
+    alike, the mean of valid ndcg@10 and 1 / perplexity of the held-out descriptions (their tokens'
+    geometric-mean probability), each in [0, 1]; the one present when the other is missing."""
+    parts = [metrics[k] for k in ("ndcg@10",) if metrics.get(k) is not None]
+    if metrics.get("describe_ppl"):
+        parts.append(1.0 / metrics["describe_ppl"])
+    return sum(parts) / len(parts) if parts else None
 
 
 def downsample(values: list[float], points: int = 200) -> list[list[float]]:
@@ -219,7 +243,8 @@ def save_outputs(out, date, cfg, model, result, tokenizer_path, items, warm_from
         "wall_s": round(result.wall_s, 2),
         "best_step": result.best_step,
         "best_valid": {k: v for k, v in best.items() if k not in ("step", "lr", "tokens", "elapsed_s")},
-        "best_valid_ndcg@10": result.best_score,
+        "best_valid_ndcg@10": best.get("ndcg@10"),
+        "best_selection_score": result.best_score,
         "stopped_early": result.stopped_early,
         "resumed_from_step": result.resumed_from,
         "warm_started": warm_from is not None,
@@ -238,9 +263,9 @@ def save_outputs(out, date, cfg, model, result, tokenizer_path, items, warm_from
     modelstore.save(out, version, model, tokenizer_json=tokenizer_path, items=items, metrics=summary,
                     extra_config={"train": config_mod.to_dict(cfg)})
     storage.write_json(storage.summary_path(out, date, "train"), summary)
-    log.info("saved %s: %d steps, best valid ndcg@10 %s at step %s, %.0f tokens/s", version, result.steps,
-             f"{result.best_score:.4f}" if result.best_score is not None else "n/a", result.best_step,
-             result.tokens_per_s)
+    log.info("saved %s: %d steps, best selection score %s at step %s (valid ndcg@10 %s), %.0f tokens/s", version,
+             result.steps, f"{result.best_score:.4f}" if result.best_score is not None else "n/a", result.best_step,
+             f"{best['ndcg@10']:.4f}" if best.get("ndcg@10") is not None else "n/a", result.tokens_per_s)
 
 
 def main(argv: list[str] | None = None) -> int:

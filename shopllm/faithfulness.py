@@ -263,6 +263,7 @@ def check(text: str, item: Item, lexicon: Lexicon, surfaces: Counter | None = No
     extra = {v: frozenset({Role("value", k)}) for k, v in own.items() if v}
     if brand:
         extra.setdefault(brand, frozenset({Role("brand", None)}))
+    title = _fold(item.title)
     found = Findings(expected=lexicon.expected_keys(item))
     errors: dict[str, list[str]] = defaultdict(list)
     mentions = lexicon.mentions(text, extra)
@@ -275,7 +276,7 @@ def check(text: str, item: Item, lexicon: Lexicon, surfaces: Counter | None = No
         if m.surface == brand:
             found.brand_named = True
             continue
-        if m.surface in lexicon.ambiguous:
+        if m.surface in lexicon.ambiguous or _has_word(title, m.surface):  # the item's own title supports it
             continue
         keys = m.values_of()
         if keys & own.keys():
@@ -301,17 +302,19 @@ def _unknown_codes(text: str, mentions: list[Mention], item: Item) -> list[str]:
     for c in CODE.finditer(text):
         if any(s <= c.start() and c.end() <= e for s, e in covered):
             continue
-        if not any(_starts_word(own, i) and _ends_word(own, i + len(c.group())) for i in _find_all(own, _fold(c.group()))):
+        if not _has_word(own, _fold(c.group())):
             out.append(_fold(c.group()))
     return out
 
 
-def _find_all(text: str, sub: str) -> list[int]:
-    out, i = [], text.find(sub)
+def _has_word(text: str, word: str) -> bool:
+    """Whether `word` occurs in `text` (both folded) as a whole word."""
+    i = text.find(word) if word else -1
     while i >= 0:
-        out.append(i)
-        i = text.find(sub, i + 1)
-    return out
+        if _starts_word(text, i) and _ends_word(text, i + len(word)):
+            return True
+        i = text.find(word, i + 1)
+    return False
 
 
 def _misbound(text: str, mentions: list[Mention], lexicon: Lexicon) -> list[str]:
