@@ -94,7 +94,7 @@ class ScoreConfig:
     top_p: float = 1.0
     seed: int = 0
     device: str = "cpu"
-    no_repeat_ngram: int = 3  # descriptions never repeat a 3-gram of tokens (0 = off)
+    no_repeat_ngram: int = 0  # > 0: descriptions never repeat an n-gram of tokens (off by default: it bans a template's own repeats)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from shopllm.cleaning import chinese_punctuation
 from shopllm.faithfulness import Findings, Item, Lexicon, check, normalize
 from shopllm.ranking import length_buckets, pad_left
 from shopllm.sequences import attribute_text, describe_prompt
-from shopllm.slots import Facts, SlotConstraint, SlotVocab, clause_end_tokens, realize
+from shopllm.slots import Facts, SlotConstraint, SlotVocab, clause_end_tokens, realize, token_chars
 from shopllm.text_metrics import cjk_share, repeated_ngram_rate, units
 from shopllm.vocab import EOS_ID, SPECIAL_ID
 
@@ -166,6 +166,7 @@ class Describer:
     lexicon: Lexicon | None = None  # the shop's values, brands and keys (None: only the item's own)
 
     _clause_end: torch.Tensor | None = None  # built on first use
+    _chars: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.slots is None:
@@ -186,12 +187,12 @@ class Describer:
     def constraint(self, reqs: Sequence[DescribeRequest]) -> SlotConstraint:
         """Constrained decoding of the requests' slots (see shopllm.slots.SlotConstraint)."""
         if self._clause_end is None:
-            self._clause_end = clause_end_tokens(self.tokenizer)
+            self._clause_end, self._chars = clause_end_tokens(self.tokenizer), token_chars(self.tokenizer)
         ids = self.slots.ids
         facts = [self.facts(r) for r in reqs]
         allowed = torch.tensor([[i in f.values for i in ids] for f in facts], dtype=torch.bool).reshape(len(reqs), len(ids))
         keyed = torch.tensor([[i in f.names for i in ids] for f in facts], dtype=torch.bool).reshape(len(reqs), len(ids))
-        return SlotConstraint(ids, allowed, keyed, self.slots.name_id, self._clause_end, EOS_ID)
+        return SlotConstraint(ids, allowed, keyed, self.slots.name_id, self._clause_end, EOS_ID, self._chars)
 
     def generator(self, reqs: Sequence[DescribeRequest]) -> torch.Generator | None:
         """Sampling only: a generator seeded from `seed` and the batch's items (reproducible per batch)."""

@@ -203,7 +203,7 @@ def description_quality(descriptions: pa.Table, items: pa.Table, date: str | Non
     lexicon = Lexicon.from_items(item_rows.values())
     rows = [r for r in descriptions.to_pylist() if r["item_id"] in item_rows
             and (date is None or r.get("generated_dt") in (None, date))]
-    checked = {i: Item.of(r.get("brand"), r.get("attributes")) for i, r in item_rows.items()}
+    checked = {i: Item.of(r.get("brand"), r.get("attributes"), r.get("title")) for i, r in item_rows.items()}
     out = {"all": language_quality(rows, checked, lexicon)}
     for lang in sorted({r["language"] for r in rows}):
         out[lang] = language_quality([r for r in rows if r["language"] == lang], checked, lexicon)

@@ -23,7 +23,7 @@ from typing import Iterable, Mapping, Sequence
 
 import torch
 
-from shopllm.faithfulness import CLAUSE_END, CODE, bound_neighbour, find_surfaces, normalize
+from shopllm.faithfulness import BIND_GAP, CLAUSE_END, CODE, bound_neighbour, find_surfaces, normalize
 
 BRAND_SLOT = "<slot:brand>"
 CATEGORY_SLOT = "<slot:category>"
@@ -200,53 +200,68 @@ def realize(ids: Sequence[int], facts: Facts, decode, name_slot: int | None = No
 
 
 class SlotConstraint:
-    """Constrained decoding of slots, one state per row (a `logits_processor` for GPT.generate):
+    """Constrained decoding of slots, one state per row (a `logits_processor` for GPT.generate), so that every
+    value comes from the item and every attribute name is bound to a value by the rule `realize` and the
+    faithfulness check use (the neighbouring slot, a value, within BIND_GAP characters of the same clause):
 
     - a row may emit only its item's value slots, each once;
-    - `<slot:name>` only while an attribute value slot is left to pair with, and not twice before a value;
-    - after a name that no value preceded, the clause may not end (nor the text) until a value slot comes,
-      so every name is bound to a value of its own.
+    - `<slot:name>` right after a value (within BIND_GAP characters of text, no other slot or clause end
+      between), or when an attribute value is left to follow it; never twice before a value;
+    - after a name that no value preceded, only a value of the item's attributes may be the next slot, and
+      no text that would end the clause or take the gap past BIND_GAP characters (nor the end of the text).
 
-    slot_ids (S,) every slot token; allowed (B, S) each row's value slots; keyed (B, S) those that are
-    attribute values (they take a name); clause_end (n_text,) the text tokens that end a clause."""
+    slot_ids (S,) every slot token (the name slot among them or not); allowed (B, S) each row's value slots;
+    keyed (B, S) those that are attribute values (they take a name); clause_end (n_text,) the text tokens
+    that end a clause; chars (n_text,) each text token's length in characters (at least 1)."""
 
     def __init__(self, slot_ids: Sequence[int], allowed: torch.Tensor, keyed: torch.Tensor, name_id: int | None,
-                 clause_end: torch.Tensor, eos_id: int):
-        self.ids = torch.as_tensor(list(slot_ids), dtype=torch.long)
-        self.allowed, self.keyed = allowed.clone(), keyed
+                 clause_end: torch.Tensor, eos_id: int, chars: torch.Tensor | None = None):
+        value_cols = torch.tensor([i != name_id for i in slot_ids], dtype=torch.bool)
+        # the name slot is ruled by its own state below, not by the rows' value slots
+        self.ids = torch.as_tensor(list(slot_ids), dtype=torch.long)[value_cols]
+        self.allowed, self.keyed = allowed[:, value_cols].clone(), keyed[:, value_cols]
         self.name = name_id
         self.clause_end = clause_end.clone()
         self.clause_end[eos_id] = True
+        self.chars = chars if chars is not None else torch.ones(len(clause_end), dtype=torch.long)
         B = allowed.size(0)
         self.unnamed = torch.zeros(B, dtype=torch.bool)  # a value slot was emitted and no name followed yet
         self.pending = torch.zeros(B, dtype=torch.bool)  # a name was emitted and no value followed yet
+        self.gap = torch.zeros(B, dtype=torch.long)  # characters of text since the last slot
 
     def __call__(self, logits: torch.Tensor, previous: torch.Tensor | None) -> None:
         if previous is not None:
             self._update(previous.cpu())
         device = logits.device
+        ids = self.ids.to(device)
         if len(self.ids):
-            ids = self.ids.to(device)
             logits[:, ids] = logits[:, ids].masked_fill(~self.allowed.to(device), float("-inf"))
-        if self.name is not None:
-            keys_left = (self.allowed & self.keyed).any(1)
-            ok = (self.unnamed | keys_left) & ~self.pending
-            logits[:, self.name] = logits[:, self.name].masked_fill(~ok.to(device), float("-inf"))
-            if self.pending.any():
-                rows = self.pending.to(device)
-                logits[rows] = logits[rows].masked_fill(self.clause_end.to(device), float("-inf"))
+        if self.name is None:
+            return
+        keys_left = (self.allowed & self.keyed).any(1)
+        ok = (self.unnamed | keys_left) & ~self.pending
+        logits[:, self.name] = logits[:, self.name].masked_fill(~ok.to(device), float("-inf"))
+        if self.pending.any():
+            rows = self.pending.to(device)
+            V = logits.size(1)
+            blocked = self.clause_end[:V].clone() | (self.gap[:, None] + self.chars[None, :V] > BIND_GAP)
+            blocked[:, ids] = ~self.keyed  # of the slots, only an attribute value (the allowed ones, above)
+            logits[rows] = logits[rows].masked_fill(blocked.to(device)[rows], float("-inf"))
 
     def _update(self, tok: torch.Tensor) -> None:
         hit = tok.unsqueeze(1) == self.ids.unsqueeze(0)  # (B, S)
         value = (hit & self.keyed).any(1)
+        other_slot = (hit & ~self.keyed).any(1)
         self.allowed &= ~hit
         if self.name is None:
             return
         name = tok == self.name
-        ends = self.clause_end[tok]
+        text = ~hit.any(1) & ~name
+        self.gap = torch.where(text, self.gap + self.chars[tok.clamp(max=len(self.chars) - 1)], 0)
+        ends = self.clause_end[tok.clamp(max=len(self.clause_end) - 1)]
         unnamed, pending = self.unnamed, self.pending
         # a value pairs with a name before it (pending) or waits for one after it (unnamed)
-        self.unnamed = torch.where(value, ~pending, unnamed & ~name & ~ends)
+        self.unnamed = torch.where(value, ~pending, unnamed & text & ~ends & (self.gap <= BIND_GAP))
         self.pending = torch.where(value, torch.zeros_like(pending), pending | (name & ~unnamed))
 
 
@@ -257,4 +272,13 @@ def clause_end_tokens(tokenizer) -> torch.Tensor:
     for token, i in vocab.items():
         if i < tokenizer.n_text and CLAUSE_END.search(tokenizer.tk.decode([i], skip_special_tokens=True) or ""):
             out[i] = True
+    return out
+
+
+def token_chars(tokenizer) -> torch.Tensor:
+    """(n_text,) long: each text token's length in characters as decoded alone (at least 1, so a piece of a
+    character counts as one: the gap is never underestimated)."""
+    out = torch.ones(tokenizer.n_text, dtype=torch.long)
+    for i in range(tokenizer.n_text):
+        out[i] = max(1, len(tokenizer.tk.decode([i], skip_special_tokens=True) or ""))
     return out

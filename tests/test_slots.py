@@ -70,8 +70,9 @@ def test_a_name_far_from_any_value_stays_text_and_an_unbound_name_is_counted(tok
     assert unbound == 1 and "color" not in text
 
 
-def _slot_loving_model(tok, items, seed=0):
-    """A random model that would rather emit any slot token than text."""
+def _slot_loving_model(tok, items, seed=0, name_first=False):
+    """A random model that would rather emit any slot token than text (with `name_first`, an attribute name
+    whenever it may)."""
     torch.manual_seed(seed)
     model = GPT(GPTConfig(n_text=tok.n_text, n_items=len(items), block_size=160, n_layer=2, n_head=2, n_embd=32,
                           dropout=0.0)).eval()
@@ -81,16 +82,18 @@ def _slot_loving_model(tok, items, seed=0):
     def prefer_slots(h):
         logits = real(h)
         logits[..., ids] += 50.0 + torch.randn(len(ids))  # slots win over text, in a random order per call
+        if name_first:
+            logits[..., SlotVocab.of(tok).name_id] += 100.0
         return logits
 
     model.text_logits = prefer_slots
     return model
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_constrained_decoding_emits_only_the_items_own_slots_each_once(tok, seed):
+@pytest.mark.parametrize("seed,name_first", [(0, False), (1, False), (2, True), (3, True)])
+def test_constrained_decoding_emits_only_the_items_own_slots_each_once(tok, seed, name_first):
     items = ItemVocab(["a1", "b2", "c3"])
-    d = Describer(_slot_loving_model(tok, items, seed), tok, items, max_new_tokens=40)
+    d = Describer(_slot_loving_model(tok, items, seed, name_first), tok, items, max_new_tokens=40)
     slots = SlotVocab.of(tok)
     reqs = [EN, ZH, OTHER]
     out = d.generate_ids([d.prompt(r) for r in reqs], reqs)
@@ -100,6 +103,8 @@ def test_constrained_decoding_emits_only_the_items_own_slots_each_once(tok, seed
         assert emitted, "the model prefers slots"
         values = [i for i in emitted if i != slots.name_id]
         assert set(values) <= set(facts.values) and len(values) == len(set(values))  # own slots, each once
+        if name_first:  # a name before each value, bound to it
+            assert emitted.count(slots.name_id) == len(facts.names)
         text, unbound = realize(ids, facts, tok.decode, slots.name_id)
         assert unbound == 0  # every name is bound to a value of its own
         assert not set(values) & {i for r in reqs if r is not req for i in _facts(slots, r).values} - set(facts.values)
