@@ -30,10 +30,12 @@ from shopllm import modelstore, storage
 from shopllm.config import TrainConfig
 from shopllm.data import TokenStream, read_eval_rows
 from shopllm.errors import ConfigError, InputError, ShopllmError
-from shopllm.evaluation import description_perplexity
+from shopllm.evaluation import description_perplexity, fit_query_blend
+from shopllm.lexical import item_text
 from shopllm.metrics import evaluate_rows
 from shopllm.model import GPT, GPTConfig
-from shopllm.schemas import TOKENS, VOCAB_DIR
+from shopllm.ranking import Ranker
+from shopllm.schemas import CURATED_ITEMS, TOKENS, TOKENS_SCHEMA, VOCAB_DIR
 from shopllm.tokenizer import TextTokenizer
 from shopllm.trainer import Trainer
 from shopllm.vocab import TOKENIZER_FILE, ItemVocab
@@ -223,6 +225,25 @@ def selection_score(metrics: dict) -> float | None:
     return sum(parts) / len(parts) if parts else None
 
 
+def query_blend(out, date, model, tokenizer_path, items, device) -> dict | None:
+    """The weight of BM25 in the query scope's scores (shopllm.lexical), fitted on the valid split's
+    searches over the date's catalog; None (no blend) without valid searches or a catalog."""
+    try:
+        valid = storage.read_partition(out, f"{TOKENS}/valid", date, TOKENS_SCHEMA).to_pylist()
+        catalog = storage.read_partition(out, CURATED_ITEMS, date).to_pylist()
+    except FileNotFoundError as e:
+        log.warning("query blend not fitted: %s", e)
+        return None
+    model.eval()
+    ranker = Ranker(model, TextTokenizer.load(tokenizer_path), items, [r["item_id"] for r in catalog], device,
+                    item_texts={r["item_id"]: item_text(r) for r in catalog})
+    fitted = fit_query_blend(ranker, valid)
+    if fitted:
+        log.info("query blend: BM25 weight %s (valid ndcg@10 by weight %s, %d searches)", fitted["lexical_weight"],
+                 fitted["valid_ndcg@10_by_weight"], fitted["valid_searches"])
+    return fitted
+
+
 def downsample(values: list[float], points: int = 200) -> list[list[float]]:
     """[[step, value], ...] with at most `points` points (means of equal windows) for the report."""
     if not values:
@@ -260,8 +281,11 @@ def save_outputs(out, date, cfg, model, result, tokenizer_path, items, warm_from
         "ndcg_curve": [[r["step"], r.get("ndcg@10")] for r in result.curve],
         "config": config_mod.to_dict(cfg),
     }
+    blend = query_blend(out, date, model, tokenizer_path, items, device)
+    summary["query_blend"] = blend
     modelstore.save(out, version, model, tokenizer_json=tokenizer_path, items=items, metrics=summary,
-                    extra_config={"train": config_mod.to_dict(cfg)})
+                    extra_config={"train": config_mod.to_dict(cfg),
+                                  "rank": {"lexical_weight": blend["lexical_weight"] if blend else 0.0}})
     storage.write_json(storage.summary_path(out, date, "train"), summary)
     log.info("saved %s: %d steps, best selection score %s at step %s (valid ndcg@10 %s), %.0f tokens/s", version,
              result.steps, f"{result.best_score:.4f}" if result.best_score is not None else "n/a", result.best_step,

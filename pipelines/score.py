@@ -17,7 +17,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
@@ -33,6 +33,7 @@ from shopllm.describe import (DescribeRequest, Describer, describe_batch, needs_
                               source_hash)
 from shopllm.errors import ShopllmError
 from shopllm.faithfulness import Lexicon
+from shopllm.lexical import item_text, lexical_weight
 from shopllm.ranking import (RankRequest, Ranker, day_bounds, query_request, rank_batch, session_on_day,
                              session_request, user_request)
 from shopllm.schemas import (CURATED_EVENTS, CURATED_ITEMS, CURATED_SESSIONS, DESCRIPTIONS,
@@ -57,7 +58,7 @@ class ShopModelHandler(ModelHandler):
     def __init__(self, model_dir: str, task: str, *, device: str = "cpu", batch_size: int = 64,
                  top_k: int = 20, catalog: Sequence[str] = (), max_new_tokens: int = 96,
                  temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, no_repeat_ngram: int = 0,
-                 lexicon: Lexicon | None = None):
+                 lexicon: Lexicon | None = None, item_texts: Mapping[str, str] | None = None):
         if task not in ("rank", "describe"):
             raise ValueError(f"unknown task {task!r}")
         # fixed-size batches (the last one of a bundle may be smaller): BatchElements would otherwise start
@@ -68,12 +69,15 @@ class ShopModelHandler(ModelHandler):
         self.decoding = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
                              no_repeat_ngram=no_repeat_ngram)
         self.lexicon = lexicon
+        self.item_texts = item_texts  # rank: the catalog's texts, for the query blend (shopllm.lexical)
 
     def load_model(self):
         loaded = modelstore.load_folder(self.model_dir, self.device)
         tokenizer = TextTokenizer.load(loaded.tokenizer_path)
         if self.task == "rank":
-            return Ranker(loaded.model, tokenizer, loaded.items, self.catalog, self.device)
+            weight = lexical_weight(loaded.config)
+            return Ranker(loaded.model, tokenizer, loaded.items, self.catalog, self.device,
+                          item_texts=self.item_texts if weight else None, lexical_weight=weight)
         return Describer(loaded.model, tokenizer, loaded.items, self.device, **self.decoding, lexicon=self.lexicon)
 
     def run_inference(self, batch, model, inference_args=None):
@@ -305,10 +309,11 @@ def find_inputs(out: str, date: str) -> ScoreInputs:
 
 
 def build(p: beam.Pipeline, inputs: ScoreInputs, *, model_dir: str, version: str, date: str, cfg: ScoreConfig,
-          catalog: Sequence[str], rec_dir: str, desc_dir: str, lexicon: Lexicon | None = None) -> None:
+          catalog: Sequence[str], rec_dir: str, desc_dir: str, lexicon: Lexicon | None = None,
+          item_texts: Mapping[str, str] | None = None) -> None:
     """Wire the whole score pipeline into `p` (nothing runs until p.run())."""
     common = dict(device=cfg.device, batch_size=cfg.batch_size)
-    ranker = ShopModelHandler(model_dir, "rank", top_k=cfg.top_k, catalog=catalog, **common)
+    ranker = ShopModelHandler(model_dir, "rank", top_k=cfg.top_k, catalog=catalog, item_texts=item_texts, **common)
     describer = ShopModelHandler(model_dir, "describe", max_new_tokens=cfg.max_new_tokens,
                                  temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
                                  no_repeat_ngram=cfg.no_repeat_ngram, lexicon=lexicon, **common)
@@ -334,6 +339,14 @@ def catalog_item_ids(files: list[str]) -> list[str]:
     if not files:
         return []
     return sorted(set(pq.read_table(files, columns=["item_id"]).column("item_id").to_pylist()) - {None})
+
+
+def catalog_texts(files: list[str]) -> dict[str, str]:
+    """item_id -> the text searches find it by (shopllm.lexical.item_text)."""
+    if not files:
+        return {}
+    rows = pq.read_table(files, columns=["item_id", "title", "category", "brand", "attributes"]).to_pylist()
+    return {r["item_id"]: item_text(r) for r in rows if r["item_id"] is not None}
 
 
 def catalog_lexicon(files: list[str]) -> Lexicon:
@@ -389,7 +402,8 @@ def run_score(out: str, date: str, version: str, cfg: ScoreConfig, beam_args: Se
     try:
         p = make_pipeline(beam_args)
         build(p, inputs, model_dir=str(model_dir), version=version, date=date, cfg=cfg, catalog=catalog,
-              rec_dir=str(rec_tmp), desc_dir=str(desc_tmp), lexicon=catalog_lexicon(inputs.items))
+              rec_dir=str(rec_tmp), desc_dir=str(desc_tmp), lexicon=catalog_lexicon(inputs.items),
+              item_texts=catalog_texts(inputs.items) if lexical_weight(modelstore.load_config(model_dir)) else None)
         result = run_pipeline(p)
     except BaseException:
         import shutil

@@ -40,6 +40,7 @@ from shopllm.ranking import RankRequest, Ranker, catalog_logprobs, collapse_repe
 from shopllm.schemas import (CURATED_ITEMS, CURATED_SESSIONS, DESCRIPTIONS, RECOMMENDATIONS, TOKENS,
                              TOKENS_SCHEMA)
 from shopllm.faithfulness import ERROR_KINDS, Item, Lexicon, check
+from shopllm.lexical import fit_weight, item_text, lexical_weight
 from shopllm.text_metrics import distinct_n, repeated_ngram_rate_all
 from shopllm.tokenizer import TextTokenizer
 from shopllm.vocab import DESC_ID, EOS_ID, PAD_ID
@@ -63,13 +64,16 @@ def _fit(ids: Sequence[int], block_size: int) -> list[int]:
 
 
 def ranks_of(ranker: Ranker, prompts: list[list[int]], targets: list[str], excludes: list[tuple[str, ...]],
-             batch_size: int = 256) -> list[int]:
-    """1-based rank of each target item among today's catalog (C + 1 when the target is not in it)."""
+             batch_size: int = 256, queries: list[str] | None = None) -> list[int]:
+    """1-based rank of each target item among today's catalog (C + 1 when the target is not in it). With
+    `queries` (search prompts' texts) the query scope's scores, blended as the score stage does."""
     C = len(ranker.col_items)
     out: list[int] = []
     for start in range(0, len(prompts), batch_size):
         sl = slice(start, start + batch_size)
         logp = catalog_logprobs(ranker, prompts[sl])  # (b, C)
+        if queries is not None:
+            logp = ranker.query_scores(logp, queries[sl])
         reqs = [RankRequest("history", exclude=e) for e in excludes[sl]]
         mask = exclude_mask(ranker, reqs)
         cols = [ranker.col_index.get(t, -1) for t in targets[sl]]
@@ -95,10 +99,29 @@ def user_and_query_scopes(ranker: Ranker, test: pa.Table, batch_size: int) -> di
         targets = [r["target_item"] for r in rows]
         excludes = [tuple(ranker.items.item_of(t, n_text) for t in (r["history_ids"] or []) if t >= n_text)
                     if kind == "history" else () for r in rows]
-        ranks = ranks_of(ranker, prompts, targets, excludes, batch_size)
+        queries = [r["subject_id"] for r in rows] if kind == "search" else None
+        ranks = ranks_of(ranker, prompts, targets, excludes, batch_size, queries)
         C = len(ranker.col_items)
         out[scope] = summarize_ranks(ranks, target_not_in_catalog=sum(r == C + 1 for r in ranks))
     return out
+
+
+@torch.no_grad()
+def fit_query_blend(ranker: Ranker, rows: list[dict], batch_size: int = 256) -> dict | None:
+    """The query blend's weight fitted on held-out search rows (tokens rows: input_ids, subject_id = the
+    query, target_item), by ndcg@10 over the ranker's catalog; None when no row's target is in it. The
+    ranker must have the catalog's texts."""
+    rows = [r for r in rows if r["kind"] == "search" and r["target_item"] in ranker.col_index]
+    if not rows or ranker.lexical is None:
+        return None
+    logp, lexical = [], []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        logp.append(catalog_logprobs(ranker, [_fit(r["input_ids"], ranker.block_size) for r in chunk]))
+        lexical.append(ranker.lexical.scores([r["subject_id"] for r in chunk]))
+    targets = torch.tensor([ranker.col_index[r["target_item"]] for r in rows])
+    weight, by_weight = fit_weight(torch.cat(logp).cpu(), torch.cat(lexical), targets, K)
+    return {"lexical_weight": weight, f"valid_ndcg@{K}_by_weight": by_weight, "valid_searches": len(rows)}
 
 
 def session_cases(sessions: pa.Table, date: str, known) -> tuple[list[tuple[list[str], str]], int]:
@@ -235,8 +258,11 @@ def evaluate(out: str, date: str, *, version: str | None = None, device: str = "
     if not version or not modelstore.exists(out, version):
         raise ShopllmError(f"no model {version or '(none published)'} under {modelstore.models_root(out)}")
     loaded = modelstore.load(out, version, device)
+    weight = lexical_weight(loaded.config)
     ranker = Ranker(loaded.model, TextTokenizer.load(loaded.tokenizer_path), loaded.items,
-                    items.column("item_id").to_pylist(), device)
+                    items.column("item_id").to_pylist(), device,
+                    item_texts={r["item_id"]: item_text(r) for r in items.to_pylist()} if weight else None,
+                    lexical_weight=weight)
     ranking = user_and_query_scopes(ranker, test, batch_size)
     ranking["session"] = session_scope(ranker, sessions, date, batch_size)
     ranking["query_published"] = published_query_hits(recs, test)
@@ -244,6 +270,7 @@ def evaluate(out: str, date: str, *, version: str | None = None, device: str = "
         "date": date,
         "model_version": version,
         "catalog_items": len(ranker.col_items),
+        "query_lexical_weight": weight,
         "ranking": {s: ranking[s] for s in ("user", "session", "query", "query_published")},
         "descriptions": {**heldout_perplexity(test, loaded.model, device),
                          **description_quality(descriptions, items, date)},

@@ -103,9 +103,14 @@ def load(out: str | os.PathLike, version: str, device: str = "cpu") -> LoadedMod
     return load_folder(folder, device)
 
 
+def load_config(folder: str | os.PathLike) -> dict:
+    """A model folder's config.json (the model's shape and the settings it was saved with)."""
+    return json.loads((Path(folder) / CONFIG_FILE).read_text())
+
+
 def load_folder(folder: str | os.PathLike, device: str = "cpu") -> LoadedModel:
     folder = Path(folder)
-    config = json.loads((folder / CONFIG_FILE).read_text())
+    config = load_config(folder)
     model = GPT(GPTConfig(**config["model"]))
     state = torch.load(folder / WEIGHTS_FILE, map_location=device, weights_only=True)
     model.load_state_dict(state)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Iterable, NamedTuple, Sequence
+from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import torch
 
+from shopllm.lexical import LexicalIndex, blend
 from shopllm.sequences import history_prompt, search_prompt
 
 NEG_INF = float("-inf")
@@ -124,6 +125,8 @@ class Ranker:
     items: object  # shopllm.vocab.ItemVocab
     catalog: Sequence[str]
     device: str = "cpu"
+    item_texts: Mapping[str, str] | None = None  # item_id -> its text (shopllm.lexical.item_text), for the blend
+    lexical_weight: float = 0.0  # searches: the model's scores plus this times BM25 (shopllm.lexical)
     col_items: list[str] = field(init=False)
     col_tokens: torch.Tensor = field(init=False)  # (C,) item index of each column
     col_index: dict[str, int] = field(init=False)  # item_id -> its column
@@ -135,6 +138,15 @@ class Ranker:
         idx = [self.items.index[i] for i in self.col_items]
         self.col_tokens = torch.tensor(idx, dtype=torch.long, device=self.device)
         self.col_index = {item: c for c, item in enumerate(self.col_items)}
+        texts = self.item_texts
+        self.lexical = LexicalIndex([texts.get(i, "") for i in self.col_items]) if texts is not None else None
+
+    def query_scores(self, logp: torch.Tensor, queries: Sequence[str]) -> torch.Tensor:
+        """The query scope's scores of search prompts: the model's log-probabilities (B, C) blended with BM25
+        of the query texts when the ranker has the catalog's texts and a weight."""
+        if self.lexical is None or not self.lexical_weight:
+            return logp
+        return blend(logp, self.lexical.scores(queries), self.lexical_weight)
 
     def prompt(self, req: RankRequest) -> tuple[list[int] | None, str | None, int]:
         """(token ids, skip reason, unknown count) of one request."""
@@ -211,6 +223,10 @@ def rank_batch(ranker: Ranker, requests: Sequence[RankRequest], k: int,
             live.append((r, ids, n_unknown))
     if live:
         logp = catalog_logprobs(ranker, [ids for _, ids, _ in live])  # (b, C)
+        searches = [row for row, (r, _, _) in enumerate(live) if requests[r].kind == "search"]
+        if searches and ranker.lexical is not None:
+            rows = torch.tensor(searches, device=logp.device)
+            logp[rows] = ranker.query_scores(logp[rows], [requests[live[row][0]].query for row in searches])
         scores, cols = rank_fn(logp, k, exclude_mask(ranker, [requests[r] for r, _, _ in live]))
         scores, cols = scores.cpu().tolist(), cols.cpu().tolist()
         for row, (r, _, n_unknown) in enumerate(live):
