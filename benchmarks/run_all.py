@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-BENCHES = ("ingest", "prepare", "train", "score", "ml100k")
+BENCHES = ("ingest", "prepare", "train", "score", "describe", "query", "ml100k")
 
 
 def main(argv=None) -> int:

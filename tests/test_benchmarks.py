@@ -69,3 +69,15 @@ def test_prepare_ab_compares_two_source_trees(tmp_path, capsys):
     for line, name in zip(table[1:], ("one", "two")):
         name_, *figures = line.split()
         assert name_ == name and all(0 < float(f) < 60 for f in figures)
+
+
+def test_bm25_baseline_finds_chinese_and_english_items_by_their_words():
+    """The query benchmark's baseline (bm25s): Chinese found by its characters, ranks full, ties pessimistic."""
+    from benchmarks.query_bench import bm25_ranks
+
+    docs = ["索尼 无线蓝牙耳机 黑色", "小米 手机 12GB", "Levi's slim jeans, blue", "Uniqlo loose jeans, black",
+            "绿联 充电器 65W"]
+    queries = ["蓝牙耳机", "loose jeans", "black", "65w 充电器", "咖啡豆"]
+    # the last query shares no word with any item: every item ties with its target, which then ranks last
+    assert bm25_ranks(docs, queries, [0, 3, 3, 4, 1]) == [1, 1, 1, 1, 5]
+    assert bm25_ranks(docs, ["jeans"], [-1]) == [6]  # a target not among the candidates is a miss
