@@ -7,7 +7,7 @@ voice) the nightly job runs with its defaults; the figures are those `shopllm ev
 that night's scores/descriptions (shopllm.evaluation.description_quality), per language and in all:
 
 - published: share of items whose published description is the model's text (not the fallback);
-- contradiction / wrong_brand / misbinding before the gate: share of the model's texts (before the gate)
+- contradiction / wrong_brand / wrong_model / misbinding before the gate: share of the model's texts (before the gate)
   with that error (shopllm.faithfulness), and any blocking error after it (must be 0);
 - coverage: mean share of the keys the shop's descriptions usually name that the model's text names;
 - distinct-2 of the published generated texts;
@@ -32,7 +32,8 @@ from shopllm.schemas import CURATED_ITEMS
 from shopllm.tokenizer import TextTokenizer
 
 TARGETS = {"published": 0.90, "contradiction_before_gate": 0.01}
-LINE = ("published", "contradiction_before_gate", "wrong_brand_before_gate", "misbinding_before_gate",
+LINE = ("published", "contradiction_before_gate", "wrong_brand_before_gate", "wrong_model_before_gate",
+        "misbinding_before_gate",
         "blocking_after_gate", "coverage", "distinct-2")
 
 
@@ -40,7 +41,8 @@ def figures(quality: dict) -> dict:
     """The benchmark's line of one language's description_quality entry."""
     before, after = quality.get("before_gate", {}), quality.get("after_gate", {})
     return {"items": quality.get("items"), "published": quality.get("published_generated_share"),
-            **{f"{k}_before_gate": before.get(f"{k}_rate") for k in ("contradiction", "wrong_brand", "misbinding")},
+            **{f"{k}_before_gate": before.get(f"{k}_rate") for k in ("contradiction", "wrong_brand", "wrong_model",
+                                                                     "misbinding")},
             "blocking_after_gate": after.get("any_blocking_rate"), "coverage": before.get("coverage"),
             "distinct-2": quality.get("distinct-2"), "fallback_reasons": quality.get("fallback_reasons")}
 

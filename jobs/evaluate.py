@@ -32,7 +32,8 @@ def print_summary(s: dict) -> None:
         before, after = q["before_gate"], q["after_gate"]
         print(f"    {lang:4s} items {q['items']:>5d}   published as generated {_fmt(q['published_generated_share'])}"
               f"   before the gate: contradiction {_fmt(before.get('contradiction_rate'))}, wrong brand "
-              f"{_fmt(before.get('wrong_brand_rate'))}, misbinding {_fmt(before.get('misbinding_rate'))}"
+              f"{_fmt(before.get('wrong_brand_rate'))}, wrong model {_fmt(before.get('wrong_model_rate'))}, misbinding "
+              f"{_fmt(before.get('misbinding_rate'))}"
               f"   after: any blocking {_fmt(after.get('any_blocking_rate'))}   coverage {_fmt(after.get('coverage'))}"
               f"   distinct-2 {_fmt(q['distinct-2'])}")
 

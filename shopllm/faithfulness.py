@@ -6,6 +6,7 @@ them into what a reader would call an error:
 
 - contradiction: a value of one of the item's own keys that is not the item's value (a colour it lacks);
 - wrong brand: another brand of the shop;
+- wrong model: another item's model or series name (`model_name` of its title) that this item's title lacks;
 - misbinding: a value written next to an attribute name it is not a value of ("battery life: black");
 - unsupported: a value of a key the item does not have (a battery life for a T-shirt);
 - unknown key: an attribute name the item does not have;
@@ -30,11 +31,11 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
 # error kinds (also the gate's reasons and the report's column names)
-CONTRADICTION, WRONG_BRAND, MISBINDING, UNSUPPORTED, UNKNOWN_KEY, UNKNOWN_CODE = (
-    "contradiction", "wrong_brand", "misbinding", "unsupported", "unknown_key", "unknown_code")
-ERROR_KINDS = (CONTRADICTION, WRONG_BRAND, MISBINDING, UNSUPPORTED, UNKNOWN_KEY, UNKNOWN_CODE)
+CONTRADICTION, WRONG_BRAND, WRONG_MODEL, MISBINDING, UNSUPPORTED, UNKNOWN_KEY, UNKNOWN_CODE = (
+    "contradiction", "wrong_brand", "wrong_model", "misbinding", "unsupported", "unknown_key", "unknown_code")
+ERROR_KINDS = (CONTRADICTION, WRONG_BRAND, WRONG_MODEL, MISBINDING, UNSUPPORTED, UNKNOWN_KEY, UNKNOWN_CODE)
 # what keeps a text from being published (an unknown key alone is only reported: "size" or "type" are plain words)
-BLOCKING = (CONTRADICTION, WRONG_BRAND, MISBINDING, UNSUPPORTED, UNKNOWN_CODE)
+BLOCKING = (CONTRADICTION, WRONG_BRAND, WRONG_MODEL, MISBINDING, UNSUPPORTED, UNKNOWN_CODE)
 
 EXPECTED_NAMING = 0.5  # a key is expected in a description when at least this share of the shop's name it
 BIND_GAP = 8  # characters between an attribute name and the value it is bound to, at most
@@ -46,6 +47,38 @@ CLAUSE_END = re.compile(r"[。.!?！？;；\n]")
 # a word of letters and digits together: model numbers, codes ("N460", "WH-1000XM5", "3CE")
 CODE = re.compile(r"(?<![A-Za-z0-9])(?=[A-Za-z0-9-]*[A-Za-z])(?=[A-Za-z0-9-]*[0-9])[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*"
                   r"(?![A-Za-z0-9])")
+
+
+_BOOK_TITLE = re.compile(r"《[^《》]+》")
+_TITLE_WORD = re.compile(r"[A-Za-z][A-Za-z'&.-]*[A-Za-z]|[\u3400-\u4dbf\u4e00-\u9fff]+")
+
+
+def model_name(title: str | None, taken: Iterable[str] = (), category: str | None = None) -> str:
+    """The item's model or series name as its title writes it: a title in 《》, else the first code of letters
+    and digits ("N460"), else the first name word (a capitalised Latin word or a Chinese run of 2-6
+    characters: "Willow", "暖冬") that is not part of `taken` (its brand and attribute values) nor a word of its
+    category's last level; "" when there is none."""
+    title = title or ""
+    book = _BOOK_TITLE.search(title)
+    if book:
+        return book.group(0)
+    taken = [normalize(t) for t in taken if t]
+    part_of_taken = lambda w: any(w == t or w in t.split() for t in taken)  # noqa: E731
+    for c in CODE.finditer(title):
+        if not part_of_taken(normalize(c.group())):
+            return c.group()
+    leaf = normalize((category or "").split(">")[-1]).split()
+    for w in _TITLE_WORD.findall(title):
+        n = normalize(w)
+        cjk = bool(_CJK.match(w))
+        if (not cjk and w == n) or (cjk and not 2 <= len(w) <= 6) or part_of_taken(n):
+            continue
+        if any(n.startswith(x) or x.startswith(n) for x in leaf):  # "Case" of "Phone Cases"
+            continue
+        if cjk and any(n in t for t in taken + leaf):
+            continue
+        return w
+    return ""
 
 
 def normalize(s: str) -> str:
@@ -105,7 +138,7 @@ def find_surfaces(text: str, surfaces: Mapping[str, object]) -> list[tuple[int, 
 
 
 class Role(NamedTuple):
-    kind: str  # 'value' | 'brand' | 'key'
+    kind: str  # 'value' | 'brand' | 'key' | 'model'
     key: str | None  # the (normalised) key of a value or key name; None for a brand
 
 
@@ -124,6 +157,10 @@ class Mention(NamedTuple):
     @property
     def is_brand(self) -> bool:
         return any(r.kind == "brand" for r in self.roles)
+
+    @property
+    def is_model(self) -> bool:
+        return any(r.kind == "model" for r in self.roles)
 
 
 class Item(NamedTuple):
@@ -168,11 +205,13 @@ class Lexicon:
     """The shop's attribute values, brands and keys, with a trie for whole-word, longest-first matching."""
 
     def __init__(self, values: Mapping[str, Iterable[str]], brands: Iterable[str], naming: Mapping[str, float] = (),
-                 ambiguous: Iterable[str] = ()):
+                 ambiguous: Iterable[str] = (), models: Iterable[str] = ()):
         """values: normalised key -> its values; brands; naming: key -> share of the shop's descriptions of items
-        with the key that name its value; ambiguous: surfaces never counted as errors."""
+        with the key that name its value; ambiguous: surfaces never counted as errors; models: the items'
+        model names."""
         self.values = {normalize(k): {normalize(v) for v in vs if normalize(v)} for k, vs in values.items()}
         self.brands = {normalize(b) for b in brands if normalize(b)}
+        self.models = {normalize(m) for m in models if normalize(m)}
         self.naming = dict(naming)
         self.ambiguous = set(ambiguous)
         roles: dict[str, set[Role]] = defaultdict(set)
@@ -183,6 +222,8 @@ class Lexicon:
                 roles[v].add(Role("value", key))
         for b in self.brands:
             roles[b].add(Role("brand", None))
+        for m in self.models:
+            roles[m].add(Role("model", None))
         self.trie: dict = {}
         for surface, rs in roles.items():
             node = self.trie
@@ -196,13 +237,15 @@ class Lexicon:
         descriptions."""
         items = list(items)
         values: dict[str, set[str]] = defaultdict(set)
-        brands = set()
+        brands, models = set(), set()
         for it in items:
-            for k, v in Item.of(it.get("brand"), it.get("attributes")).attributes.items():
+            own = Item.of(it.get("brand"), it.get("attributes")).attributes
+            for k, v in own.items():
                 values[normalize(k)].add(v)
             if it.get("brand"):
                 brands.add(it["brand"])
-        lex = cls(values, brands)
+            models.add(model_name(it.get("title"), [it.get("brand") or "", *own.values()], it.get("category")))
+        lex = cls(values, brands, models=models)
         lex.calibrate([(it.get("description") or "", Item.of(it.get("brand"), it.get("attributes"), it.get("title")))
                        for it in items])
         return lex
@@ -283,6 +326,8 @@ def check(text: str, item: Item, lexicon: Lexicon, surfaces: Counter | None = No
             errors[CONTRADICTION].append(m.surface)
         elif m.is_brand:
             errors[WRONG_BRAND].append(m.surface)
+        elif m.is_model:
+            errors[WRONG_MODEL].append(m.surface)
         elif keys:
             errors[UNSUPPORTED].append(m.surface)
         elif m.key_names() and not m.key_names() & own.keys():

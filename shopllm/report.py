@@ -99,7 +99,8 @@ def sample_descriptions(out, date: str, items, n: int = 5) -> list[dict[str, Any
 QUALITY_COLUMNS = {  # report column -> (section of a language's figures, field)
     "items": (None, "items"), "published as generated": (None, "published_generated_share"),
     "contradiction (before gate)": ("before_gate", "contradiction_rate"),
-    "wrong brand (before)": ("before_gate", "wrong_brand_rate"), "misbinding (before)": ("before_gate", "misbinding_rate"),
+    "wrong brand (before)": ("before_gate", "wrong_brand_rate"), "wrong model (before)": ("before_gate", "wrong_model_rate"),
+    "misbinding (before)": ("before_gate", "misbinding_rate"),
     "unsupported (before)": ("before_gate", "unsupported_rate"),
     "any blocking (after gate)": ("after_gate", "any_blocking_rate"), "coverage (after)": ("after_gate", "coverage"),
     "distinct-2": (None, "distinct-2"), "fallback reasons": (None, "fallback_reasons"),

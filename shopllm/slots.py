@@ -3,7 +3,7 @@
 A small model trained for minutes copies values from its prompt badly (another colour, another brand, a
 value under the wrong attribute). So the model is taught the shop's voice with the facts taken out: in every
 training description the item's own attribute values, brand, category name and model name (a code of its
-title, see `model_name`) are replaced by slot tokens (`<key:颜色>`, `<slot:brand>`, `<slot:category>`,
+title, see `shopllm.faithfulness.model_name`) are replaced by slot tokens (`<key:颜色>`, `<slot:brand>`, `<slot:category>`,
 `<slot:model>`), and an attribute name written next to its own value by `<slot:name>`. Decoding may emit
 only the slots the item has, each value slot once, and the values are filled in after generation from the
 item's record (`realize`); a `<slot:name>` becomes the name of the value slot it is bound to (the nearer
@@ -23,7 +23,7 @@ from typing import Iterable, Mapping, Sequence
 
 import torch
 
-from shopllm.faithfulness import BIND_GAP, CLAUSE_END, CODE, bound_neighbour, find_surfaces, normalize
+from shopllm.faithfulness import BIND_GAP, CLAUSE_END, bound_neighbour, find_surfaces, model_name, normalize
 
 BRAND_SLOT = "<slot:brand>"
 CATEGORY_SLOT = "<slot:category>"
@@ -33,7 +33,6 @@ FIXED_SLOTS = (BRAND_SLOT, CATEGORY_SLOT, MODEL_SLOT, NAME_SLOT)
 KEY_SLOT_PREFIX = "<key:"
 MIN_SLOT_ITEMS = 2  # a key gets a slot token when at least this many items have it
 MAX_SLOT_KEYS = 2000  # the most common keys only, so a messy catalog cannot flood the vocabulary
-_BOOK_TITLE = re.compile(r"《[^《》]+》")
 _SENTENCE_START = re.compile(r"(?:^|[.!?]\s+|\n)\s*$")
 
 
@@ -44,20 +43,6 @@ def key_slot(key: str) -> str:
 def category_leaf(category: str | None) -> str:
     """The last level of a category path (`数码 > 耳机` -> `耳机`): what a description calls the product."""
     return (category or "").split(" > ")[-1].strip()
-
-
-def model_name(title: str | None, taken: Iterable[str] = ()) -> str:
-    """The item's model name as its title writes it: a title in 《》, or the first code of letters and digits
-    ("N460") that is not one of `taken` (its brand and attribute values); "" when there is none."""
-    title = title or ""
-    book = _BOOK_TITLE.search(title)
-    if book:
-        return book.group(0)
-    taken = {normalize(t) for t in taken}
-    for c in CODE.finditer(title):
-        if normalize(c.group()) not in taken and not any(normalize(c.group()) in t.split() for t in taken):
-            return c.group()
-    return ""
 
 
 @dataclass(frozen=True)
@@ -101,7 +86,7 @@ class SlotVocab:
             i = self.by_name.get(key_slot(k))
             if i is not None and i not in values:
                 values[i], names[i] = v, k
-        model = model_name(title, [brand or "", *(v for _, v in attributes)])
+        model = model_name(title, [brand or "", *(v for _, v in attributes)], category)
         for name, value in ((BRAND_SLOT, brand), (CATEGORY_SLOT, category_leaf(category)), (MODEL_SLOT, model)):
             if value and name in self.by_name:
                 values[self.by_name[name]] = value

@@ -5,7 +5,7 @@ import pytest
 
 from shopllm.cleaning import chinese_punctuation, clean_line, clean_text
 from shopllm.faithfulness import (CONTRADICTION, MISBINDING, UNKNOWN_CODE, UNKNOWN_KEY, UNSUPPORTED, WRONG_BRAND,
-                                  Item, Lexicon, check, find_surfaces)
+                                  WRONG_MODEL, Item, Lexicon, check, find_surfaces)
 
 SHOP = [  # a tiny shop: its own descriptions are taken as correct
     {"brand": "Sony", "title": "Sony WH-1000XM5 Black Headphones", "attributes": {"color": "black", "battery life": "30 hours", "size": "S"},
@@ -22,6 +22,10 @@ SHOP = [  # a tiny shop: its own descriptions are taken as correct
      "description": "A Spigen case for the Xiaomi 15, in white."},
     {"brand": "Xiaomi", "title": "Xiaomi 15 Phone", "attributes": {"storage": "256GB", "color": "black"},
      "description": "The Xiaomi 15 with 256GB, in black."},
+    {"brand": "Leafy Lane", "title": "Willow Houseplants by Leafy Lane", "category": "Garden > Houseplants",
+     "attributes": {"height": "120cm"}, "description": "Leafy Lane got the houseplant just right with the Willow."},
+    {"brand": "小米", "title": "小米 青柠 耳机 白色", "category": "数码 > 耳机", "attributes": {"颜色": "白色"},
+     "description": "青柠是小米今年主推的耳机，白色。"},
 ]
 LEX = Lexicon.from_items(SHOP)
 SONY = Item.of("Sony", SHOP[0]["attributes"], SHOP[0]["title"])
@@ -46,6 +50,8 @@ def test_the_shops_own_descriptions_pass():
     ("A 6mm cushion.", UNSUPPORTED, "6mm"),  # a value of a key it does not have
     ("Thickness you will love.", UNKNOWN_KEY, "thickness"),
     ("The Sony N460 is here.", UNKNOWN_CODE, "n460"),  # a model number that is not its own
+    ("The Sony QC45 is here.", WRONG_MODEL, "qc45"),  # another item's model
+    ("Sony got it right with the Willow.", WRONG_MODEL, "willow"),  # another item's series name
 ])
 def test_each_error_kind_in_english(text, kind, surface):
     assert surface in errors(text).get(kind, []), errors(text)
@@ -57,6 +63,7 @@ def test_each_error_kind_in_english(text, kind, surface):
     ("续航为黑色。", MISBINDING, "续航: 黑色"),
     ("采用黑色设计（续航）。", MISBINDING, "续航: 黑色"),  # value before its name, full-width brackets
     ("续航24小时，颜色为黑色，256GB大容量。", UNSUPPORTED, "256gb"),
+    ("青柠是小米今年主推的耳机。", WRONG_MODEL, "青柠"),  # another item's series name
 ])
 def test_each_error_kind_in_chinese(text, kind, surface):
     assert surface in errors(text, XIAOMI_EAR).get(kind, []), errors(text, XIAOMI_EAR)

@@ -40,11 +40,14 @@ def test_slot_tokens_are_appended_without_renumbering(tok):
     assert all(after[t] == i for t, i in before.items()) and after[key_slot("new key")] == max(before.values()) + 1
 
 
-def test_model_name_is_a_code_of_the_title():
+def test_model_name_is_a_book_title_a_code_or_a_name_word_of_the_title():
     assert model_name("Sony WH-1000XM5 Black Headphones", ["Sony", "black"]) == "WH-1000XM5"
     assert model_name("《星河旅人》 科幻 平装", ["科幻"]) == "《星河旅人》"
-    assert model_name("Cotton T-Shirt, M", ["M"]) == ""
-    assert model_name("Apple iPhone 16 Case", ["iPhone 16"]) == ""  # part of an attribute value
+    assert model_name("Willow Houseplants by Leafy Lane – Expert, 120cm", ["Leafy Lane", "expert", "120cm"],
+                      "Garden > Houseplants") == "Willow"  # not the brand, a value or the category
+    assert model_name("【Barkbite】暖冬 狗零食 小型犬 500g", ["Barkbite", "小型犬", "500g"], "宠物 > 狗零食") == "暖冬"
+    assert model_name("Apple iPhone 16 Case", ["Apple", "iPhone 16"], "Electronics > Phone Cases") == ""
+    assert model_name("宜家 床单 1.5米 纯棉", ["宜家", "1.5米", "纯棉"], "家居 > 床单") == ""
 
 
 def test_delexicalize_then_realize_gives_the_text_back(tok):
