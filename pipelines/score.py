@@ -353,7 +353,8 @@ def catalog_lexicon(files: list[str]) -> Lexicon:
     """The shop's values, brands and keys, calibrated on its own descriptions (what the gate checks against)."""
     if not files:
         return Lexicon({}, ())
-    return Lexicon.from_items(pq.read_table(files, columns=["brand", "attributes", "description"]).to_pylist())
+    columns = ["title", "category", "brand", "attributes", "description"]  # titles: the items' model names
+    return Lexicon.from_items(pq.read_table(files, columns=columns).to_pylist())
 
 
 def summarize(counters: dict[str, int], *, date, version, cfg: ScoreConfig, catalog: list[str],

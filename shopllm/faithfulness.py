@@ -44,8 +44,9 @@ AMBIGUOUS_MIN_SHARE = 0.05  # ... and in this share of those that mention it is 
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]")
 CLAUSE_END = re.compile(r"[。.!?！？;；\n]")
-# a word of letters and digits together: model numbers, codes ("N460", "WH-1000XM5", "3CE")
-CODE = re.compile(r"(?<![A-Za-z0-9])(?=[A-Za-z0-9-]*[A-Za-z])(?=[A-Za-z0-9-]*[0-9])[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*"
+# a word of letters and digits together: model numbers, codes ("N460", "WH-1000XM5", "3CE"); never the tail of a
+# decimal ("5kg" of "1.5kg")
+CODE = re.compile(r"(?<![A-Za-z0-9])(?<![0-9][.,])(?=[A-Za-z0-9-]*[A-Za-z])(?=[A-Za-z0-9-]*[0-9])[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*"
                   r"(?![A-Za-z0-9])")
 
 

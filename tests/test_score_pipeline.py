@@ -245,3 +245,23 @@ def test_model_handler_in_a_test_pipeline(tmp_path):
         out = (p | beam.Create(requests) | RunInference(KeyedModelHandler(handler)) | beam.Map(summary))
         assert_that(out, equal_to([("a", 3, 3, False, None), ("b", 3, 3, False, None),
                                    ("c", 3, 3, False, None), ("d", 0, 0, False, "unknown_items")]))
+
+
+def test_the_gates_lexicon_knows_the_catalogs_brands_values_and_model_names(tmp_path):
+    """What the score stage's gate checks against: a neighbour's series name in a text is not published."""
+    import pyarrow.parquet as pq
+
+    from pipelines.score import catalog_lexicon
+    from shopllm.faithfulness import Item, check
+
+    rows = [{"item_id": "a", "title": "【Whiskerly】青柠 猫粮 老年猫", "category": "宠物 > 猫粮", "brand": "Whiskerly",
+             "attributes": [("适用猫龄", "老年猫")], "description": "青柠猫粮，适用猫龄老年猫。"},
+            {"item_id": "b", "title": "【Whiskerly】云朵 猫粮 幼猫", "category": "宠物 > 猫粮", "brand": "Whiskerly",
+             "attributes": [("适用猫龄", "幼猫")], "description": "云朵猫粮，适用猫龄幼猫。"}]
+    table = pa.table({k: [r[k] for r in rows] for k in ("item_id", "title", "category", "brand", "description")})
+    table = table.append_column("attributes", pa.array([r["attributes"] for r in rows], pa.map_(pa.string(), pa.string())))
+    pq.write_table(table, tmp_path / "items.parquet")
+    lexicon = catalog_lexicon([str(tmp_path / "items.parquet")])
+    item = Item.of("Whiskerly", {"适用猫龄": "老年猫"}, rows[0]["title"])
+    assert check("Whiskerly的云朵猫粮，适用猫龄老年猫。", item, lexicon).blocking == ["wrong_model"]
+    assert check("Whiskerly的青柠猫粮，适用猫龄老年猫。", item, lexicon).blocking == []

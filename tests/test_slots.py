@@ -48,6 +48,7 @@ def test_model_name_is_a_book_title_a_code_or_a_name_word_of_the_title():
     assert model_name("【Barkbite】暖冬 狗零食 小型犬 500g", ["Barkbite", "小型犬", "500g"], "宠物 > 狗零食") == "暖冬"
     assert model_name("Apple iPhone 16 Case", ["Apple", "iPhone 16"], "Electronics > Phone Cases") == ""
     assert model_name("宜家 床单 1.5米 纯棉", ["宜家", "1.5米", "纯棉"], "家居 > 床单") == ""
+    assert model_name("Cloud Cat Food by Pawcraft – 1.5kg", ["Pawcraft", "1.5kg"], "Pets > Cat Food") == "Cloud"
 
 
 def test_delexicalize_then_realize_gives_the_text_back(tok):
