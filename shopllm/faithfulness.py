@@ -382,13 +382,18 @@ def _misbound(text: str, mentions: list[Mention], lexicon: Lexicon) -> list[str]
 
 def bound_neighbour(text: str, spans: Sequence[tuple[int, int]], n: int, is_value: Sequence[bool]) -> int | None:
     """The index of the value an attribute name at spans[n] is bound to: the next or previous span, if it is a
-    value (`is_value`) within BIND_GAP characters of the same clause; the nearer one, the next on a tie."""
+    value (`is_value`) within BIND_GAP characters of the same clause; the next one when a colon follows the
+    name, else the nearer one, the next on a tie."""
     best, best_gap = None, BIND_GAP + 1
     start, end = spans[n]
     for other in (n + 1, n - 1):
         if not 0 <= other < len(spans) or not is_value[other]:
             continue
         gap = text[end:spans[other][0]] if other > n else text[spans[other][1]:start]
-        if not CLAUSE_END.search(gap) and len(gap) < best_gap:
+        if CLAUSE_END.search(gap) or len(gap) > BIND_GAP:
+            continue
+        if other > n and gap.lstrip().startswith((":", "：")):
+            return other  # "name: value" reads forward, however near a value before it
+        if len(gap) < best_gap:
             best, best_gap = other, len(gap)
     return best

@@ -47,6 +47,7 @@ def test_the_shops_own_descriptions_pass():
     ("Battery life: 24 hours.", CONTRADICTION, "24 hours"),
     ("Great sound from Bose.", WRONG_BRAND, "bose"),
     ("Battery life: black.", MISBINDING, "battery life: black"),  # its own value under another key
+    ("Choose its black color: 30 hours.", MISBINDING, "color: 30 hours"),  # a colon binds forward
     ("A 6mm cushion.", UNSUPPORTED, "6mm"),  # a value of a key it does not have
     ("Thickness you will love.", UNKNOWN_KEY, "thickness"),
     ("The Sony N460 is here.", UNKNOWN_CODE, "n460"),  # a model number that is not its own
