@@ -34,6 +34,7 @@ from shopllm.describe import (DescribeRequest, Describer, describe_batch, needs_
 from shopllm.errors import ShopllmError
 from shopllm.faithfulness import Lexicon
 from shopllm.lexical import item_text, lexical_weight
+from shopllm.progress import Progress
 from shopllm.ranking import (RankRequest, Ranker, day_bounds, query_request, rank_batch, session_on_day,
                              session_request, user_request)
 from shopllm.schemas import (CURATED_EVENTS, CURATED_ITEMS, CURATED_SESSIONS, DESCRIPTIONS,
@@ -70,6 +71,7 @@ class ShopModelHandler(ModelHandler):
                              no_repeat_ngram=no_repeat_ngram)
         self.lexicon = lexicon
         self.item_texts = item_texts  # rank: the catalog's texts, for the query blend (shopllm.lexical)
+        self._progress: Progress | None = None
 
     def load_model(self):
         loaded = modelstore.load_folder(self.model_dir, self.device)
@@ -82,6 +84,10 @@ class ShopModelHandler(ModelHandler):
 
     def run_inference(self, batch, model, inference_args=None):
         results = rank_batch(model, batch, self.top_k) if self.task == "rank" else describe_batch(model, batch)
+        if self._progress is None:  # one per worker process: a bar on a terminal, else a line every 15 s
+            self._progress = Progress("score: " + ("ranked" if self.task == "rank" else "described"),
+                                      unit="subjects" if self.task == "rank" else "items")
+        self._progress.update(len(batch))
         return [PredictionResult(example, result) for example, result in zip(batch, results)]
 
     def get_num_bytes(self, batch) -> int:  # the default pickles every batch just to count bytes

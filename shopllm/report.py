@@ -29,13 +29,43 @@ def collect(out: str | os.PathLike, date: str) -> dict[str, Any]:
         path = storage.summary_path(out, date, stage)
         if path.exists():
             summaries[stage] = storage.read_json(path)
+    previous = previous_date(out, date)
     return {
         "date": date,
         "summaries": summaries,
+        "previous_date": previous,
+        "previous_summaries": {stage: storage.read_json(p) for stage in STAGE_SUMMARIES
+                               if previous and (p := storage.summary_path(out, previous, stage)).exists()},
         "metrics_history": metrics_history(out, date),
         "top_items": top_recommended_items(out, date, items),
         "sample_descriptions": sample_descriptions(out, date, items),
+        "fallback_examples": fallback_examples(out, date, items),
+        "reject_examples": reject_examples(out, date),
     }
+
+
+def previous_date(out, date: str) -> str | None:
+    """The latest night before `date` that left summaries."""
+    base = Path(out) / schemas.SUMMARIES
+    earlier = sorted(f.name[3:] for f in base.glob("dt=*") if f.name[3:] < date) if base.is_dir() else []
+    return earlier[-1] if earlier else None
+
+
+def reject_examples(out, date: str, width: int = 240) -> list[dict[str, Any]]:
+    """Per source and reason: how many records were rejected, and the first one's message and raw text."""
+    rows = []
+    for dataset in (schemas.REJECTS_CATALOG, schemas.REJECTS_EVENTS):
+        try:
+            rejects = storage.read_partition(out, dataset, date).to_pandas()
+        except FileNotFoundError:
+            continue
+        for (source, reason), group in rejects.groupby(["source", "reason"], sort=True):
+            first = group.sort_values(["file", "line"]).iloc[0]
+            raw = str(first["raw"] if first["raw"] is not None else "")
+            rows.append({"source": source, "reason": reason, "records": len(group),
+                         "example": f"{first['file']}:{first['line']}: {first['message']}",
+                         "raw": raw if len(raw) <= width else raw[:width - 1] + "…"})
+    return rows
 
 
 def _numbers(d: Any, prefix: str = "") -> dict[str, float]:
@@ -82,18 +112,42 @@ def top_recommended_items(out, date: str, items, n: int = 10) -> list[dict[str, 
 
 
 def sample_descriptions(out, date: str, items, n: int = 5) -> list[dict[str, Any]]:
-    """The first published generated descriptions of the night (when evaluate has not run)."""
+    """The first published generated descriptions of the night (of the partition, when none was generated
+    tonight; shown when evaluate has no examples)."""
     try:
         descs = storage.read_partition(out, schemas.DESCRIPTIONS, date).to_pandas()
     except FileNotFoundError:
         return []
     if items is None:
         return []
-    fresh = descs[descs.generated_dt == date] if "generated_dt" in descs else descs
-    pick = fresh[~fresh.is_fallback.astype(bool)].sort_values("item_id").head(n)
-    cols = ["item_id", "title", "language", "description", "is_fallback"]
+    published = descs[~descs.is_fallback.astype(bool)]
+    fresh = published[published.generated_dt == date] if "generated_dt" in published else published
+    pick = (fresh if len(fresh) else published).sort_values("item_id").head(n)
+    cols = ["item_id", "title", "language", "description", "generated_dt", "flags"]
     merged = pick.merge(items[["item_id", "title"]], on="item_id", how="left")
+    if "flags" in merged:
+        merged["flags"] = [", ".join(map(str, f)) if f is not None and len(f) else "none" for f in merged["flags"]]
     return _records(merged[[c for c in cols if c in merged]])
+
+
+def fallback_examples(out, date: str, items, n: int = 5) -> list[dict[str, Any]]:
+    """The first descriptions of the night that got the fallback (of the partition, when none was generated
+    tonight): why, and the model's text the gate saw."""
+    try:
+        descs = storage.read_partition(out, schemas.DESCRIPTIONS, date).to_pandas()
+    except FileNotFoundError:
+        return []
+    if items is None or "fallback_reason" not in descs:
+        return []
+    fallbacks = descs[descs.is_fallback.astype(bool)]
+    fresh = fallbacks[fallbacks.generated_dt == date]
+    pick = (fresh if len(fresh) else fallbacks).sort_values("item_id").head(n)  # else: carried over from before
+    merged = pick.merge(items[["item_id", "title"]], on="item_id", how="left")
+    return [{"item_id": str(r["item_id"]), "title": str(r["title"]), "generated": str(r["generated_dt"]),
+             "reason": str(r["fallback_reason"]),
+             "flags": ", ".join(map(str, r["flags"])) if r["flags"] is not None and len(r["flags"]) else "none",
+             "model text (not published)": str(r["model_text"] or ""), "published instead": str(r["description"])}
+            for r in merged.to_dict("records")]
 
 
 QUALITY_COLUMNS = {  # report column -> (section of a language's figures, field)
@@ -152,6 +206,13 @@ def _curves(train: dict) -> dict[str, list[tuple[float, float]]]:
     return series
 
 
+TREND_SERIES = {  # plot label -> flattened evaluate field (see metrics_history)
+    "user ndcg@10": "ranking.user.ndcg@10", "session ndcg@10": "ranking.session.ndcg@10",
+    "search ndcg@10": "ranking.query.ndcg@10", "user hr@10": "ranking.user.hr@10",
+    "descriptions published": "descriptions.all.published_generated_share",
+}
+
+
 def plots(report: dict[str, Any]) -> dict[str, str]:
     """Base64 PNGs by title."""
     import matplotlib
@@ -169,7 +230,8 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
             ax.plot(*zip(*pts), label=name)
         ax.set_xlabel("step"), ax.set_ylabel("loss"), ax.legend(), ax.set_title("Training loss")
         out["Training loss"] = _png(fig)
-    ndcg = {k: v for k, v in curves.items() if "ndcg" in k or k.startswith("hr@")}
+    ndcg = {k: pts for k, v in curves.items() if ("ndcg@" in k or k.startswith("hr@"))
+            and (pts := [p for p in v if p[1] is not None])}
     if ndcg:
         fig, ax = plt.subplots(figsize=(6, 3))
         for name, pts in sorted(ndcg.items()):
@@ -185,13 +247,23 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
         ax.barh(labels, values), ax.set_xlabel("records"), ax.set_title("Rejected records by reason")
         out["Rejects by reason"] = _png(fig)
     history = report["metrics_history"]
-    keys = sorted({k for row in history for k in row if "ndcg@10" in k or k.endswith("hr@10")})
-    if history and keys:
-        fig, ax = plt.subplots(figsize=(6, 3))
-        for k in keys:
-            pts = [(datetime.date.fromisoformat(row["date"]), row[k]) for row in history if k in row]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=k)
-        ax.set_title("Evaluation over nights"), ax.legend(fontsize=7), ax.tick_params(axis="x", rotation=30)
+    trends = {label: key for label, key in TREND_SERIES.items() if any(key in row for row in history)}
+    if history and trends:
+        import matplotlib.dates as mdates
+
+        fig, ax = plt.subplots(figsize=(7, 3))
+        for label, key in trends.items():
+            pts = [(datetime.date.fromisoformat(row["date"]), row[key]) for row in history if key in row]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        first, last = (datetime.date.fromisoformat(history[i]["date"]) for i in (0, -1))
+        pad = datetime.timedelta(days=max(1, (last - first).days // 20))
+        ax.set_xlim(first - pad, last + pad)
+        span = (last - first).days
+        locator = mdates.DayLocator(interval=max(1, span // 7)) if span <= 21 else mdates.AutoDateLocator(maxticks=8)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        ax.set_ylim(0, 1.05), ax.set_title(f"Evaluation over nights ({len(history)} night(s))")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         out["Metrics over nights"] = _png(fig)
     stages = s.get("nightly", {}).get("stages", {})
     timed = {k: v["seconds"] for k, v in stages.items() if isinstance(v, dict) and "seconds" in v}
@@ -203,29 +275,99 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
 
 
 # ---- render -------------------------------------------------------------------------------------
+def _get(d: Any, path: str) -> Any:
+    for part in path.split("/"):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+
+# headline cards: (label, stage, path in its summary, how shown); the change is against the previous night
+CARDS = (
+    ("catalog items", "ingest", "catalog/kept", "count"),
+    ("events kept", "ingest", "events/kept", "count"),
+    ("records rejected", "ingest", None, "count"),
+    ("user ndcg@10", "evaluate", "ranking/user/ndcg@10", "rate"),
+    ("session ndcg@10", "evaluate", "ranking/session/ndcg@10", "rate"),
+    ("search ndcg@10", "evaluate", "ranking/query/ndcg@10", "rate"),
+    ("descriptions published as generated", "evaluate", "descriptions/all/published_generated_share", "share"),
+    ("run time", "nightly", "total_seconds_this_run", "seconds"),
+)
+
+
+def _rejected(ingest: dict) -> int | None:
+    counts = [sum(v["rejected"].values()) if isinstance(v.get("rejected"), dict) else v.get("rejected") or 0
+              for v in ingest.values() if isinstance(v, dict) and "read" in v]
+    return sum(counts) if counts else None
+
+
+def card_value(summaries: dict, stage: str, path: str | None):
+    if stage == "ingest" and path is None:
+        return _rejected(summaries.get("ingest", {}))
+    return _get(summaries.get(stage, {}), path)
+
+
+def _show(v, how: str) -> str:
+    if v is None:
+        return "n/a"
+    return {"count": f"{v:,.0f}", "rate": f"{v:.4f}", "share": f"{v:.1%}", "seconds": f"{v:,.0f} s"}[how]
+
+
+def _change(now, before, how: str) -> str:
+    if now is None or before is None:
+        return "no previous night" if before is None else ""
+    d = now - before
+    if how == "share":
+        return f"{d * 100:+.1f} pts"
+    return {"count": f"{d:+,.0f}", "rate": f"{d:+.4f}", "seconds": f"{d:+,.0f} s"}[how]
+
+
+def headline(report: dict[str, Any]) -> list[dict[str, str]]:
+    """The cards: each figure of the night and its change since the previous night."""
+    now, before = report["summaries"], report.get("previous_summaries") or {}
+    cards = []
+    for label, stage, path, how in CARDS:
+        v, p = card_value(now, stage, path), card_value(before, stage, path) if before else None
+        cards.append({"label": label, "value": _show(v, how),
+                      "change": _change(v, p, how) if before else "first night"})
+    version = _get(now, "evaluate/model_version") or _get(now, "train/version") or "n/a"
+    start = _get(now, "train/start") or ""
+    cards.append({"label": "model", "value": version, "change": start})
+    return cards
+
+
+def _cards_html(cards: list[dict[str, str]]) -> str:
+    return '<div class="cards">' + "".join(
+        f'<div class="card"><div class="label">{html.escape(c["label"])}</div>'
+        f'<div class="value">{html.escape(c["value"])}</div><div class="change">{html.escape(c["change"])}</div></div>'
+        for c in cards) + "</div>"
+
+
 def _table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "<p><em>none</em></p>"
     cols = list(dict.fromkeys(k for r in rows for k in r))
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c, '')))}</td>" for c in cols) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(_cell(c, r.get(c, "")) for c in cols) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _cell(column: str, v: Any) -> str:
+    if column == "raw":  # a record as the feed had it: shown as code, not as a value
+        return f'<td class="raw"><code>{html.escape(_fmt(v))}</code></td>'
+    return f"<td>{html.escape(_fmt(v))}</td>"
+
+
 def _fmt(v: Any) -> str:
+    """A cell: numbers rounded, a mapping as `key: value` pairs, a list as its items; never raw JSON."""
+    if isinstance(v, bool) or v is None:
+        return "" if v is None else ("yes" if v else "no")
     if isinstance(v, float):
         return f"{v:.4g}"
-    if isinstance(v, (dict, list)):
-        import json
-
-        text = json.dumps(v, ensure_ascii=False, default=str)
-        return text if len(text) < 300 else text[:297] + "..."
+    if isinstance(v, dict):
+        return ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items()) or "none"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_fmt(x) for x in v[:10]) + (f" … ({len(v)} in all)" if len(v) > 10 else "")
     return str(v)
-
-
-def _kv(d: dict[str, Any]) -> str:
-    scalar = [{"field": k, "value": v} for k, v in d.items() if not isinstance(v, list)]
-    return _table(scalar)
 
 
 def ingest_rows(ingest: dict[str, Any]) -> list[dict[str, Any]]:
@@ -240,37 +382,89 @@ def ingest_rows(ingest: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+TRAIN_FIELDS = {  # report label -> train summary field
+    "model version": "version", "start": "start", "steps": "steps", "best step": "best_step",
+    "best selection score": "best_selection_score", "best valid ndcg@10": "best_valid_ndcg@10",
+    "stopped early": "stopped_early", "wall s": "wall_s", "tokens/s": "tokens_per_s", "parameters": "params",
+    "training rows": "train_rows", "device": "device", "processes": "processes",
+}
+
+
+def train_rows(train: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = [{"field": label, "value": train.get(key)} for label, key in TRAIN_FIELDS.items() if key in train]
+    best = train.get("best_valid") or {}
+    rows += [{"field": f"best valid {k}", "value": v} for k, v in best.items() if isinstance(v, (int, float))]
+    blend = train.get("query_blend") or {}
+    if blend:
+        rows.append({"field": "search: BM25 weight (fitted on valid)", "value": blend.get("lexical_weight")})
+    return rows
+
+
+def ranking_rows(evaluate: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"scope": scope, **{k: v for k, v in figures.items() if not isinstance(v, dict)}}
+            for scope, figures in (evaluate.get("ranking") or {}).items() if isinstance(figures, dict)]
+
+
+def prepare_rows(prepare: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows per split: examples of each kind, tokens and shards."""
+    rows = []
+    for split, kinds in (prepare.get("rows") or {}).items():
+        rows.append({"split": split, **(kinds if isinstance(kinds, dict) else {}),
+                     "tokens": _get(prepare, f"tokens/{split}"), "shards": _get(prepare, f"shards/{split}")})
+    return rows
+
+
+def score_rows(score: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = [{"output": f"recommendations: {scope}", "scored": v.get("scored"), "skipped": v.get("skipped"),
+             "short of top-K": v.get("short_of_k")} for scope, v in (score.get("recommendations") or {}).items()]
+    d = score.get("descriptions") or {}
+    if d:
+        rows.append({"output": "descriptions", "scored": d.get("generated"),
+                     "skipped": f"carried over: {d.get('carried_over', 0)}",
+                     "short of top-K": "", "fallbacks": d.get("fallbacks"),
+                     "fallback reasons": d.get("fallback_reasons_new")})
+    return rows
+
+
+def _img(images: dict[str, str], title: str) -> str:
+    return f'<img alt="{html.escape(title)}" src="data:image/png;base64,{images[title]}">' if title in images else ""
+
+
+STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:1.5em auto;padding:0 1em;color:#222}"
+         "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
+         "text-align:left;vertical-align:top;font-size:13px}th{background:#f3f3f3}img{max-width:100%;display:block}"
+         ".cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(190px,1fr));gap:10px;margin:1em 0}"
+         ".card{border:1px solid #ddd;border-radius:6px;padding:8px 10px;background:#fafafa}"
+         ".card .label{font-size:12px;color:#666}.card .value{font-size:22px;font-weight:600;margin:2px 0}"
+         ".card .change{font-size:12px;color:#555}td.raw{word-break:break-all;font-size:11px;max-width:420px}")
+
+
 def render_html(report: dict[str, Any], images: dict[str, str]) -> str:
     s = report["summaries"]
-    parts = [f"<h1>shopllm nightly report — {html.escape(report['date'])}</h1>"]
-    parts.append("<h2>Input: records read, kept and rejected</h2>" + _table(ingest_rows(s.get("ingest", {}))))
-    for title in ("Rejects by reason",):
-        if title in images:
-            parts.append(f'<img alt="{title}" src="data:image/png;base64,{images[title]}">')
-    parts.append("<h2>Training</h2>")
-    for title in ("Training loss", "Validation ndcg@10"):
-        if title in images:
-            parts.append(f'<img alt="{title}" src="data:image/png;base64,{images[title]}">')
-    parts.append(_kv(s.get("train", {})))
     evaluate = s.get("evaluate", {})
-    parts.append("<h2>Evaluation</h2>" + _kv(_numbers({k: v for k, v in evaluate.items() if k != "descriptions"})))
-    if "Metrics over nights" in images:
-        parts.append(f'<img alt="Metrics over nights" src="data:image/png;base64,{images["Metrics over nights"]}">')
-    parts.append("<h2>Top recommended items (user scope)</h2>" + _table(report["top_items"]))
-    parts.append("<h2>Description quality (shopllm.faithfulness)</h2>" + _table(description_quality_rows(evaluate)))
-    examples = evaluate.get("descriptions", {}).get("examples") or report["sample_descriptions"]
-    parts.append("<h2>Generated descriptions (ten published at random, beside their attributes)</h2>" + _table(examples))
-    parts.append("<h2>Prepare</h2>" + _kv(s.get("prepare", {})))
-    parts.append("<h2>Scoring</h2>" + _kv(s.get("score", {})))
-    parts.append("<h2>Time per stage</h2>")
-    if "Time per stage" in images:
-        parts.append(f'<img alt="Time per stage" src="data:image/png;base64,{images["Time per stage"]}">')
-    parts.append(_table([{"stage": k, **v} for k, v in s.get("nightly", {}).get("stages", {}).items()]))
-    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
-             "text-align:left;vertical-align:top;font-size:13px}th{background:#f3f3f3}img{max-width:100%;display:block}")
+    previous = report.get("previous_date")
+    parts = [f"<h1>shopllm nightly report — {html.escape(report['date'])}</h1>",
+             f"<p>Changes are against {html.escape(previous) if previous else 'nothing: this is the first night'}.</p>",
+             _cards_html(headline(report)),
+             "<h2>Trends over nights</h2>", _img(images, "Metrics over nights"),
+             "<h2>Input: records read, kept and rejected</h2>", _table(ingest_rows(s.get("ingest", {}))),
+             _img(images, "Rejects by reason"),
+             "<h3>Rejected records: one example per reason</h3>", _table(report.get("reject_examples", [])),
+             "<h2>Recommendations</h2>", _table(ranking_rows(evaluate)),
+             "<h3>Most recommended items (user scope)</h3>", _table(report["top_items"]),
+             "<h2>Descriptions</h2>", _table(description_quality_rows(evaluate)),
+             "<h3>Ten published at random, beside their attributes and flags</h3>",
+             _table(evaluate.get("descriptions", {}).get("examples") or report["sample_descriptions"]),
+             "<h3>Fallbacks: the model's text the gate rejected, and why (the first five)</h3>",
+             _table(report.get("fallback_examples", [])),
+             "<h2>Training</h2>", _img(images, "Training loss"), _img(images, "Validation ndcg@10"),
+             _table(train_rows(s.get("train", {}))),
+             "<h2>Prepare</h2>", _table(prepare_rows(s.get("prepare", {}))),
+             "<h2>Scoring</h2>", _table(score_rows(s.get("score", {}))),
+             "<h2>Time per stage</h2>", _img(images, "Time per stage"),
+             _table([{"stage": k, **v} for k, v in s.get("nightly", {}).get("stages", {}).items()])]
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>shopllm report {html.escape(report['date'])}"
-            f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>")
+            f"</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
 
 
 def write_report(out: str | os.PathLike, date: str) -> Path:

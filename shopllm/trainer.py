@@ -29,6 +29,7 @@ import torch.nn as nn
 
 from shopllm.config import TrainConfig
 from shopllm.data import Batch, Position
+from shopllm.progress import Progress, on_terminal
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ class Trainer:
         self.loss_kwargs = loss_kwargs or {}
         self.log_every = log_every
         self.progress = progress
+        self._bar: Progress | None = None  # while run() trains
         self.fingerprint = fingerprint
         self.distributed = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if self.distributed else 0
@@ -278,36 +280,54 @@ class Trainer:
         batches = self.stream.iterate(s.position) if hasattr(self.stream, "iterate") else iter(self.stream)
         evaluated_at = s.curve[-1]["step"] if s.curve else None
         pending: list[torch.Tensor] = []  # losses not yet read back from the device
-        while not s.done and s.step < limit_steps:
-            batch = next(batches)
-            lr = get_lr(s.step, cfg)
-            pending.append(self.train_step(batch, lr))
-            s.step += 1
-            s.position = batch.position
-            s.tokens += batch.global_tokens
-            window_tokens += batch.global_tokens
-            log_now = s.step % self.log_every == 0 or s.step == limit_steps
-            eval_now = self.evaluate is not None and cfg.eval_every > 0 and s.step % cfg.eval_every == 0
-            ckpt_now = self.checkpoint_path and cfg.checkpoint_every > 0 and s.step % cfg.checkpoint_every == 0
-            if log_now or eval_now or ckpt_now or not self.is_cuda:
-                self._flush(pending)
-            if log_now:
-                now = time.perf_counter()
-                self._progress(f"step {s.step}/{limit_steps} loss {s.losses[-1]:.4f} lr {lr:.2e} "
-                               f"tok/s {window_tokens / max(now - window_t, 1e-9):,.0f} {now - start:.0f}s")
-                window_t, window_tokens = now, 0
-            if eval_now:
-                self._evaluate(s.losses[-1], lr, time.perf_counter() - start)
-                evaluated_at = s.step
-            # ranks agree on stopping through a collective; on a GPU only every few steps (it syncs)
-            if not self.distributed or s.step % 10 == 0 or log_now or eval_now:
-                out_of_time = time.perf_counter() - start >= limit_s
-                if self._should_stop(out_of_time or s.stopped_early):
-                    if out_of_time:
-                        self._progress(f"time limit of {limit_s / 60:.1f} min reached at step {s.step}")
-                    break
-            if ckpt_now:
-                self.save_checkpoint()
+        # on a terminal a bar with rate and ETA; elsewhere (cron, Airflow) a line every log_every steps
+        on_tty = self.rank == 0 and self.progress is not None and on_terminal(self.progress)
+        self._bar = Progress("train", limit_steps, "steps", stream=self.progress, bar=True) if on_tty else None
+        first_step = s.step
+        if self._bar is not None:
+            self._bar.done = s.step
+        try:
+            while not s.done and s.step < limit_steps:
+                batch = next(batches)
+                lr = get_lr(s.step, cfg)
+                pending.append(self.train_step(batch, lr))
+                s.step += 1
+                s.position = batch.position
+                s.tokens += batch.global_tokens
+                window_tokens += batch.global_tokens
+                log_now = s.step % self.log_every == 0 or s.step == limit_steps
+                eval_now = self.evaluate is not None and cfg.eval_every > 0 and s.step % cfg.eval_every == 0
+                ckpt_now = self.checkpoint_path and cfg.checkpoint_every > 0 and s.step % cfg.checkpoint_every == 0
+                if log_now or eval_now or ckpt_now or not self.is_cuda:
+                    self._flush(pending)
+                if self._bar is not None:
+                    self._bar.update(1)
+                if log_now:
+                    now = time.perf_counter()
+                    tok_s = window_tokens / max(now - window_t, 1e-9)
+                    if self._bar is not None:  # a terminal: the bar says it
+                        self._bar.bar.set_postfix(loss=f"{s.losses[-1]:.4f}", lr=f"{lr:.1e}", tok_s=f"{tok_s:,.0f}")
+                    else:
+                        eta = (limit_steps - s.step) * (now - start) / max(s.step - first_step, 1)
+                        self._progress(f"step {s.step}/{limit_steps} loss {s.losses[-1]:.4f} lr {lr:.2e} "
+                                       f"tok/s {tok_s:,.0f} {now - start:.0f}s, ETA {min(eta, limit_s - (now - start)):.0f}s")
+                    window_t, window_tokens = now, 0
+                if eval_now:
+                    self._evaluate(s.losses[-1], lr, time.perf_counter() - start)
+                    evaluated_at = s.step
+                # ranks agree on stopping through a collective; on a GPU only every few steps (it syncs)
+                if not self.distributed or s.step % 10 == 0 or log_now or eval_now:
+                    out_of_time = time.perf_counter() - start >= limit_s
+                    if self._should_stop(out_of_time or s.stopped_early):
+                        if out_of_time:
+                            self._progress(f"time limit of {limit_s / 60:.1f} min reached at step {s.step}")
+                        break
+                if ckpt_now:
+                    self.save_checkpoint()
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+            self._bar = None
         self._flush(pending)
         wall = time.perf_counter() - start
         if self.evaluate is not None and evaluated_at != s.step and s.losses:
@@ -366,4 +386,7 @@ class Trainer:
 
     def _progress(self, line: str) -> None:
         if self.rank == 0 and self.progress is not None:
-            print(line, file=self.progress, flush=True)
+            if self._bar is not None:
+                self._bar.line(line)
+            else:
+                print(line, file=self.progress, flush=True)

@@ -1,7 +1,10 @@
-"""The nightly job end to end on a tiny sample shop: reruns, a second night, kills, locks, bad input."""
+"""The nightly job end to end on a tiny sample shop: reruns, a second and third night, the report, kills, locks,
+bad input."""
 from __future__ import annotations
 
 import datetime as dt
+import html
+import re
 import os
 import signal
 import subprocess
@@ -19,6 +22,7 @@ from shopllm.sample import SampleConfig, write_sample
 
 DATE = "2026-11-28"
 NEXT = "2026-11-29"
+THIRD = "2026-11-30"
 TINY = SampleConfig(items=120, users=40, events=3000, days=10, end_date=DATE, seed=3)
 CONFIG = """
 [prepare]
@@ -92,7 +96,7 @@ def test_first_night_publishes_everything_with_a_report(first_night):
     html = (report / "report.html").read_text()
     for title in ("Training loss", "Rejects by reason", "Time per stage"):
         assert f'alt="{title}" src="data:image/png;base64,' in html, title
-    assert "Top recommended items" in html and "Generated descriptions" in html
+    assert "Most recommended items" in html and "Ten published at random" in html
     data = storage.read_json(report / "report.json")
     ingest = data["summaries"]["ingest"]
     for source in ("catalog", "events"):
@@ -127,6 +131,31 @@ def test_second_night_writes_new_partitions_and_a_warm_started_model(shop, first
     # descriptions of unchanged items carry over from the first night
     descs = storage.read_partition(first_night, schemas.DESCRIPTIONS, NEXT).to_pandas()
     assert (descs.generated_dt == DATE).all()
+
+
+def test_the_report_of_a_third_night_reads_at_a_glance(shop, first_night):
+    """What a person checks: headline cards with their change, a trend point per night, tables without raw
+    JSON, every shown description with its flags, one raw example per reject reason."""
+    if not storage.is_published(storage.partition_dir(first_night, schemas.REPORTS, NEXT)):
+        assert main(nightly_argv(shop, first_night, NEXT)) == 0
+    assert main(nightly_argv(shop, first_night, THIRD)) == 0
+    folder = storage.partition_dir(first_night, schemas.REPORTS, THIRD)
+    page = (folder / "report.html").read_text()
+    data = storage.read_json(folder / "report.json")
+    assert data["previous_date"] == NEXT and [r["date"] for r in data["metrics_history"]] == [DATE, NEXT, THIRD]
+    assert "Metrics over nights" in data["plots"] and 'alt="Metrics over nights"' in page
+    assert page.count('class="card"') >= 9
+    changes = re.findall(r'<div class="change">([^<]*)</div>', page)
+    assert "first night" not in changes and any(c.startswith(("+", "-")) for c in changes)
+    cells = re.findall(r"<td>(.*?)</td>", page, flags=re.S)
+    assert cells and not [c for c in cells if html.unescape(c).lstrip().startswith(("{", "["))]
+    shown = data["summaries"]["evaluate"]["descriptions"]["examples"] + data["fallback_examples"]
+    assert shown and all(e.get("flags") and html.escape(e.get("description") or e["published instead"]) in page
+                         for e in shown)
+    assert all(html.escape(e["model text (not published)"]) in page for e in data["fallback_examples"])
+    reasons = {(r["source"], r["reason"]) for r in data["reject_examples"]}
+    ingest = data["summaries"]["ingest"]
+    assert reasons == {(src, r) for src in ("catalog", "events") for r, n in ingest[src]["rejected"].items() if n}
 
 
 def test_second_concurrent_run_is_refused(shop, tmp_path, capsys):
