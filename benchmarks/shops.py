@@ -56,7 +56,7 @@ def write_shop(shop: str, folder: Path, quick: bool) -> dict:
 
 def nightly(shop: str, root: Path, *, quick: bool = False, config: str | None = None) -> Path:
     """The output root of a finished nightly run on `shop` (run now unless a matching one is there)."""
-    work = Path(root) / shop
+    work = Path(root).resolve() / shop  # absolute: the nightly runs in its own process from the checkout
     config = config if config is not None else (QUICK_CONFIG if quick else "")
     stamp = {"source": source_hash(f"{shop}:{quick}:{config}")}
     stamp_path, out = work / "stamp.json", work / "out"

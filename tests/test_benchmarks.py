@@ -81,3 +81,21 @@ def test_bm25_baseline_finds_chinese_and_english_items_by_their_words():
     # the last query shares no word with any item: every item ties with its target, which then ranks last
     assert bm25_ranks(docs, queries, [0, 3, 3, 4, 1]) == [1, 1, 1, 1, 5]
     assert bm25_ranks(docs, ["jeans"], [-1]) == [6]  # a target not among the candidates is a miss
+
+
+def test_quick_language_benchmarks_run_both_shops(tmp_path, monkeypatch):
+    """The describe and query benchmarks on small shops: the nightly job runs once per shop (reused by the
+    second benchmark) and each writes its figures for both shops."""
+    import json
+
+    from benchmarks import run_all
+
+    monkeypatch.chdir(tmp_path)
+    assert run_all.main(["--quick", "--only", "describe,query"]) == 0
+    describe = json.loads((tmp_path / "bench_out/describe.json").read_text())
+    query = json.loads((tmp_path / "bench_out/query.json").read_text())
+    for shop in ("sample", "other"):
+        figures = describe[shop]["languages"]["all"]
+        assert 0 <= figures["published"] <= 1 and figures["blocking_after_gate"] == 0
+        assert describe[shop]["generation"]["tokens_per_s"] > 0
+        assert query[shop]["searches"] > 0 and {"query_scope", "model_alone", "bm25"} <= set(query[shop])
