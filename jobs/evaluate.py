@@ -26,9 +26,11 @@ def print_summary(s: dict) -> None:
         print(f"  {scope:16s} n {m['n']:>6d}   hr@10 {_fmt(m.get('hr@10'))}   ndcg@10 {_fmt(m.get('ndcg@10'))}"
               f"   mrr {_fmt(m.get('mrr', m.get('mrr@top_k')))}")
     d = s["descriptions"]
-    print(f"  descriptions     held out {d['heldout_items']}   perplexity {_fmt(d['perplexity'])}")
-    for lang in [k for k in d if k not in ("heldout_items", "perplexity", "examples")]:
-        q = d[lang]
+    print(f"  descriptions     held out {d['heldout_items']}   perplexity {_fmt(d['perplexity'])}   "
+          f"catalog with a model description {_fmt(d.get('catalog_model_share'))}")
+    for lang, q in d.items():
+        if not isinstance(q, dict) or "before_gate" not in q:
+            continue
         before, after = q["before_gate"], q["after_gate"]
         print(f"    {lang:4s} items {q['items']:>5d}   published as generated {_fmt(q['published_generated_share'])}"
               f"   before the gate: contradiction {_fmt(before.get('contradiction_rate'))}, wrong brand "

@@ -221,13 +221,17 @@ def language_quality(rows: list[dict], items: dict[str, Item], lexicon: Lexicon)
 def description_quality(descriptions: pa.Table, items: pa.Table, date: str | None = None) -> dict:
     """Faithfulness of the descriptions generated on `date` (all rows when None), per language and in all,
     before the gate (the model's text) and after it (what is published), plus ten random published
-    generated texts beside their attributes. The lexicon is the catalog's, calibrated on its descriptions."""
+    generated texts beside their attributes, and the share of the whole catalog's published descriptions
+    (tonight's and carried over) that are the model's. The lexicon is the catalog's, calibrated on its
+    descriptions."""
     item_rows = {r["item_id"]: r for r in items.to_pylist()}
     lexicon = Lexicon.from_items(item_rows.values())
     rows = [r for r in descriptions.to_pylist() if r["item_id"] in item_rows
             and (date is None or r.get("generated_dt") in (None, date))]
     checked = {i: Item.of(r.get("brand"), r.get("attributes"), r.get("title")) for i, r in item_rows.items()}
-    out = {"all": language_quality(rows, checked, lexicon)}
+    every = [r for r in descriptions.to_pylist() if r["item_id"] in item_rows]
+    out = {"catalog_model_share": sum(not r["is_fallback"] for r in every) / len(every) if every else None,
+           "all": language_quality(rows, checked, lexicon)}
     for lang in sorted({r["language"] for r in rows}):
         out[lang] = language_quality([r for r in rows if r["language"] == lang], checked, lexicon)
     published = sorted((r for r in rows if not r["is_fallback"]), key=lambda r: r["item_id"])

@@ -5,11 +5,11 @@ new figures of its own, so the report never disagrees with the stages.
 """
 from __future__ import annotations
 
-import base64
 import datetime
 import html
 import io
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -177,13 +177,21 @@ def description_quality_rows(evaluate: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # ---- plots --------------------------------------------------------------------------------------
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+def _svg(fig) -> str:
+    """The figure as inline SVG markup: crisp at any zoom, text as text, each series a group whose id is
+    its gid (see `_series_gid`), each point a marker element; no date stamp, so reruns are identical."""
     import matplotlib.pyplot as plt
 
+    buf = io.StringIO()
+    with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "shopllm"}):
+        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def _series_gid(plot: str, label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", f"{plot} {label}".lower()).strip("-")
 
 
 def _curves(train: dict) -> dict[str, list[tuple[float, float]]]:
@@ -209,12 +217,12 @@ def _curves(train: dict) -> dict[str, list[tuple[float, float]]]:
 TREND_SERIES = {  # plot label -> flattened evaluate field (see metrics_history)
     "user ndcg@10": "ranking.user.ndcg@10", "session ndcg@10": "ranking.session.ndcg@10",
     "search ndcg@10": "ranking.query.ndcg@10", "user hr@10": "ranking.user.hr@10",
-    "descriptions published": "descriptions.all.published_generated_share",
+    "catalog with a model description": "descriptions.catalog_model_share",
 }
 
 
 def plots(report: dict[str, Any]) -> dict[str, str]:
-    """Base64 PNGs by title."""
+    """Inline SVG figures by title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -229,15 +237,15 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
         for name, pts in sorted(loss.items()):
             ax.plot(*zip(*pts), label=name)
         ax.set_xlabel("step"), ax.set_ylabel("loss"), ax.legend(), ax.set_title("Training loss")
-        out["Training loss"] = _png(fig)
+        out["Training loss"] = _svg(fig)
     ndcg = {k: pts for k, v in curves.items() if ("ndcg@" in k or k.startswith("hr@"))
             and (pts := [p for p in v if p[1] is not None])}
     if ndcg:
         fig, ax = plt.subplots(figsize=(6, 3))
         for name, pts in sorted(ndcg.items()):
-            ax.plot(*zip(*pts), marker="o", label=name)
+            ax.plot(*zip(*pts), marker="o", label=name, gid=_series_gid("validation", name))
         ax.set_xlabel("step"), ax.legend(), ax.set_title("Validation ranking")
-        out["Validation ndcg@10"] = _png(fig)
+        out["Validation ndcg@10"] = _svg(fig)
     rejects = {src: v.get("rejected", {}) for src, v in s.get("ingest", {}).items()
                if isinstance(v, dict) and isinstance(v.get("rejected"), dict)}
     if any(rejects.values()):
@@ -245,7 +253,7 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
         values = [rs[r] for src, rs in rejects.items() for r in sorted(rs)]
         fig, ax = plt.subplots(figsize=(6, 0.4 * len(labels) + 1))
         ax.barh(labels, values), ax.set_xlabel("records"), ax.set_title("Rejected records by reason")
-        out["Rejects by reason"] = _png(fig)
+        out["Rejects by reason"] = _svg(fig)
     history = report["metrics_history"]
     trends = {label: key for label, key in TREND_SERIES.items() if any(key in row for row in history)}
     if history and trends:
@@ -254,7 +262,8 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
         fig, ax = plt.subplots(figsize=(7, 3))
         for label, key in trends.items():
             pts = [(datetime.date.fromisoformat(row["date"]), row[key]) for row in history if key in row]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label,
+                    gid=_series_gid("trend", label))
         first, last = (datetime.date.fromisoformat(history[i]["date"]) for i in (0, -1))
         pad = datetime.timedelta(days=max(1, (last - first).days // 20))
         ax.set_xlim(first - pad, last + pad)
@@ -264,13 +273,13 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
         ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
         ax.set_ylim(0, 1.05), ax.set_title(f"Evaluation over nights ({len(history)} night(s))")
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        out["Metrics over nights"] = _png(fig)
+        out["Metrics over nights"] = _svg(fig)
     stages = s.get("nightly", {}).get("stages", {})
     timed = {k: v["seconds"] for k, v in stages.items() if isinstance(v, dict) and "seconds" in v}
     if timed:
         fig, ax = plt.subplots(figsize=(6, 2.5))
         ax.barh(list(timed), list(timed.values())), ax.set_xlabel("seconds"), ax.set_title("Time per stage")
-        out["Time per stage"] = _png(fig)
+        out["Time per stage"] = _svg(fig)
     return out
 
 
@@ -289,8 +298,9 @@ CARDS = (
     ("user ndcg@10", "evaluate", "ranking/user/ndcg@10", "rate"),
     ("session ndcg@10", "evaluate", "ranking/session/ndcg@10", "rate"),
     ("search ndcg@10", "evaluate", "ranking/query/ndcg@10", "rate"),
-    ("descriptions published as generated", "evaluate", "descriptions/all/published_generated_share", "share"),
-    ("run time", "nightly", "total_seconds_this_run", "seconds"),
+    ("tonight's descriptions published as generated", "evaluate", "descriptions/all/published_generated_share", "share"),
+    ("catalog with a model description", "evaluate", "descriptions/catalog_model_share", "share"),
+    ("run time before the report", "nightly", None, "seconds"),
 )
 
 
@@ -300,9 +310,17 @@ def _rejected(ingest: dict) -> int | None:
     return sum(counts) if counts else None
 
 
+def _stage_seconds(nightly: dict) -> float | None:
+    """Seconds of the stages run tonight so far (the report is written before the run's own total)."""
+    times = [v["seconds"] for v in nightly.get("stages", {}).values() if isinstance(v, dict) and "seconds" in v]
+    return sum(times) if times else None
+
+
 def card_value(summaries: dict, stage: str, path: str | None):
     if stage == "ingest" and path is None:
         return _rejected(summaries.get("ingest", {}))
+    if stage == "nightly" and path is None:
+        return _stage_seconds(summaries.get("nightly", {}))
     return _get(summaries.get(stage, {}), path)
 
 
@@ -313,8 +331,10 @@ def _show(v, how: str) -> str:
 
 
 def _change(now, before, how: str) -> str:
-    if now is None or before is None:
-        return "no previous night" if before is None else ""
+    if now is None:
+        return "not measured tonight"
+    if before is None:
+        return "not measured the night before"
     d = now - before
     if how == "share":
         return f"{d * 100:+.1f} pts"
@@ -427,12 +447,14 @@ def score_rows(score: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _img(images: dict[str, str], title: str) -> str:
-    return f'<img alt="{html.escape(title)}" src="data:image/png;base64,{images[title]}">' if title in images else ""
+    if title not in images:
+        return ""
+    return f'<figure class="plot" aria-label="{html.escape(title)}">{images[title]}</figure>'
 
 
 STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:1.5em auto;padding:0 1em;color:#222}"
          "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
-         "text-align:left;vertical-align:top;font-size:13px}th{background:#f3f3f3}img{max-width:100%;display:block}"
+         "text-align:left;vertical-align:top;font-size:13px}th{background:#f3f3f3}figure.plot{margin:.5em 0}figure.plot svg{max-width:100%;height:auto;display:block}"
          ".cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(190px,1fr));gap:10px;margin:1em 0}"
          ".card{border:1px solid #ddd;border-radius:6px;padding:8px 10px;background:#fafafa}"
          ".card .label{font-size:12px;color:#666}.card .value{font-size:22px;font-weight:600;margin:2px 0}"

@@ -95,7 +95,9 @@ def test_description_metrics(evaluated):
     assert every["before_gate"]["n"] == 12 and every["after_gate"]["any_blocking_rate"] == 0.0
     assert every["after_gate"]["coverage"] in (None, 1.0)
     assert every["distinct-2"] is None and d["examples"] == []  # nothing generated was published
-    assert {k for k in d if k not in ("heldout_items", "perplexity", "examples", "all")} <= {"en", "zh"}
+    assert d["catalog_model_share"] == 0.0  # no item of the catalog has the model's text
+    assert {k for k in d if k not in ("heldout_items", "perplexity", "examples", "all", "catalog_model_share")} <= {
+        "en", "zh"}
 
 
 def test_missing_test_split_is_a_clear_error(tmp_path, capsys):

@@ -2,10 +2,12 @@
 bad input."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import html
-import re
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -95,7 +97,7 @@ def test_first_night_publishes_everything_with_a_report(first_night):
     report = storage.partition_dir(out, schemas.REPORTS, DATE)
     html = (report / "report.html").read_text()
     for title in ("Training loss", "Rejects by reason", "Time per stage"):
-        assert f'alt="{title}" src="data:image/png;base64,' in html, title
+        assert f'<figure class="plot" aria-label="{title}"><svg' in html, title
     assert "Most recommended items" in html and "Ten published at random" in html
     data = storage.read_json(report / "report.json")
     ingest = data["summaries"]["ingest"]
@@ -133,17 +135,22 @@ def test_second_night_writes_new_partitions_and_a_warm_started_model(shop, first
     assert (descs.generated_dt == DATE).all()
 
 
+def third_night_report(shop: Path, out: Path) -> Path:
+    """The report folder of the third night, running the second and third nights where not yet published."""
+    for date in (NEXT, THIRD):
+        if not storage.is_published(storage.partition_dir(out, schemas.REPORTS, date)):
+            assert main(nightly_argv(shop, out, date)) == 0
+    return storage.partition_dir(out, schemas.REPORTS, THIRD)
+
+
 def test_the_report_of_a_third_night_reads_at_a_glance(shop, first_night):
     """What a person checks: headline cards with their change, a trend point per night, tables without raw
     JSON, every shown description with its flags, one raw example per reject reason."""
-    if not storage.is_published(storage.partition_dir(first_night, schemas.REPORTS, NEXT)):
-        assert main(nightly_argv(shop, first_night, NEXT)) == 0
-    assert main(nightly_argv(shop, first_night, THIRD)) == 0
-    folder = storage.partition_dir(first_night, schemas.REPORTS, THIRD)
+    folder = third_night_report(shop, first_night)
     page = (folder / "report.html").read_text()
     data = storage.read_json(folder / "report.json")
     assert data["previous_date"] == NEXT and [r["date"] for r in data["metrics_history"]] == [DATE, NEXT, THIRD]
-    assert "Metrics over nights" in data["plots"] and 'alt="Metrics over nights"' in page
+    assert "Metrics over nights" in data["plots"] and 'aria-label="Metrics over nights"' in page
     assert page.count('class="card"') >= 9
     changes = re.findall(r'<div class="change">([^<]*)</div>', page)
     assert "first night" not in changes and any(c.startswith(("+", "-")) for c in changes)
@@ -215,3 +222,54 @@ def test_killed_in_every_stage_then_resumed_completes(shop, tmp_path):
     assert not list(out.glob("**/.*.tmp"))
     recs = storage.read_partition(out, schemas.RECOMMENDATIONS, DATE).to_pandas()
     assert recs.groupby(["scope", "subject_id"]).item_id.nunique().eq(5).all()
+
+
+@pytest.fixture(scope="module")
+def three_nights(tmp_path_factory) -> Path:
+    """The report folder of the third of three nights of a shop whose clickstream goes on: night D reads the
+    catalog and the event files of the days up to D, as a nightly job on a growing feed does."""
+    root = tmp_path_factory.mktemp("nights")
+    write_sample(root / "input", dataclasses.replace(TINY, end_date=THIRD, days=12))
+    (root / "tiny.toml").write_text(CONFIG)
+    for date in (DATE, NEXT, THIRD):
+        events = root / date / "events"
+        events.mkdir(parents=True)
+        for f in sorted((root / "input/events").glob("events-*.jsonl.gz")):
+            if f.name.removeprefix("events-")[:10] <= date:
+                shutil.copy(f, events / f.name)
+        assert main(["nightly", "--catalog", str(root / "input/catalog/*.jsonl.gz"), "--events",
+                     str(events / "*.jsonl.gz"), "--out", str(root / "out"), "--date", date,
+                     "--config", str(root / "tiny.toml")]) == 0
+    return storage.partition_dir(root / "out", schemas.REPORTS, THIRD)
+
+
+@pytest.mark.slow
+def test_the_third_night_report_in_headless_chromium(three_nights, tmp_path):
+    """The page as Chromium builds it: every card with a value and its change, each plot drawn with a point
+    per night, no JSON in any cell, every description beside its flags. Screenshot: tmp_path/report.png."""
+    from tests import browser
+
+    shot = tmp_path / "report.png"
+    page = browser.Page(browser.render(browser.install(), three_nights / "report.html", tmp_path / "profile", shot))
+    assert shot.stat().st_size > 20_000  # a drawn page, not a blank one
+    cards = {c["label"]: c for c in page.cards}
+    assert len(cards) >= 10 and all(c.get("value") for c in cards.values())
+    for label in ("catalog items", "events kept", "records rejected", "user ndcg@10", "session ndcg@10",
+                  "search ndcg@10", "catalog with a model description", "run time before the report"):
+        assert cards[label]["value"] != "n/a" and cards[label]["change"][:1] in "+-", cards[label]
+    assert int(cards["events kept"]["change"].replace(",", "")) > 0  # the feed grew since last night
+    tonight = cards["tonight's descriptions published as generated"]  # the catalog did not change: none new
+    assert (tonight["value"], tonight["change"]) == ("n/a", "not measured tonight")
+    assert set(page.plots) >= {"Metrics over nights", "Rejects by reason", "Training loss", "Validation ndcg@10",
+                               "Time per stage"}
+    trends = page.plots["Metrics over nights"]
+    assert len(trends) == 5 and all(points == 3 for points in trends.values()), trends  # a point per night
+    assert page.plots["Validation ndcg@10"] and all(page.plots["Validation ndcg@10"].values())
+    cells = [cell for t in page.tables for row in t["rows"] for column, cell in zip(t["columns"], row)
+             if column != "raw"]  # the raw column shows a rejected record as it came in (JSON Lines, here)
+    assert cells and not [c for c in cells if c.startswith(("{", "["))]
+    for heading in ("Ten published at random", "Fallbacks"):
+        table = page.table(heading)
+        flags = table["columns"].index("flags")
+        assert table["rows"] and all(row[flags] for row in table["rows"]), heading
+    assert "description" in page.table("Ten published at random")["columns"]
