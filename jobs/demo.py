@@ -9,7 +9,7 @@ from shopllm.errors import ShopllmError
 
 # The demo's budget: the nightly defaults train ~10 minutes; the demo stays within ~4 minutes on 2 cores.
 DEMO_CONFIG = """\
-# shopllm demo: a shorter training than the nightly default (the cosine decays over max_steps)
+# shopllm demo: a shorter training than the nightly default (the cosine decays within max_steps and max_minutes)
 [train]
 max_steps = 900
 max_minutes = 2.5

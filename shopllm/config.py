@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,8 @@ class IngestConfig:
 @dataclass(frozen=True)
 class PrepareConfig:
     vocab_size: int = 8000  # BPE text vocabulary, special tokens included
-    history_window: int = 50  # training histories are cut into chunks of N items; prompts keep the last N
-    history_eos: bool = True  # end each training history with <eos> (the design's layout)
+    history_window: int = 200  # training histories are cut into chunks of N items; prompts keep the last N
+    history_eos: bool = False  # end each training history with <eos> (ranking only reads the position after the last item)
     tie_shuffles: int = 0  # extra training copies of each history with same-timestamp events, those reordered
     min_history: int = 3  # users with fewer items are kept for training only (counted)
     describe_holdout: float = 0.05  # share of items (by hash) held out of describe training
@@ -34,18 +35,18 @@ class PrepareConfig:
     max_describe_tokens: int = 160  # cut describe examples to this many tokens
     attribute_rows: bool = True  # items without a description: a training row of their attribute text alone
     describe_slots: bool = True  # describe targets with the item's facts as slot tokens (see shopllm.slots)
-    catalog_search_rows: bool = False  # every item: a training search row from its attribute text to the item
+    catalog_search_rows: bool = True  # every item: a training search row from its attribute text to the item
     shard_rows: int = 50_000  # rows per output Parquet shard
     retrain_tokenizer: bool = False  # train a new tokenizer even if vocab/tokenizer.json exists
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    n_layer: int = 2
-    n_head: int = 4
-    n_embd: int = 128
-    block_size: int = 192
-    dropout: float = 0.1
+    n_layer: int = 2  # transformer blocks
+    n_head: int = 4  # attention heads per block (n_embd must divide by it)
+    n_embd: int = 128  # width of every token's vector; item embeddings are this wide too
+    block_size: int = 256  # longest sequence in tokens: <bos> <hist> + history_window items, describe rows
+    dropout: float = 0.2  # dropout on embeddings, attention and MLP outputs while training
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -54,26 +55,26 @@ PRECISIONS = ("auto", "bf16", "fp32")
 @dataclass(frozen=True)
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
-    batch_size: int = 64
+    batch_size: int = 64  # sequences per step (over all processes under torchrun)
     max_steps: int = 3000  # the learning rate decays over these steps (~9 minutes on 2 CPU cores at the sample's size)
     max_minutes: float = 10.0  # stop (and save) after this wall time, whichever comes first
-    lr: float = 3e-3
-    min_lr: float = 3e-4
-    warmup_steps: int = 50
-    weight_decay: float = 0.05
-    grad_clip: float = 1.0
-    eval_every: int = 100
-    checkpoint_every: int = 100
+    lr: float = 3e-3  # peak learning rate (AdamW), after the warmup
+    min_lr: float = 3e-4  # the cosine ends here, at max_steps or max_minutes, whichever comes first
+    warmup_steps: int = 50  # linear warmup from lr / warmup_steps
+    weight_decay: float = 0.05  # AdamW decay on matrices and embeddings (not norms or biases)
+    grad_clip: float = 1.0  # clip the gradient's global norm to this
+    eval_every: int = 100  # steps between evaluations on the valid split (0: never)
+    checkpoint_every: int = 100  # steps between checkpoints a killed run resumes from (0: only at the end)
     patience: int = 6  # evaluations without a better selection score (see jobs.train.selection_score) before stopping
-    seed: int = 1234
+    seed: int = 1234  # initial weights, dropout and batch order
     full_retrain: bool = False  # ignore the latest model and start from scratch
-    label_smoothing: float = 0.0  # share of each target's probability spread over its vocabulary part
+    label_smoothing: float = 0.1  # share of each item target's probability spread over all items (text stays sharp)
     future_items: int = 1  # > 1: also score the items 2..N ahead at each item position (see GPT.loss)
     future_weight: float = 0.5  # weight of that extra term
-    mask_seen_items: bool = False  # score each next item over the items not yet in the sequence (see GPT.loss)
+    mask_seen_items: bool = True  # score each next item over the items not yet in the sequence (see GPT.loss)
     eval_batch_size: int = 256  # held-out prompts ranked per forward pass
     log_every: int = 20  # steps between progress lines on stderr
-    ema_decay: float = 0.0  # > 0: evaluate and keep an exponential moving average of the weights
+    ema_decay: float = 0.99  # > 0: evaluate and keep an exponential moving average of the weights (0: off)
     precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 on CPU; "bf16" or "fp32" on any device
 
     def __post_init__(self):
@@ -85,15 +86,15 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ScoreConfig:
-    top_k: int = 20
+    top_k: int = 20  # items recommended per user, session and query
     active_days: int = 30  # users active in the last N days are scored
     min_query_count: int = 3  # queries searched at least M times are scored
-    batch_size: int = 64
-    max_new_tokens: int = 96
+    batch_size: int = 64  # prompts per model call on a worker
+    max_new_tokens: int = 96  # longest generated description, in tokens
     temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    seed: int = 0
-    device: str = "cpu"
+    top_p: float = 1.0  # nucleus sampling when temperature > 0
+    seed: int = 0  # sampling seed (the same seed gives the same texts)
+    device: str = "cpu"  # "cuda" to score on a GPU worker
     no_repeat_ngram: int = 0  # > 0: descriptions never repeat an n-gram of tokens (off by default: it bans a template's own repeats)
 
 
@@ -168,8 +169,17 @@ def to_dict(cfg) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
+def field_comments(cls) -> dict[str, str]:
+    """Each field's trailing comment in the class's source: what the example config says about the knob."""
+    import inspect
+
+    found = re.findall(r"^\s+(\w+): [^#\n]*#\s*(.+)$", inspect.getsource(cls), flags=re.M)
+    return dict(found)
+
+
 def to_toml(cfg: Config) -> str:
-    """The config as a TOML document with one [section] per stage (what `jobs/shopllm.example.toml` holds)."""
+    """The config as a TOML document with one [section] per stage, each key with its default and its
+    comment (what `jobs/shopllm.example.toml` holds)."""
 
     def value(v) -> str:
         if isinstance(v, bool):
@@ -181,12 +191,14 @@ def to_toml(cfg: Config) -> str:
     def section(name: str, obj) -> list[str]:
         lines = [f"[{name}]"]
         nested = []
+        comments = field_comments(type(obj))
         for f in dataclasses.fields(obj):
             v = getattr(obj, f.name)
             if dataclasses.is_dataclass(v):
                 nested.append((f"{name}.{f.name}", v))
             else:
-                lines.append(f"{f.name} = {value(v)}")
+                comment = f"  # {comments[f.name]}" if f.name in comments else ""
+                lines.append(f"{f.name} = {value(v)}{comment}")
         for sub_name, sub in nested:
             lines += ["", *section(sub_name, sub)]
         return lines

@@ -188,7 +188,8 @@ class GPT(nn.Module):
              seen_idx=None):
         """Mean cross-entropy over the non-ignored targets, each over its own part of the vocabulary.
 
-        label_smoothing spreads that share of each target's mass over its own part (items or text).
+        label_smoothing spreads that share of each item target's mass over the items; text targets are not
+        smoothed (the faithful word of a description should stay sharp).
         future_items > 1 adds, at every position whose next token is an item, the mean cross-entropy of
         the items 2..future_items tokens ahead (scored by the same next-item distribution), weighted by
         future_weight: a user's next few items are all plausible answers, and when several are rated
@@ -216,8 +217,7 @@ class GPT(nn.Module):
                 future = self._future_loss(F.log_softmax(logits, -1), targets, is_item, future_items)
         if is_text.any():
             logits = self.text_logits(flat_h[is_text])  # (N_text, n_text)
-            total = total + F.cross_entropy(logits.float(), flat_t[is_text], reduction="sum",
-                                            label_smoothing=label_smoothing)
+            total = total + F.cross_entropy(logits.float(), flat_t[is_text], reduction="sum")
         return total / count.clamp(min=1) + future_weight * future
 
     def _unseen_nll(self, logits, item_t, idx, is_item, label_smoothing: float):

@@ -34,14 +34,16 @@ from shopllm.progress import Progress, on_terminal
 log = logging.getLogger(__name__)
 
 
-def get_lr(step: int, cfg: TrainConfig) -> float:
+def get_lr(step: int, cfg: TrainConfig, progress: float = 0.0) -> float:
     """Learning rate at `step` (0-based): linear warmup to cfg.lr over warmup_steps, then a cosine
-    down to cfg.min_lr at cfg.max_steps, and cfg.min_lr after that."""
+    down to cfg.min_lr at cfg.max_steps, and cfg.min_lr after that. `progress` (0..1, the share of the time
+    limit used; see Trainer.run) moves the cosine further when it is ahead of the steps, so a run that the
+    time limit stops has decayed all the same."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    if step >= cfg.max_steps:
+    ratio = max((step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps), progress)
+    if ratio >= 1.0:
         return cfg.min_lr
-    ratio = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.lr - cfg.min_lr)
 
 
@@ -93,6 +95,7 @@ class _State:
     bad_evals: int = 0
     best_model: dict | None = None
     ema: dict | None = None  # exponential moving average of the weights (cfg.ema_decay > 0)
+    schedule: float = 0.0  # share of the time limit used (a resumed run goes on from here), see get_lr
     done: bool = False
     stopped_early: bool = False
 
@@ -149,6 +152,7 @@ class Trainer:
             "best": {"score": s.best_score, "step": s.best_step, "bad_evals": s.bad_evals},
             "best_model": s.best_model,
             "ema": s.ema,
+            "schedule": s.schedule,
             "done": s.done,
             "stopped_early": s.stopped_early,
         }
@@ -187,7 +191,7 @@ class Trainer:
             step=int(ck["step"]), position=Position(*ck["position"]), tokens=int(ck["tokens"]),
             losses=list(ck["losses"]), curve=json.loads(ck["curve"]), best_score=best["score"],
             best_step=best["step"], bad_evals=int(best["bad_evals"]), best_model=ck["best_model"],
-            done=bool(ck["done"]), stopped_early=bool(ck["stopped_early"]),
+            done=bool(ck["done"]), stopped_early=bool(ck["stopped_early"]), schedule=float(ck.get("schedule", 0.0)),
             ema=None if ck.get("ema") is None else {k: v.to(self.device) for k, v in ck["ema"].items()},
         )
         torch.set_rng_state(ck["rng"]["torch"])
@@ -255,13 +259,14 @@ class Trainer:
         finally:
             self.model.load_state_dict(trained)
 
-    def _should_stop(self, local_stop: bool) -> bool:
-        """Every rank stops together (a time limit could otherwise trip on one rank only)."""
+    def _should_stop(self, local_stop: bool, schedule: float) -> tuple[bool, float]:
+        """Every rank stops together (a time limit could otherwise trip on one rank only) and follows the
+        same learning-rate schedule (the furthest rank's)."""
         if not self.distributed:
-            return local_stop
-        flag = torch.tensor([1.0 if local_stop else 0.0], device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+            return local_stop, schedule
+        flags = torch.tensor([1.0 if local_stop else 0.0, schedule], device=self.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return bool(flags[0].item()), float(flags[1].item())
 
     def run(self, max_steps: int | None = None, max_minutes: float | None = None,
             resume: bool = True) -> TrainResult:
@@ -283,13 +288,13 @@ class Trainer:
         # on a terminal a bar with rate and ETA; elsewhere (cron, Airflow) a line every log_every steps
         on_tty = self.rank == 0 and self.progress is not None and on_terminal(self.progress)
         self._bar = Progress("train", limit_steps, "steps", stream=self.progress, bar=True) if on_tty else None
-        first_step = s.step
+        first_step, first_schedule = s.step, s.schedule
         if self._bar is not None:
             self._bar.done = s.step
         try:
             while not s.done and s.step < limit_steps:
                 batch = next(batches)
-                lr = get_lr(s.step, cfg)
+                lr = get_lr(s.step, cfg, s.schedule)
                 pending.append(self.train_step(batch, lr))
                 s.step += 1
                 s.position = batch.position
@@ -317,8 +322,11 @@ class Trainer:
                     evaluated_at = s.step
                 # ranks agree on stopping through a collective; on a GPU only every few steps (it syncs)
                 if not self.distributed or s.step % 10 == 0 or log_now or eval_now:
-                    out_of_time = time.perf_counter() - start >= limit_s
-                    if self._should_stop(out_of_time or s.stopped_early):
+                    used = (time.perf_counter() - start) / limit_s if limit_s > 0 else 1.0
+                    out_of_time = used >= 1.0
+                    stop, s.schedule = self._should_stop(out_of_time or s.stopped_early,
+                                                         max(s.schedule, first_schedule + (1 - first_schedule) * min(used, 1.0)))
+                    if stop:
                         if out_of_time:
                             self._progress(f"time limit of {limit_s / 60:.1f} min reached at step {s.step}")
                         break
@@ -331,7 +339,7 @@ class Trainer:
         self._flush(pending)
         wall = time.perf_counter() - start
         if self.evaluate is not None and evaluated_at != s.step and s.losses:
-            self._evaluate(s.losses[-1], get_lr(max(s.step - 1, 0), cfg), wall)
+            self._evaluate(s.losses[-1], get_lr(max(s.step - 1, 0), cfg, s.schedule), wall)
         if s.step >= cfg.max_steps or s.stopped_early:
             s.done = True
         self.save_checkpoint()

@@ -21,7 +21,7 @@ from shopllm.vocab import BOS_ID, DESC_ID, EOS_ID, HIST_ID, QUERY_ID, REC_ID
 
 N_TEXT = 100
 INDEX = {f"i{k}": k for k in range(10)}  # item_id -> vocab index; token = N_TEXT + index
-CFG = PrepareConfig(history_window=50, min_history=3)
+CFG = PrepareConfig(history_window=50, min_history=3, history_eos=True, catalog_search_rows=False)  # the layout the tests spell out
 
 
 def tok(*items):
@@ -274,7 +274,7 @@ def test_events_in_curated_order_skip_the_sort_and_give_the_rows_of_shuffled_eve
     assert not sorts
     examples.sorted_events(shuffled)
     assert sorts
-    cfg, tokens = PrepareConfig(search_holdout=0.3), examples.ItemTokens.from_index(INDEX, N_TEXT)
+    cfg, tokens = replace(CFG, search_holdout=0.3), examples.ItemTokens.from_index(INDEX, N_TEXT)
     got, want = (examples.shard_examples(t, tokens, cfg) for t in (ordered, shuffled))
     assert sorted(map(as_sortable, examples.table_examples(got.history))) == sorted(
         map(as_sortable, examples.table_examples(want.history)))

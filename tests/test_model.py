@@ -38,13 +38,15 @@ def test_item_targets_are_scored_over_items_and_text_over_text():
     assert m.training_loss(idx, targets).item() == pytest.approx(expected.item(), abs=1e-5)
 
 
-def test_label_smoothing_is_off_by_default_and_raises_a_confident_loss():
+def test_label_smoothing_is_off_by_default_and_softens_item_targets_only():
     m = tiny()
     idx = torch.tensor([[1, 3, 22, 23]])
     targets = torch.tensor([[3, 22, 23, 24]])
     plain = m.training_loss(idx, targets)
     assert m.training_loss(idx, targets, label_smoothing=0.0).item() == plain.item()
     assert m.training_loss(idx, targets, label_smoothing=0.5).item() != pytest.approx(plain.item())
+    text_only = torch.tensor([[3, 4, 5, 6]])
+    assert m.training_loss(idx, text_only, label_smoothing=0.5).item() == m.training_loss(idx, text_only).item()
 
 
 def test_left_padded_prompt_ranks_like_the_unpadded_one():
@@ -118,7 +120,7 @@ def brute_unseen_loss(m, idx, targets, label_smoothing):
     for r, t in zip(*torch.nonzero(targets >= 0, as_tuple=True)):
         y = int(targets[r, t])
         if y < n_text:
-            total += F.cross_entropy(m.text_logits(h[r, t])[None], torch.tensor([y]), label_smoothing=label_smoothing)
+            total += F.cross_entropy(m.text_logits(h[r, t])[None], torch.tensor([y]))
         else:
             seen = torch.zeros(m.config.n_items, dtype=torch.bool)
             seen[[i - n_text for i in idx[r, : t + 1].tolist() if i >= n_text]] = True

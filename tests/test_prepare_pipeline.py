@@ -118,7 +118,7 @@ def test_build_examples_transform_on_tiny_input(tmp_path, spread):
     vocab = ItemVocab([])
     vocab.extend(["a", "b", "c", "d"])
     vocab.save(tmp_path)
-    cfg = PrepareConfig(search_holdout=0.0, describe_holdout=0.0)
+    cfg = PrepareConfig(search_holdout=0.0, describe_holdout=0.0, history_eos=True, catalog_search_rows=False)
     n = tokenizer.n_text
     a, b, c, d = (n + i for i in range(4))
 
@@ -155,7 +155,7 @@ def test_search_holdout_transform_gives_prompt_rows(tmp_path):
     tokenizer.save(tmp_path / "tokenizer.json")
     vocab = ItemVocab(["a", "b"])
     vocab.save(tmp_path)
-    cfg = PrepareConfig(search_holdout=0.999999, describe_holdout=0.0)
+    cfg = PrepareConfig(search_holdout=0.999999, describe_holdout=0.0, history_eos=True, catalog_search_rows=False)
     a = tokenizer.n_text
     split = examples.holdout_split("耳机", cfg.search_holdout)
     with BeamTestPipeline(runner=FnApiRunner()) as p:
@@ -174,7 +174,8 @@ def night_one(tmp_path_factory):
     out = tmp_path_factory.mktemp("shop") / "out"
     items, events = realistic_shop()
     write_curated(out, DATE, items, events)
-    config = {"shard_rows": 25, "vocab_size": 600, "search_holdout": 0.3, "describe_holdout": 0.2, "tie_shuffles": 2}
+    config = {"shard_rows": 25, "vocab_size": 600, "search_holdout": 0.3, "describe_holdout": 0.2, "tie_shuffles": 2,
+              "history_eos": "true", "catalog_search_rows": "false"}
     assert prepare(out, config=config) == 0
     return out, items, events, config
 
@@ -186,7 +187,7 @@ def night_plain(tmp_path_factory):
     items, events = realistic_shop()
     write_curated(out, DATE, items, events)
     config = {"shard_rows": 25, "vocab_size": 600, "search_holdout": 0.3, "describe_holdout": 0.2, "tie_shuffles": 0,
-              "history_eos": "false"}
+              "history_eos": "false", "catalog_search_rows": "false"}
     assert prepare(out, config=config) == 0
     return out, items, events, config
 

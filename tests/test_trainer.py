@@ -61,7 +61,8 @@ def valid_rows(histories) -> list[dict]:
 def tiny_cfg(**kw) -> TrainConfig:
     base = TrainConfig(model=ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, dropout=0.1),
                        batch_size=8, max_steps=40, warmup_steps=4, lr=1e-2, min_lr=1e-3, eval_every=0,
-                       checkpoint_every=0, max_minutes=5.0, weight_decay=0.0, patience=3)
+                       checkpoint_every=0, max_minutes=5.0, weight_decay=0.0, patience=3,
+                       label_smoothing=0.0, mask_seen_items=False, ema_decay=0.0)  # plain; tests turn each on
     return replace(base, **kw)
 
 
@@ -86,6 +87,14 @@ def test_get_lr_corners():
     assert get_lr(60, cfg) == pytest.approx(5.5e-4)  # half way: the mean of lr and min_lr
     assert get_lr(110, cfg) == pytest.approx(1e-4)  # end of schedule
     assert get_lr(10_000, cfg) == pytest.approx(1e-4)  # past the end stays at min_lr
+
+
+def test_a_run_the_time_limit_stops_has_decayed_its_learning_rate():
+    cfg = TrainConfig(lr=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=110)
+    assert get_lr(20, cfg, progress=0.5) == pytest.approx(5.5e-4)  # half the time used: half way down
+    assert get_lr(20, cfg, progress=1.0) == pytest.approx(1e-4)
+    assert get_lr(80, cfg, progress=0.5) == pytest.approx(get_lr(80, cfg))  # steps ahead of time: steps rule
+    assert get_lr(5, cfg, progress=0.9) == pytest.approx(6e-4)  # warmup is by steps
 
 
 # ---- data --------------------------------------------------------------------------------------
