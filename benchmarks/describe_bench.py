@@ -17,6 +17,7 @@ that night's scores/descriptions (shopllm.evaluation.description_quality), per l
 Targets: published >= 0.90, contradiction before the gate <= 0.01, blocking errors after it 0.
 Writes bench_out/describe.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,26 +26,41 @@ import time
 from pathlib import Path
 
 from benchmarks import shops
-from shopllm import config as config_mod, modelstore, storage
+from shopllm import config as config_mod
+from shopllm import modelstore, storage
 from shopllm.describe import Describer, request_of
 from shopllm.faithfulness import Lexicon
 from shopllm.schemas import CURATED_ITEMS
 from shopllm.tokenizer import TextTokenizer
 
 TARGETS = {"published": 0.90, "contradiction_before_gate": 0.01}
-LINE = ("published", "contradiction_before_gate", "wrong_brand_before_gate", "wrong_model_before_gate",
-        "misbinding_before_gate",
-        "blocking_after_gate", "coverage", "distinct-2")
+LINE = (
+    "published",
+    "contradiction_before_gate",
+    "wrong_brand_before_gate",
+    "wrong_model_before_gate",
+    "misbinding_before_gate",
+    "blocking_after_gate",
+    "coverage",
+    "distinct-2",
+)
 
 
 def figures(quality: dict) -> dict:
     """The benchmark's line of one language's description_quality entry."""
     before, after = quality.get("before_gate", {}), quality.get("after_gate", {})
-    return {"items": quality.get("items"), "published": quality.get("published_generated_share"),
-            **{f"{k}_before_gate": before.get(f"{k}_rate") for k in ("contradiction", "wrong_brand", "wrong_model",
-                                                                     "misbinding")},
-            "blocking_after_gate": after.get("any_blocking_rate"), "coverage": before.get("coverage"),
-            "distinct-2": quality.get("distinct-2"), "fallback_reasons": quality.get("fallback_reasons")}
+    return {
+        "items": quality.get("items"),
+        "published": quality.get("published_generated_share"),
+        **{
+            f"{k}_before_gate": before.get(f"{k}_rate")
+            for k in ("contradiction", "wrong_brand", "wrong_model", "misbinding")
+        },
+        "blocking_after_gate": after.get("any_blocking_rate"),
+        "coverage": before.get("coverage"),
+        "distinct-2": quality.get("distinct-2"),
+        "fallback_reasons": quality.get("fallback_reasons"),
+    }
 
 
 def generation_speed(out: Path, items: int = 256, batch: int = 64) -> dict:
@@ -52,25 +68,37 @@ def generation_speed(out: Path, items: int = 256, batch: int = 64) -> dict:
     loaded = modelstore.load(out, modelstore.latest_version(out), "cpu")
     rows = storage.read_partition(out, CURATED_ITEMS, shops.DATE).to_pylist()
     score_cfg = config_mod.Config().score
-    describer = Describer(loaded.model, TextTokenizer.load(loaded.tokenizer_path), loaded.items,
-                          max_new_tokens=score_cfg.max_new_tokens, no_repeat_ngram=score_cfg.no_repeat_ngram,
-                          lexicon=Lexicon.from_items(rows))
+    describer = Describer(
+        loaded.model,
+        TextTokenizer.load(loaded.tokenizer_path),
+        loaded.items,
+        max_new_tokens=score_cfg.max_new_tokens,
+        no_repeat_ngram=score_cfg.no_repeat_ngram,
+        lexicon=Lexicon.from_items(rows),
+    )
     reqs = [request_of(r) for r in rows if r["item_id"] in loaded.items][:items]
     new_tokens, start = 0, time.perf_counter()
     for i in range(0, len(reqs), batch):
-        chunk = reqs[i:i + batch]
+        chunk = reqs[i : i + batch]
         new_tokens += sum(len(t) + 1 for t in describer.generate_ids([describer.prompt(r) for r in chunk], chunk))
     seconds = time.perf_counter() - start
-    return {"items": len(reqs), "new_tokens": new_tokens, "seconds": round(seconds, 2),
-            "tokens_per_s": round(new_tokens / seconds, 1) if seconds else None}
+    return {
+        "items": len(reqs),
+        "new_tokens": new_tokens,
+        "seconds": round(seconds, 2),
+        "tokens_per_s": round(new_tokens / seconds, 1) if seconds else None,
+    }
 
 
 def bench_shop(out: Path) -> dict:
     evaluate = json.loads(storage.summary_path(out, shops.DATE, "evaluate").read_text())
     quality = evaluate["descriptions"]
-    return {"languages": {lang: figures(q) for lang, q in quality.items() if isinstance(q, dict) and "items" in q},
-            "heldout_perplexity": quality.get("perplexity"), "generation": generation_speed(out),
-            "examples": quality.get("examples", [])[:5]}
+    return {
+        "languages": {lang: figures(q) for lang, q in quality.items() if isinstance(q, dict) and "items" in q},
+        "heldout_perplexity": quality.get("perplexity"),
+        "generation": generation_speed(out),
+        "examples": quality.get("examples", [])[:5],
+    }
 
 
 def _fmt(v) -> str:
@@ -78,8 +106,10 @@ def _fmt(v) -> str:
 
 
 def print_shop(shop: str, r: dict) -> None:
-    print(f"{shop}: held-out description perplexity {r['heldout_perplexity']}, generation "
-          f"{r['generation']['tokens_per_s']} tokens/s ({r['generation']['items']} items)")
+    print(
+        f"{shop}: held-out description perplexity {r['heldout_perplexity']}, generation "
+        f"{r['generation']['tokens_per_s']} tokens/s ({r['generation']['items']} items)"
+    )
     print(f"  {'lang':4} {'items':>5} " + " ".join(f"{k[:14]:>14}" for k in LINE))
     for lang, f in r["languages"].items():
         print(f"  {lang:4} {f['items']:5d} " + " ".join(f"{_fmt(f[k]):>14}" for k in LINE))
@@ -101,9 +131,11 @@ def main(argv=None) -> int:
         print_shop(shop, results[shop])
     sample = results.get("sample", {}).get("languages", {}).get("all")
     if sample and not args.quick:
-        print(f"sample targets: published {sample['published']:.3f} (>= {TARGETS['published']}), contradiction "
-              f"before the gate {sample['contradiction_before_gate']:.3f} (<= {TARGETS['contradiction_before_gate']}), "
-              f"blocking after the gate {sample['blocking_after_gate']:.3f} (0)")
+        print(
+            f"sample targets: published {sample['published']:.3f} (>= {TARGETS['published']}), contradiction "
+            f"before the gate {sample['contradiction_before_gate']:.3f} (<= {TARGETS['contradiction_before_gate']}), "
+            f"blocking after the gate {sample['blocking_after_gate']:.3f} (0)"
+        )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"quick": args.quick, **results}, indent=2, ensure_ascii=False))
     return 0

@@ -11,6 +11,7 @@ Input: gzipped JSON Lines written by `shopllm.sample` when it exists, else by th
 below (bilingual titles, HTML descriptions with entities and PII, ~1% dirty records). It is cached
 under bench_out/ingest_input/ by size.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow as pa
-
 from pipelines.common import gc_frozen
 from shopllm import ingest, schemas, storage
 from shopllm.config import IngestConfig
@@ -33,13 +32,59 @@ OUT = Path("bench_out")
 
 # ---- synthetic input ----------------------------------------------------------------------------
 
-CATEGORIES = [("数码", "耳机"), ("数码", "手机壳"), ("Electronics", "Headphones"), ("Home", "Kitchen"), ("家居", "厨具"),
-              ("服饰", "T恤"), ("Apparel", "Shoes"), ("美妆", "口红"), ("Sports", "Yoga"), ("食品", "咖啡"),
-              ("Books", "Fiction"), ("母婴", "奶瓶")]
-BRANDS = ["Sony", "Anker", "小米", "华为", "Nike", "Uniqlo", "无印良品", "Philips", "Lego", "三只松鼠", "Apple", "Decathlon"]
-EN_WORDS = ["wireless", "portable", "premium", "lightweight", "waterproof", "classic", "smart", "compact", "organic", "soft"]
+CATEGORIES = [
+    ("数码", "耳机"),
+    ("数码", "手机壳"),
+    ("Electronics", "Headphones"),
+    ("Home", "Kitchen"),
+    ("家居", "厨具"),
+    ("服饰", "T恤"),
+    ("Apparel", "Shoes"),
+    ("美妆", "口红"),
+    ("Sports", "Yoga"),
+    ("食品", "咖啡"),
+    ("Books", "Fiction"),
+    ("母婴", "奶瓶"),
+]
+BRANDS = [
+    "Sony",
+    "Anker",
+    "小米",
+    "华为",
+    "Nike",
+    "Uniqlo",
+    "无印良品",
+    "Philips",
+    "Lego",
+    "三只松鼠",
+    "Apple",
+    "Decathlon",
+]
+EN_WORDS = [
+    "wireless",
+    "portable",
+    "premium",
+    "lightweight",
+    "waterproof",
+    "classic",
+    "smart",
+    "compact",
+    "organic",
+    "soft",
+]
 ZH_WORDS = ["无线", "便携", "高端", "轻薄", "防水", "经典", "智能", "小巧", "有机", "柔软"]
-PRODUCTS_EN = ["earbuds", "case", "headphones", "pan", "t-shirt", "sneakers", "lipstick", "yoga mat", "coffee beans", "novel"]
+PRODUCTS_EN = [
+    "earbuds",
+    "case",
+    "headphones",
+    "pan",
+    "t-shirt",
+    "sneakers",
+    "lipstick",
+    "yoga mat",
+    "coffee beans",
+    "novel",
+]
 PRODUCTS_ZH = ["耳机", "手机壳", "头戴耳机", "炒锅", "T恤", "跑鞋", "口红", "瑜伽垫", "咖啡豆", "小说"]
 TYPES = ["view"] * 60 + ["click"] * 20 + ["add_to_cart"] * 8 + ["purchase"] * 4 + ["search"] * 8
 
@@ -53,11 +98,17 @@ def _catalog_record(rng: random.Random, i: int) -> dict:
     title = f"{brand} {rng.choice(words)}{'' if zh else ' '}{product} {rng.randint(1, 99)}"
     paras = "".join(f"<p>{' '.join(rng.choices(words, k=12))} &amp; {product}</p>" for _ in range(rng.randint(1, 3)))
     bullets = "".join(f"<li>{rng.choice(words)} {rng.randint(1, 500)}g</li>" for _ in range(rng.randint(2, 4)))
-    contact = " 客服电话 400-820-8820" if rng.random() < 0.05 else (" mail sales@example.com" if rng.random() < 0.05 else "")
+    contact = (
+        " 客服电话 400-820-8820" if rng.random() < 0.05 else (" mail sales@example.com" if rng.random() < 0.05 else "")
+    )
     return {
-        "item_id": f"item{i:07d}", "title": title, "description": f"{paras}<ul>{bullets}</ul>{contact}",
+        "item_id": f"item{i:07d}",
+        "title": title,
+        "description": f"{paras}<ul>{bullets}</ul>{contact}",
         "category": " > ".join(CATEGORIES[c]) if rng.random() < 0.8 else "/".join(CATEGORIES[c]),
-        "brand": brand, "price": round(rng.uniform(5, 3000), 2), "currency": "CNY",
+        "brand": brand,
+        "price": round(rng.uniform(5, 3000), 2),
+        "currency": "CNY",
         "attributes": {"color": rng.choice(["red", "黑色", "white"]), "size": rng.choice(["S", "M", "L", "均码"])},
         "updated_at": f"2024-05-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:00:00+08:00",
     }
@@ -103,8 +154,12 @@ def write_synthetic(folder: Path, n_catalog: int, n_events: int, seed: int = 7) 
             user = rng.randrange(n_users)
             etype = rng.choice(TYPES)
             ts = 1714521600 + (user * 7919 + i * 3) % (30 * 86400)
-            record = {"event_id": f"ev{i}", "user_id": f"u{user}", "event_type": etype,
-                      "ts": ts * 1000 if i % 2 else f"2024-05-01T00:00:00Z" if i % 1000 == 0 else ts}
+            record = {
+                "event_id": f"ev{i}",
+                "user_id": f"u{user}",
+                "event_type": etype,
+                "ts": ts * 1000 if i % 2 else "2024-05-01T00:00:00Z" if i % 1000 == 0 else ts,
+            }
             if rng.random() < 0.7:
                 record["session_id"] = f"s{user}-{ts // 3600}"
             if etype == "search":
@@ -133,7 +188,9 @@ def _write_sample(folder: Path, n_catalog: int, n_events: int) -> bool:
     try:
         from shopllm import sample
 
-        sample.write_sample(folder, sample.SampleConfig(items=n_catalog, users=max(n_events // 100, 10), events=n_events))
+        sample.write_sample(
+            folder, sample.SampleConfig(items=n_catalog, users=max(n_events // 100, 10), events=n_events)
+        )
         return True
     except Exception as e:
         print(f"shopllm.sample unavailable ({type(e).__name__}: {e}); using the synthetic writer")
@@ -159,6 +216,7 @@ def prepare_input(n_catalog: int, n_events: int, generator: str = "auto") -> tup
 
 # ---- the two ways of running it ---------------------------------------------------------------
 
+
 def run_baseline(catalog_files: list[str], event_files: list[str], out: Path, cfg: IngestConfig) -> dict:
     """The plain script: every file in one process, whole tables, the same shopllm.ingest functions."""
     items, rejects_c = [], []
@@ -182,20 +240,37 @@ def run_baseline(catalog_files: list[str], event_files: list[str], out: Path, cf
     events = ingest.assign_sessions(events, cfg.session_gap_minutes)
     sessions = ingest.sessions_of(events)
     out.mkdir(parents=True, exist_ok=True)
-    for name, table in [("items", items), ("events", events), ("sessions", sessions),
-                        ("rejects_catalog", ingest.sort_rejects(ingest.concat(rejects_c, schemas.REJECTS))),
-                        ("rejects_events", ingest.sort_rejects(ingest.concat(rejects_e, schemas.REJECTS)))]:
+    for name, table in [
+        ("items", items),
+        ("events", events),
+        ("sessions", sessions),
+        ("rejects_catalog", ingest.sort_rejects(ingest.concat(rejects_c, schemas.REJECTS))),
+        ("rejects_events", ingest.sort_rejects(ingest.concat(rejects_e, schemas.REJECTS))),
+    ]:
         storage.write_table(table, out, f"{name}.parquet")
-    return {"catalog_read": read_c, "events_read": read_e, "items": items.num_rows, "events": events.num_rows,
-            "sessions": sessions.num_rows, "superseded": superseded, "duplicates": duplicates}
+    return {
+        "catalog_read": read_c,
+        "events_read": read_e,
+        "items": items.num_rows,
+        "events": events.num_rows,
+        "sessions": sessions.num_rows,
+        "superseded": superseded,
+        "duplicates": duplicates,
+    }
 
 
-def run_beam(catalog_files: list[str], event_files: list[str], out: Path, cfg: IngestConfig, beam_args: list[str]) -> dict:
+def run_beam(
+    catalog_files: list[str], event_files: list[str], out: Path, cfg: IngestConfig, beam_args: list[str]
+) -> dict:
     from jobs.ingest import run_ingest
 
     summary = run_ingest(catalog_files, event_files, str(out), "2024-06-01", cfg, beam_args)
-    return {"catalog_read": summary["catalog"]["read"], "events_read": summary["events"]["read"],
-            "items": summary["catalog"]["kept"], "events": summary["events"]["kept"]}
+    return {
+        "catalog_read": summary["catalog"]["read"],
+        "events_read": summary["events"]["read"],
+        "items": summary["catalog"]["kept"],
+        "events": summary["events"]["kept"],
+    }
 
 
 def main(argv=None) -> int:
@@ -203,8 +278,12 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="20,000 catalog rows + 60,000 events")
     p.add_argument("--catalog-rows", type=int)
     p.add_argument("--event-rows", type=int)
-    p.add_argument("--generator", choices=("auto", "sample", "synthetic"), default="auto",
-                   help=f"input writer; auto = shopllm.sample up to {SAMPLE_MAX_ROWS:,} rows, else synthetic")
+    p.add_argument(
+        "--generator",
+        choices=("auto", "sample", "synthetic"),
+        default="auto",
+        help=f"input writer; auto = shopllm.sample up to {SAMPLE_MAX_ROWS:,} rows, else synthetic",
+    )
     p.add_argument("--workers", type=int, default=2, help="direct_num_workers for the multi-process pipeline run")
     args = p.parse_args(argv)
     n_catalog = args.catalog_rows or (20_000 if args.quick else 300_000)
@@ -215,13 +294,19 @@ def main(argv=None) -> int:
     catalog_glob, events_glob, generator = prepare_input(n_catalog, n_events, args.generator)
     catalog_files = sorted(m.path for m in FileSystems.match([catalog_glob])[0].metadata_list)
     event_files = sorted(m.path for m in FileSystems.match([events_glob])[0].metadata_list)
-    print(f"input: {n_catalog:,} catalog rows + {n_events:,} events ({generator}, gzipped JSONL), ready in "
-          f"{time.perf_counter() - t:.0f} s; {os.cpu_count()} CPUs")
+    print(
+        f"input: {n_catalog:,} catalog rows + {n_events:,} events ({generator}, gzipped JSONL), ready in "
+        f"{time.perf_counter() - t:.0f} s; {os.cpu_count()} CPUs"
+    )
     cfg = IngestConfig()
-    runs = [("baseline: one-process pyarrow script", None),
-            ("beam: in-process runner", []),
-            (f"beam: {args.workers} worker processes", [f"--direct_num_workers={args.workers}",
-                                                        "--direct_running_mode=multi_processing"])]
+    runs = [
+        ("baseline: one-process pyarrow script", None),
+        ("beam: in-process runner", []),
+        (
+            f"beam: {args.workers} worker processes",
+            [f"--direct_num_workers={args.workers}", "--direct_running_mode=multi_processing"],
+        ),
+    ]
     results = []
     with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
         for i, (name, beam_args) in enumerate(runs):
@@ -234,8 +319,16 @@ def main(argv=None) -> int:
                 counts = run_beam(catalog_files, event_files, out, cfg, beam_args)
             seconds = time.perf_counter() - t
             rows = counts["catalog_read"] + counts["events_read"]
-            results.append({"name": name, "seconds": round(seconds, 2), "rows": rows, "rows_per_s": round(rows / seconds),
-                            "items": counts["items"], "events": counts["events"]})
+            results.append(
+                {
+                    "name": name,
+                    "seconds": round(seconds, 2),
+                    "rows": rows,
+                    "rows_per_s": round(rows / seconds),
+                    "items": counts["items"],
+                    "events": counts["events"],
+                }
+            )
     base = results[0]["rows_per_s"]
     print(f"{'run':<40} {'rows':>10} {'seconds':>8} {'rows/s':>9} {'vs baseline':>11}")
     for r in results:
@@ -244,8 +337,15 @@ def main(argv=None) -> int:
     if len({(r["items"], r["events"]) for r in results}) != 1:
         print("WARNING: the runs kept different row counts:", [(r["items"], r["events"]) for r in results])
     OUT.mkdir(exist_ok=True)
-    report = {"catalog_rows": n_catalog, "event_rows": n_events, "generator": generator, "cpus": os.cpu_count(),
-              "runs": results, "ratio_in_process": results[1]["ratio"], "ratio_workers": results[2]["ratio"]}
+    report = {
+        "catalog_rows": n_catalog,
+        "event_rows": n_events,
+        "generator": generator,
+        "cpus": os.cpu_count(),
+        "runs": results,
+        "ratio_in_process": results[1]["ratio"],
+        "ratio_workers": results[2]["ratio"],
+    }
     (OUT / "ingest.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     return 0
 

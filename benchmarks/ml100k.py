@@ -12,6 +12,7 @@ before it valid, the rest train. Evaluation ranks all items with the user's hist
 The token shards come from the pipeline's own stages, `shopllm ingest` and `shopllm prepare`, with the
 `[prepare]` settings of the config; training is the real `shopllm train` job.
 """
+
 from __future__ import annotations
 
 import os
@@ -94,12 +95,26 @@ def write_raw_inputs(ml: MovieLens, folder: Path) -> tuple[Path, Path]:
     with open(catalog, "w", encoding="utf-8") as f:
         for item, text in ml.titles.items():
             title, genres = text.split(" · ", 1)
-            f.write(json.dumps({"item_id": item, "title": title, "category": "Movies > " + genres.split(", ")[0],
-                                "attributes": {"genres": genres}, "updated_at": "1998-01-01T00:00:00Z"}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "item_id": item,
+                        "title": title,
+                        "category": "Movies > " + genres.split(", ")[0],
+                        "attributes": {"genres": genres},
+                        "updated_at": "1998-01-01T00:00:00Z",
+                    }
+                )
+                + "\n"
+            )
     with open(events, "w", encoding="utf-8") as f:
         for user, item, ts, row in ml.ratings:
-            f.write(json.dumps({"event_id": f"r{row}", "user_id": user, "event_type": "purchase",
-                                "item_id": item, "ts": ts}) + "\n")
+            f.write(
+                json.dumps(
+                    {"event_id": f"r{row}", "user_id": user, "event_type": "purchase", "item_id": item, "ts": ts}
+                )
+                + "\n"
+            )
     return catalog, events
 
 
@@ -124,7 +139,7 @@ def popularity(out: Path, n_text: int, n_items: int, test) -> dict[str, float]:
             for t in row["input_ids"] if row["kind"] == "history" else []:
                 if t >= n_text:
                     seen[(row["subject_id"], t)] = 1  # overlapping windows: count a user's item once
-        for (_, t) in seen:
+        for _, t in seen:
             counts[t - n_text] += 1
     scores = torch.tensor(counts).unsqueeze(0).expand(len(test), -1)
     targets = torch.as_tensor(test.targets - n_text)
@@ -187,8 +202,20 @@ def main(argv=None) -> int:
     from jobs.train import main as train_main
 
     t1 = time.perf_counter()
-    rc = train_main(["--out", str(out), "--date", DATE, "--config", str(conf), "--device", args.device,
-                     "--full-retrain", "--no-resume"])
+    rc = train_main(
+        [
+            "--out",
+            str(out),
+            "--date",
+            DATE,
+            "--config",
+            str(conf),
+            "--device",
+            args.device,
+            "--full-retrain",
+            "--no-resume",
+        ]
+    )
     if rc != 0:
         return rc
     train_s = time.perf_counter() - t1
@@ -200,31 +227,49 @@ def main(argv=None) -> int:
     pop = popularity(out, n_text, n_items, test)
     summary = storage.read_json(storage.summary_path(out, DATE, "train"))
 
-    rows = [(f"Popularity (this run)", pop["hr@10"], pop["ndcg@10"], pop["mrr@10"], None)]
+    rows = [("Popularity (this run)", pop["hr@10"], pop["ndcg@10"], pop["mrr@10"], None)]
     rows += RECBOLE
     rows.append(("shopllm (this run)", ours["hr@10"], ours["ndcg@10"], ours["mrr@10"], train_s))
-    print(f"\nMovieLens-100k, leave-one-out by time, full ranking over {n_items} items, history masked, "
-          f"{len(test)} test users")
+    print(
+        f"\nMovieLens-100k, leave-one-out by time, full ranking over {n_items} items, history masked, "
+        f"{len(test)} test users"
+    )
     print(f"{'model':36s} {'HR@10':>7s} {'NDCG@10':>8s} {'MRR@10':>7s} {'wall s':>7s}")
     for name, hr, ndcg, mrr, wall in rows:
         print(f"{name:36s} {hr:7.4f} {ndcg:8.4f} {mrr:7.4f} {'' if wall is None else f'{wall:7.0f}':>7s}")
     best_recbole = max(r[2] for r in RECBOLE)
-    print(f"ndcg@10 ratio vs best RecBole ({best_recbole}): {ours['ndcg@10'] / best_recbole:.3f}; "
-          f"vs popularity (this run): {ours['ndcg@10'] / pop['ndcg@10']:.2f}x; "
-          f"target {TARGET} {'met' if ours['ndcg@10'] >= TARGET else 'NOT met'}, goal {GOAL} "
-          f"{'met' if ours['ndcg@10'] >= GOAL else 'not met'}")
-    print(f"full mrr {ours['mrr']:.4f}; best valid ndcg@10 {summary['best_valid_ndcg@10']:.4f} at step "
-          f"{summary['best_step']} of {summary['steps']}; {summary['tokens_per_s']:.0f} tokens/s; "
-          f"shards {prep_s:.0f} s, training {train_s:.0f} s")
+    print(
+        f"ndcg@10 ratio vs best RecBole ({best_recbole}): {ours['ndcg@10'] / best_recbole:.3f}; "
+        f"vs popularity (this run): {ours['ndcg@10'] / pop['ndcg@10']:.2f}x; "
+        f"target {TARGET} {'met' if ours['ndcg@10'] >= TARGET else 'NOT met'}, goal {GOAL} "
+        f"{'met' if ours['ndcg@10'] >= GOAL else 'not met'}"
+    )
+    print(
+        f"full mrr {ours['mrr']:.4f}; best valid ndcg@10 {summary['best_valid_ndcg@10']:.4f} at step "
+        f"{summary['best_step']} of {summary['steps']}; {summary['tokens_per_s']:.0f} tokens/s; "
+        f"shards {prep_s:.0f} s, training {train_s:.0f} s"
+    )
 
-    result = {"dataset": "ml-100k", "test_users": len(test), "n_items": n_items,
-              "quick": args.quick, "device": args.device, "threads": torch.get_num_threads(),
-              "ours": ours, "popularity": pop, "ratio_vs_best_recbole_ndcg@10": ours["ndcg@10"] / best_recbole,
-              "ratio_vs_popularity_ndcg@10": ours["ndcg@10"] / pop["ndcg@10"],
-              "recbole": [dict(zip(("model", "hr@10", "ndcg@10", "mrr@10", "wall_s"), r)) for r in RECBOLE],
-              "train_wall_s": train_s, "shards_wall_s": prep_s, "train": {k: summary[k] for k in (
-                  "steps", "tokens", "tokens_per_s", "best_step", "best_valid_ndcg@10", "params", "ndcg_curve")},
-              "config": data}
+    result = {
+        "dataset": "ml-100k",
+        "test_users": len(test),
+        "n_items": n_items,
+        "quick": args.quick,
+        "device": args.device,
+        "threads": torch.get_num_threads(),
+        "ours": ours,
+        "popularity": pop,
+        "ratio_vs_best_recbole_ndcg@10": ours["ndcg@10"] / best_recbole,
+        "ratio_vs_popularity_ndcg@10": ours["ndcg@10"] / pop["ndcg@10"],
+        "recbole": [dict(zip(("model", "hr@10", "ndcg@10", "mrr@10", "wall_s"), r)) for r in RECBOLE],
+        "train_wall_s": train_s,
+        "shards_wall_s": prep_s,
+        "train": {
+            k: summary[k]
+            for k in ("steps", "tokens", "tokens_per_s", "best_step", "best_valid_ndcg@10", "params", "ndcg_curve")
+        },
+        "config": data,
+    }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2))
     if tmp is not None:

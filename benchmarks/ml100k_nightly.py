@@ -10,6 +10,7 @@ each user's last item held out by prepare (ties by file order), ranked over all 
 masked, as RecBole's protocol does; RecBole's GRU4Rec reaches ndcg@10 0.1021 on this split.
 Writes bench_out/ml100k_nightly.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,15 +39,37 @@ def main(argv=None) -> int:
     if not args.config:
         config.write_text(ONLY_ACTIVE_DAYS)
     start = time.monotonic()
-    rc = subprocess.run([sys.executable, "-m", "jobs", "nightly", "--catalog", str(catalog), "--events", str(events),
-                         "--out", str(out), "--date", DATE, "--config", str(config)]).returncode
+    rc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs",
+            "nightly",
+            "--catalog",
+            str(catalog),
+            "--events",
+            str(events),
+            "--out",
+            str(out),
+            "--date",
+            DATE,
+            "--config",
+            str(config),
+        ]
+    ).returncode
     if rc:
         return rc
     user = json.loads((out / f"summaries/dt={DATE}/evaluate.json").read_text())["ranking"]["user"]
-    result = {"config": config.read_text(), "wall_s": round(time.monotonic() - start, 1), **user,
-              "vs_gru4rec": round(user["ndcg@10"] / GRU4REC_NDCG10, 3)}
-    print(f"ml-100k through shopllm nightly: ndcg@10 {user['ndcg@10']:.4f}, hr@10 {user['hr@10']:.4f} "
-          f"({result['vs_gru4rec']}x GRU4Rec's {GRU4REC_NDCG10}) in {result['wall_s']:.0f} s")
+    result = {
+        "config": config.read_text(),
+        "wall_s": round(time.monotonic() - start, 1),
+        **user,
+        "vs_gru4rec": round(user["ndcg@10"] / GRU4REC_NDCG10, 3),
+    }
+    print(
+        f"ml-100k through shopllm nightly: ndcg@10 {user['ndcg@10']:.4f}, hr@10 {user['hr@10']:.4f} "
+        f"({result['vs_gru4rec']}x GRU4Rec's {GRU4REC_NDCG10}) in {result['wall_s']:.0f} s"
+    )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2))
     return 0

@@ -17,6 +17,7 @@ is a funnel in one leaf with Zipf popularity. Half the searches are lexical (bra
 as in the sample), half are intent phrases or synonyms sharing no word with the item ("主子 口粮" for cat
 food, "bedtime reading" for fiction). No dirty records: every record passes ingest.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,13 +63,23 @@ ATTRIBUTES = {
     "breed": ("适用犬型", "breed size", "小型犬=small breeds|中型犬=medium breeds|大型犬=large breeds", 0.8),
     "litres": ("容积", "volume", "20L|45L|80L", 0.9),
     "tank": ("材质", "material", "超白玻璃=ultra-clear glass|亚克力=acrylic", 0.8),
-    "filter": ("过滤方式", "filtration", "背挂过滤=hang-on filter|底部过滤=undergravel filter|外置过滤=canister filter", 0.6),
+    "filter": (
+        "过滤方式",
+        "filtration",
+        "背挂过滤=hang-on filter|底部过滤=undergravel filter|外置过滤=canister filter",
+        0.6,
+    ),
     "height": ("高度", "height", "30cm|60cm|90cm|120cm", 0.4),
     "light": ("光照", "light", "耐阴=shade-tolerant|散射光=bright indirect light|全日照=full sun", 0.8),
     "care": ("养护难度", "care level", "新手友好=beginner-friendly|中等=moderate|进阶=expert", 0.5),
     "planter": ("材质", "material", "陶瓷=ceramic|树脂=resin|水泥=concrete|竹纤维=bamboo fibre", 0.8),
     "diameter": ("口径", "diameter", "12cm|18cm|25cm", 0.3),
-    "colour": ("颜色", "colour", "雾蓝=mist blue|象牙白=ivory|墨绿=forest green|樱粉=blossom pink|岩灰=slate grey", 0.3),
+    "colour": (
+        "颜色",
+        "colour",
+        "雾蓝=mist blue|象牙白=ivory|墨绿=forest green|樱粉=blossom pink|岩灰=slate grey",
+        0.3,
+    ),
     "serum_ml": ("容量", "capacity", "30ml|50ml", 0.6),
     "sun_ml": ("容量", "capacity", "40ml|60ml|100ml", 0.6),
     "bottle_ml": ("容量", "capacity", "350ml|500ml|750ml|1L", 0.9),
@@ -88,21 +99,141 @@ ATTRIBUTES = {
 
 # top "zh=en", leaf "zh=en", attributes, brands, price range, intent phrases (zh, en) sharing no word with the items
 LEAF_TABLE = [
-    ("图书=Books", "文学小说=Fiction", "pages binding mood", "长河文艺=Longriver Books|青鸟出版=Bluebird Press|Harbor House", (29, 99), "睡前 读物|周末 消遣|通勤 看啥", "bedtime reading|page turner|beach read"),
-    ("图书=Books", "菜谱=Cookbooks", "pages binding cuisine", "灶台记=Hearth & Table|味道出版=Savory Press|Ladle Press", (39, 159), "学 做饭|下厨 入门|晚饭 吃什么", "learn to cook|dinner ideas|weeknight meals"),
-    ("图书=Books", "漫画=Comics", "pages age binding", "星火漫画=Sparkfire Comics|Panelworks|纸鸢=Kite Comics", (19, 89), "热血 番剧|二次元|追更 神作", "graphic novel|manga|superhero stories"),
-    ("宠物用品=Pet Supplies", "猫粮=Cat Food", "flavour cat_age food_kg", "鲜食记=Meowfresh|Whiskerly|爪爪工坊=Pawcraft", (39, 459), "主子 口粮|铲屎官 必备|喵星人 干饭", "kitty kibble|feline dinner|meals for my kitty"),
-    ("宠物用品=Pet Supplies", "狗零食=Dog Treats", "flavour breed treat_g", "汪星厨房=Woof Kitchen|Barkbite|骨乐=Bonejoy", (15, 129), "磨牙 棒|训练 奖励|毛孩子 加餐", "chew sticks|puppy rewards|training snacks"),
-    ("宠物用品=Pet Supplies", "鱼缸=Fish Tanks", "litres tank filter", "澄水=Clearwater|AquaNest|蓝湾=Bluebay", (99, 1299), "观赏 造景|桌面 生态|热带 观赏 箱", "aquarium|goldfish home|betta setup"),
-    ("园艺=Garden", "绿植=Houseplants", "height light care", "青禾=Qinghe|Leafy Lane|森屿=Mossgrove", (19, 399), "办公桌 摆件|净化 空气|阳台 盆栽", "desk greenery|air purifying|indoor jungle"),
-    ("园艺=Garden", "花盆=Planters", "planter diameter colour", "陶然=Taoran|Claymate|栖木=Perchwood", (9, 299), "多肉 容器|阳台 装饰|栽种 器皿", "succulent holder|pot for herbs|balcony decor"),
-    ("护肤=Skin Care", "精华=Serums", "serum_ml benefit skin", "水光研=Aqualab|Dermaveil|初萃=Firstbloom", (99, 899), "熬夜 急救|送妈妈 保养|换季 救星", "gift for mom|glow boost|late night rescue"),
-    ("护肤=Skin Care", "防晒霜=Sunscreen", "spf sun_ml skin", "晴朗=Sunclear|Solenne|荫盾=Shadeguard", (59, 399), "夏天 出门|海边 度假|军训 必备", "beach day|no more sunburn|uv shield"),
-    ("护肤=Skin Care", "面膜=Face Masks", "sheets benefit skin", "润颜=Runyan|Maskery|一叶=Oneleaf", (29, 259), "敷脸 时刻|约会 前夜|急救 敷贴", "pamper night|quick glow|spa night at home"),
-    ("厨具=Kitchenware", "水杯=Water Bottles", "bottle_ml bottle colour", "行者=Wayfarer|Hydrofly|山泉=Springpeak", (39, 299), "健身 补给|通勤 随身|徒步 必带", "gym hydration|commute sipper|hiking flask"),
-    ("厨具=Kitchenware", "烘焙模具=Baking Pans", "pan_size pan coating", "焙乐=Bakejoy|Ovenly|麦香=Wheatfield", (19, 259), "做蛋糕|烤 戚风|家用 烤箱", "cake tin|sponge cake|brownie tray"),
-    ("玩具=Toys", "积木=Building Blocks", "bricks age theme", "积木王国=Brickdom|Blockwise|童趣=Kidsplay", (49, 1299), "动手 拼装|乐高 同款|送 男孩 礼物", "lego style|stem kit|gift for boys"),
-    ("玩具=Toys", "拼图=Jigsaw Puzzles", "puzzle age picture", "拼乐=Pinle|Jigworth|画境=Picturo", (29, 199), "益智 游戏|亲子 时光|减压 手工", "rainy day activity|family game night|brain teaser"),
+    (
+        "图书=Books",
+        "文学小说=Fiction",
+        "pages binding mood",
+        "长河文艺=Longriver Books|青鸟出版=Bluebird Press|Harbor House",
+        (29, 99),
+        "睡前 读物|周末 消遣|通勤 看啥",
+        "bedtime reading|page turner|beach read",
+    ),
+    (
+        "图书=Books",
+        "菜谱=Cookbooks",
+        "pages binding cuisine",
+        "灶台记=Hearth & Table|味道出版=Savory Press|Ladle Press",
+        (39, 159),
+        "学 做饭|下厨 入门|晚饭 吃什么",
+        "learn to cook|dinner ideas|weeknight meals",
+    ),
+    (
+        "图书=Books",
+        "漫画=Comics",
+        "pages age binding",
+        "星火漫画=Sparkfire Comics|Panelworks|纸鸢=Kite Comics",
+        (19, 89),
+        "热血 番剧|二次元|追更 神作",
+        "graphic novel|manga|superhero stories",
+    ),
+    (
+        "宠物用品=Pet Supplies",
+        "猫粮=Cat Food",
+        "flavour cat_age food_kg",
+        "鲜食记=Meowfresh|Whiskerly|爪爪工坊=Pawcraft",
+        (39, 459),
+        "主子 口粮|铲屎官 必备|喵星人 干饭",
+        "kitty kibble|feline dinner|meals for my kitty",
+    ),
+    (
+        "宠物用品=Pet Supplies",
+        "狗零食=Dog Treats",
+        "flavour breed treat_g",
+        "汪星厨房=Woof Kitchen|Barkbite|骨乐=Bonejoy",
+        (15, 129),
+        "磨牙 棒|训练 奖励|毛孩子 加餐",
+        "chew sticks|puppy rewards|training snacks",
+    ),
+    (
+        "宠物用品=Pet Supplies",
+        "鱼缸=Fish Tanks",
+        "litres tank filter",
+        "澄水=Clearwater|AquaNest|蓝湾=Bluebay",
+        (99, 1299),
+        "观赏 造景|桌面 生态|热带 观赏 箱",
+        "aquarium|goldfish home|betta setup",
+    ),
+    (
+        "园艺=Garden",
+        "绿植=Houseplants",
+        "height light care",
+        "青禾=Qinghe|Leafy Lane|森屿=Mossgrove",
+        (19, 399),
+        "办公桌 摆件|净化 空气|阳台 盆栽",
+        "desk greenery|air purifying|indoor jungle",
+    ),
+    (
+        "园艺=Garden",
+        "花盆=Planters",
+        "planter diameter colour",
+        "陶然=Taoran|Claymate|栖木=Perchwood",
+        (9, 299),
+        "多肉 容器|阳台 装饰|栽种 器皿",
+        "succulent holder|pot for herbs|balcony decor",
+    ),
+    (
+        "护肤=Skin Care",
+        "精华=Serums",
+        "serum_ml benefit skin",
+        "水光研=Aqualab|Dermaveil|初萃=Firstbloom",
+        (99, 899),
+        "熬夜 急救|送妈妈 保养|换季 救星",
+        "gift for mom|glow boost|late night rescue",
+    ),
+    (
+        "护肤=Skin Care",
+        "防晒霜=Sunscreen",
+        "spf sun_ml skin",
+        "晴朗=Sunclear|Solenne|荫盾=Shadeguard",
+        (59, 399),
+        "夏天 出门|海边 度假|军训 必备",
+        "beach day|no more sunburn|uv shield",
+    ),
+    (
+        "护肤=Skin Care",
+        "面膜=Face Masks",
+        "sheets benefit skin",
+        "润颜=Runyan|Maskery|一叶=Oneleaf",
+        (29, 259),
+        "敷脸 时刻|约会 前夜|急救 敷贴",
+        "pamper night|quick glow|spa night at home",
+    ),
+    (
+        "厨具=Kitchenware",
+        "水杯=Water Bottles",
+        "bottle_ml bottle colour",
+        "行者=Wayfarer|Hydrofly|山泉=Springpeak",
+        (39, 299),
+        "健身 补给|通勤 随身|徒步 必带",
+        "gym hydration|commute sipper|hiking flask",
+    ),
+    (
+        "厨具=Kitchenware",
+        "烘焙模具=Baking Pans",
+        "pan_size pan coating",
+        "焙乐=Bakejoy|Ovenly|麦香=Wheatfield",
+        (19, 259),
+        "做蛋糕|烤 戚风|家用 烤箱",
+        "cake tin|sponge cake|brownie tray",
+    ),
+    (
+        "玩具=Toys",
+        "积木=Building Blocks",
+        "bricks age theme",
+        "积木王国=Brickdom|Blockwise|童趣=Kidsplay",
+        (49, 1299),
+        "动手 拼装|乐高 同款|送 男孩 礼物",
+        "lego style|stem kit|gift for boys",
+    ),
+    (
+        "玩具=Toys",
+        "拼图=Jigsaw Puzzles",
+        "puzzle age picture",
+        "拼乐=Pinle|Jigworth|画境=Picturo",
+        (29, 199),
+        "益智 游戏|亲子 时光|减压 手工",
+        "rainy day activity|family game night|brain teaser",
+    ),
 ]
 
 
@@ -117,8 +248,18 @@ class Leaf:
     intents: tuple[tuple[str, ...], tuple[str, ...]]  # (zh phrases, en phrases)
 
 
-LEAVES = [Leaf(i, S._pairs(top)[0], S._pairs(name)[0], tuple(attrs.split()), tuple(S._pairs(brands)), price,
-               (tuple(zh.split("|")), tuple(en.split("|")))) for i, (top, name, attrs, brands, price, zh, en) in enumerate(LEAF_TABLE)]
+LEAVES = [
+    Leaf(
+        i,
+        S._pairs(top)[0],
+        S._pairs(name)[0],
+        tuple(attrs.split()),
+        tuple(S._pairs(brands)),
+        price,
+        (tuple(zh.split("|")), tuple(en.split("|"))),
+    )
+    for i, (top, name, attrs, brands, price, zh, en) in enumerate(LEAF_TABLE)
+]
 TOPS = list(dict.fromkeys(leaf.top for leaf in LEAVES))
 VALUES = {a: S._pairs(spec[2]) for a, spec in ATTRIBUTES.items()}
 
@@ -155,7 +296,10 @@ class Product:
 _ZH_SERIES = ["云朵", "小满", "初雪", "暖冬", "松间", "山岚", "拾穗", "青柠"]
 _EN_SERIES = ["Cloud", "Meadow", "Nova", "Ember", "Tide", "Willow", "Aurora", "Pebble"]
 _ZH_BOOK = (["月光", "北方", "海岸", "灯塔", "纸上", "深夜"], ["来客", "旅馆", "信札", "之歌", "列车", "群岛"])
-_EN_BOOK = (["Midnight", "Paper", "Northern", "Lantern", "Winter", "Salt"], ["Harbour", "Letters", "Express", "Atlas", "Orchard", "Islands"])
+_EN_BOOK = (
+    ["Midnight", "Paper", "Northern", "Lantern", "Winter", "Salt"],
+    ["Harbour", "Letters", "Express", "Atlas", "Orchard", "Islands"],
+)
 
 
 def _series(rng: random.Random, leaf: Leaf, lang: str) -> str:
@@ -217,21 +361,49 @@ def build_catalog(cfg: OtherShopConfig) -> Catalog:
 # ---- descriptions: a copywriter's voice, naming only some values -----------------------------------
 
 VOICE = {  # sentence templates: {b} brand, {s} series, {n} leaf noun, {k} key, {v} value ({K}, {V}: capitalised)
-    "zh": {"open": ["{b}的{s}{n}，店里卖得最好的一款。", "说到{n}，{b}一直是我们的首选。", "{s}是{b}今年主推的{n}。",
-                    "想找一款靠谱的{n}，不妨先看看{b}。", "这款{n}来自{b}，老顾客回购不断。", "店长私藏：{b}{s}。"],
-           "keyed": ["{k}{v}，刚刚好。", "我们挑的是{k}{v}的版本。", "{k}选{v}，心里有数。"],
-           "value": ["{v}，是它最大的亮点。", "主打{v}，懂行的人都知道。", "偏爱{v}的朋友别错过。"],
-           "multi": ["{v1}、{v2}，一次全都有。", "{v1}加上{v2}，诚意满满。"],
-           "shop": ["本店所售均为品牌授权正品。", "现货当天打包，破损包赔。", "满两件享九五折。", "收到不满意可联系客服换货。"]},
-    "en": {"open": ["Meet the {s} {n} from {b}.", "{b} got the {n} just right with the {s}.",
-                    "Our team keeps reaching for this {n} by {b}.", "If you need a new {n}, start with {b}.",
-                    "From the {b} {s} line, a {n} worth keeping.", "Staff pick this month: the {b} {s}."],
-           "keyed": ["{K} — {v}, as promised.", "Look at the {k}: {v}.", "Best part is the {k}: {v}."],
-           "value": ["{V}, exactly as it should be.", "All about {v}.", "{V} is what sets it apart.",
-                     "You will notice the {v} right away."],
-           "multi": ["{V1}, {v2} and made with care.", "Both {v1} and {v2}, no compromise."],
-           "shop": ["Orders placed before noon ship the same day.", "Returns are free for a fortnight, no questions asked.",
-                    "Packed by hand in our own warehouse.", "Authorised retailer, backed by a one-year warranty."]},
+    "zh": {
+        "open": [
+            "{b}的{s}{n}，店里卖得最好的一款。",
+            "说到{n}，{b}一直是我们的首选。",
+            "{s}是{b}今年主推的{n}。",
+            "想找一款靠谱的{n}，不妨先看看{b}。",
+            "这款{n}来自{b}，老顾客回购不断。",
+            "店长私藏：{b}{s}。",
+        ],
+        "keyed": ["{k}{v}，刚刚好。", "我们挑的是{k}{v}的版本。", "{k}选{v}，心里有数。"],
+        "value": ["{v}，是它最大的亮点。", "主打{v}，懂行的人都知道。", "偏爱{v}的朋友别错过。"],
+        "multi": ["{v1}、{v2}，一次全都有。", "{v1}加上{v2}，诚意满满。"],
+        "shop": [
+            "本店所售均为品牌授权正品。",
+            "现货当天打包，破损包赔。",
+            "满两件享九五折。",
+            "收到不满意可联系客服换货。",
+        ],
+    },
+    "en": {
+        "open": [
+            "Meet the {s} {n} from {b}.",
+            "{b} got the {n} just right with the {s}.",
+            "Our team keeps reaching for this {n} by {b}.",
+            "If you need a new {n}, start with {b}.",
+            "From the {b} {s} line, a {n} worth keeping.",
+            "Staff pick this month: the {b} {s}.",
+        ],
+        "keyed": ["{K} — {v}, as promised.", "Look at the {k}: {v}.", "Best part is the {k}: {v}."],
+        "value": [
+            "{V}, exactly as it should be.",
+            "All about {v}.",
+            "{V} is what sets it apart.",
+            "You will notice the {v} right away.",
+        ],
+        "multi": ["{V1}, {v2} and made with care.", "Both {v1} and {v2}, no compromise."],
+        "shop": [
+            "Orders placed before noon ship the same day.",
+            "Returns are free for a fortnight, no questions asked.",
+            "Packed by hand in our own warehouse.",
+            "Authorised retailer, backed by a one-year warranty.",
+        ],
+    },
 }
 
 
@@ -269,12 +441,21 @@ def description(p: Product, rng: random.Random) -> str:
 
 def catalog_record(p: Product, rng: random.Random, window_start: float) -> dict:
     updated = window_start - rng.uniform(3, 120) * 86400
-    return {"item_id": p.item_id, "title": title(p), "description": description(p, rng), "category": category(p),
-            "brand": p.brand, "price": p.price, "currency": S.CURRENCY, "attributes": dict(p.pairs()),
-            "updated_at": S._iso(updated, rng.choice(S.OFFSETS))}
+    return {
+        "item_id": p.item_id,
+        "title": title(p),
+        "description": description(p, rng),
+        "category": category(p),
+        "brand": p.brand,
+        "price": p.price,
+        "currency": S.CURRENCY,
+        "attributes": dict(p.pairs()),
+        "updated_at": S._iso(updated, rng.choice(S.OFFSETS)),
+    }
 
 
 # ---- searches ------------------------------------------------------------------------------------
+
 
 def query_for(rng: random.Random, p: Product) -> tuple[str, str]:
     """(kind, query) in p's language: "intent" (a leaf phrase) about half the time, else "lexical"."""
@@ -301,6 +482,7 @@ def shares_word(query: str, text: str) -> bool:
 
 
 # ---- users and sessions --------------------------------------------------------------------------
+
 
 def _new_user(rng: random.Random, idx: int) -> S.User:
     preferred = rng.sample(range(len(TOPS)), rng.choices([1, 2, 3], weights=[0.35, 0.4, 0.25])[0])
@@ -334,7 +516,9 @@ def _session(rng: random.Random, catalog: Catalog, u: S.User) -> list[tuple]:
     return events + more
 
 
-def generate_events(catalog: Catalog, cfg: OtherShopConfig, start: float, end: float) -> tuple[list[S.Event], list[S.User]]:
+def generate_events(
+    catalog: Catalog, cfg: OtherShopConfig, start: float, end: float
+) -> tuple[list[S.Event], list[S.User]]:
     """Exactly cfg.events events (every user gets a session first), sorted by time."""
     rng = random.Random(f"{cfg.seed}:other-events")
     users = [_new_user(rng, i) for i in range(cfg.users)]
@@ -376,12 +560,16 @@ def search_stats(events: list[S.Event], catalog: Catalog) -> dict:
         elif (q := last_search.pop(e.user.user_id, None)) is not None and e.event_type == "click":
             answered += 1
             no_word += not shares_word(q, catalog.products[int(e.item_id[1:])].text())
-    return {"by_type": by_type, "distinct_queries": len(queries),
-            "queries_searched_3_times_or_more": sum(1 for c in queries.values() if c >= 3),
-            "searches_with_no_word_of_their_target": round(no_word / answered, 4) if answered else None}
+    return {
+        "by_type": by_type,
+        "distinct_queries": len(queries),
+        "queries_searched_3_times_or_more": sum(1 for c in queries.values() if c >= 3),
+        "searches_with_no_word_of_their_target": round(no_word / answered, 4) if answered else None,
+    }
 
 
 # ---- writing -------------------------------------------------------------------------------------
+
 
 def validate(cfg: OtherShopConfig) -> dt.date:
     try:
@@ -400,7 +588,7 @@ def write_other_shop(out_dir, cfg: OtherShopConfig = OtherShopConfig()) -> dict:
     end = validate(cfg)
     out = Path(out_dir)
     first = end - dt.timedelta(days=cfg.days - 1)
-    start_s = dt.datetime.combine(first, dt.time(), dt.timezone.utc).timestamp()
+    start_s = dt.datetime.combine(first, dt.time(), dt.UTC).timestamp()
 
     catalog = build_catalog(cfg)
     rng = random.Random(f"{cfg.seed}:other-records")
@@ -410,13 +598,23 @@ def write_other_shop(out_dir, cfg: OtherShopConfig = OtherShopConfig()) -> dict:
     files = S._write_days(out / EVENTS_DIR, lines, first, cfg.days)
 
     manifest = {
-        "shop": "other", "config": asdict(cfg),
+        "shop": "other",
+        "config": asdict(cfg),
         "window": {"first_day": first.isoformat(), "last_day": end.isoformat()},
-        "catalog": {"path": CATALOG_FILE, "items": len(catalog.products), "categories": len(TOPS),
-                    "leaf_categories": len(LEAVES),
-                    "by_language": {lang: sum(p.lang == lang for p in catalog.products) for lang in ("zh", "en")}},
-        "events": {"files": files, "lines": len(lines), "users": len({e.user.user_id for e in events}),
-                   "sessions": sum(len(u.sessions) for u in users), **search_stats(events, catalog)},
+        "catalog": {
+            "path": CATALOG_FILE,
+            "items": len(catalog.products),
+            "categories": len(TOPS),
+            "leaf_categories": len(LEAVES),
+            "by_language": {lang: sum(p.lang == lang for p in catalog.products) for lang in ("zh", "en")},
+        },
+        "events": {
+            "files": files,
+            "lines": len(lines),
+            "users": len({e.user.user_id for e in events}),
+            "sessions": sum(len(u.sessions) for u in users),
+            **search_stats(events, catalog),
+        },
     }
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return manifest

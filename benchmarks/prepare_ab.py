@@ -4,12 +4,14 @@
     python -m benchmarks.prepare_ab --rounds 20 before=/tmp/before after=.
 
 Each version runs in its own long-lived process (PYTHONPATH=its tree) on its own copy of one curated night
-(a `prepare_bench` sample, x3 by default, made once under --work; each version runs its own baseline). The processes take turns, in a random order each
+(a `prepare_bench` sample, x3 by default, made once under --work; each version runs its own baseline).
+The processes take turns, in a random order each
 round, each running the plain baseline and one prepare night. Printed per version, as medians over the
 rounds: the baseline, the pipeline's wall time, the step (from the start of the bundle to the end of the
 prepare DoFn's work, so without Beam's state-sampler wait) and the process CPU time of the step. Two
 processes of the same version differ by ~10 ms on the 2-core machine: smaller differences are noise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,6 +33,11 @@ def worker(out: Path, date: str) -> None:
     from apache_beam.runners.worker import statesampler
 
     import pipelines.prepare as prepare
+
+    try:  # the stage's run moved from pipelines/ to jobs/; an older tree still has it in pipelines
+        from jobs.prepare import run_prepare
+    except ImportError:
+        run_prepare = prepare.run_prepare
     from benchmarks.prepare_bench import baseline
     from pipelines.common import gc_frozen
     from shopllm.config import PrepareConfig
@@ -48,15 +55,23 @@ def worker(out: Path, date: str) -> None:
 
     statesampler.StateSampler.start = timed_start
     prepare.PrepareOnOneWorker.process = timed_process
-    prepare.run_prepare(out, date, PrepareConfig())  # warm-up
+    run_prepare(out, date, PrepareConfig())  # warm-up
     print("ready", flush=True)
     for _ in sys.stdin:
         with gc_frozen():
             base = baseline(out, date, out / "vocab" / "tokenizer.json")
-        summary = prepare.run_prepare(out, date, PrepareConfig())
-        print(json.dumps({"baseline": base["total_s"], "pipeline": summary["seconds"]["pipeline"],
-                          "step": marks["end"] - marks["start"], "step_cpu": marks["end_cpu"] - marks["start_cpu"]}),
-              flush=True)
+        summary = run_prepare(out, date, PrepareConfig())
+        print(
+            json.dumps(
+                {
+                    "baseline": base["total_s"],
+                    "pipeline": summary["seconds"]["pipeline"],
+                    "step": marks["end"] - marks["start"],
+                    "step_cpu": marks["end_cpu"] - marks["start_cpu"],
+                }
+            ),
+            flush=True,
+        )
 
 
 def main(argv=None) -> int:
@@ -83,9 +98,15 @@ def main(argv=None) -> int:
         shutil.copytree(night, copy, ignore=shutil.ignore_patterns("tokens", "summaries", "_staging-*"))
         env = dict(os.environ, PYTHONPATH=str(Path(tree).resolve()))
         # this file runs the worker, so a version from before it existed can be measured too
-        procs[name] = subprocess.Popen([sys.executable, __file__, f"--{WORKER}", str(copy), date],
-                                       cwd=Path(tree).resolve(), env=env, text=True, stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        procs[name] = subprocess.Popen(
+            [sys.executable, __file__, f"--{WORKER}", str(copy), date],
+            cwd=Path(tree).resolve(),
+            env=env,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
     for name, proc in procs.items():
         if proc.stdout.readline().strip() != "ready":
             raise RuntimeError(f"version {name} did not start (run it alone to see why)")
@@ -101,7 +122,9 @@ def main(argv=None) -> int:
     for proc in procs.values():
         proc.stdin.close()
         proc.wait()
-    print(f"{'version':12s}{'baseline':>10s}{'pipeline':>10s}{'step':>8s}{'step CPU':>10s}  (medians of {args.rounds}, s)")
+    print(
+        f"{'version':12s}{'baseline':>10s}{'pipeline':>10s}{'step':>8s}{'step CPU':>10s}  (medians of {args.rounds}, s)"
+    )
     for name, rs in runs.items():
         med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
         print(f"{name:12s}{med['baseline']:>10.3f}{med['pipeline']:>10.3f}{med['step']:>8.3f}{med['step_cpu']:>10.3f}")

@@ -24,6 +24,7 @@ By default it measures the sample x3 (`full`: 6k items, 300k events; a night's s
 fixed cost per night, ~0.1 s, weighs heavily) and then x12 (`big`: 24k items, 1.2M events), and reports a
 ratio for each. `--work DIR` keeps each size's sample and curated partitions in DIR/<size> for the next run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,19 @@ def make_curated(work: Path, sample: SampleConfig) -> tuple[Path, str]:
     if storage.is_published(storage.partition_dir(out, CURATED_EVENTS, sample.end_date)):
         return out, sample.end_date  # made by an earlier run with --work
     write_sample(raw, sample)
-    rc = cli(["ingest", "--catalog", str(raw / "catalog" / "*"), "--events", str(raw / "events" / "*"),
-              "--out", str(out), "--date", sample.end_date])
+    rc = cli(
+        [
+            "ingest",
+            "--catalog",
+            str(raw / "catalog" / "*"),
+            "--events",
+            str(raw / "events" / "*"),
+            "--out",
+            str(out),
+            "--date",
+            sample.end_date,
+        ]
+    )
     if rc:
         raise RuntimeError(f"shopllm ingest failed with exit code {rc}")
     return out, sample.end_date
@@ -71,8 +83,11 @@ def make_curated(work: Path, sample: SampleConfig) -> tuple[Path, str]:
 def baseline(out: Path, date: str, tokenizer_path: Path) -> dict:
     """Plain script: read the curated tables with pyarrow, encode every text in one encode_batch call."""
     t0 = time.perf_counter()
-    items = pq.read_table(storage.partition_files(out, CURATED_ITEMS, date),
-                          columns=["title", "description", "category", "brand", "attributes"], partitioning=None)
+    items = pq.read_table(
+        storage.partition_files(out, CURATED_ITEMS, date),
+        columns=["title", "description", "category", "brand", "attributes"],
+        partitioning=None,
+    )
     events = pq.read_table(storage.partition_files(out, CURATED_EVENTS, date), columns=["query"], partitioning=None)
     tokenizer = TextTokenizer.load(tokenizer_path)
     t_read = time.perf_counter()
@@ -83,9 +98,15 @@ def baseline(out: Path, date: str, tokenizer_path: Path) -> dict:
     t_texts = time.perf_counter()
     tokens = sum(len(ids) for ids in tokenizer.encode_batch(texts))
     t_end = time.perf_counter()
-    return {"texts": len(texts), "tokens": tokens, "read_s": t_read - t0, "encode_s": t_end - t_texts,
-            "total_s": t_end - t0, "tokens_per_s": tokens / (t_end - t0),
-            "encode_only_tokens_per_s": tokens / (t_end - t_texts)}
+    return {
+        "texts": len(texts),
+        "tokens": tokens,
+        "read_s": t_read - t0,
+        "encode_s": t_end - t_texts,
+        "total_s": t_end - t0,
+        "tokens_per_s": tokens / (t_end - t0),
+        "encode_only_tokens_per_s": tokens / (t_end - t_texts),
+    }
 
 
 def median_by(runs: list[dict], key) -> dict:
@@ -93,7 +114,7 @@ def median_by(runs: list[dict], key) -> dict:
 
 
 def run_prepare_timed(out: Path, date: str, cfg: PrepareConfig) -> dict:
-    from pipelines.prepare import run_prepare
+    from jobs.prepare import run_prepare
 
     t0 = time.perf_counter()
     summary = run_prepare(out, date, cfg)
@@ -124,48 +145,84 @@ def measure(size: str, work: Path, repeat: int) -> dict:
     text_tps = second["text_tokens"] / pipe_s
     out_tokens = sum(second["tokens"].values())
     return {
-        "size": size, "sample": {"items": sample.items, "users": sample.users, "events": sample.events},
-        "machine": f"{os.cpu_count()}-core CPU", "setup_s (sample+ingest)": round(setup_s, 2),
+        "size": size,
+        "sample": {"items": sample.items, "users": sample.users, "events": sample.events},
+        "machine": f"{os.cpu_count()}-core CPU",
+        "setup_s (sample+ingest)": round(setup_s, 2),
         "curated": "reused from --work" if setup_s < 1 else "written and ingested by this run",
         "baseline": {k: round(v, 4) if isinstance(v, float) else v for k, v in base.items()},
-        "prepare": {"pipeline_s": pipe_s, "stage_s": round(second["wall_s"], 3),
-                    "first_night_stage_s": round(first["wall_s"], 3),
-                    "text_tokens": second["text_tokens"], "text_tokens_per_s": round(text_tps),
-                    "output_tokens": out_tokens, "output_tokens_per_s": round(out_tokens / pipe_s),
-                    "rows": second["rows_total"]},
-        "ratio_vs_baseline": round(text_tps / base["tokens_per_s"], 3), "target_ratio": 0.8, "repeats": len(nights),
-        "all_runs_s": {"baseline": [round(b["total_s"], 3) for b in bases],
-                       "prepare_pipeline": [s["seconds"]["pipeline"] for s in nights]},
-        "zh_tokens_per_char": second["zh_tokens_per_char"], "tokenizer_vocab": second["tokenizer"]["vocab_size"],
+        "prepare": {
+            "pipeline_s": pipe_s,
+            "stage_s": round(second["wall_s"], 3),
+            "first_night_stage_s": round(first["wall_s"], 3),
+            "text_tokens": second["text_tokens"],
+            "text_tokens_per_s": round(text_tps),
+            "output_tokens": out_tokens,
+            "output_tokens_per_s": round(out_tokens / pipe_s),
+            "rows": second["rows_total"],
+        },
+        "ratio_vs_baseline": round(text_tps / base["tokens_per_s"], 3),
+        "target_ratio": 0.8,
+        "repeats": len(nights),
+        "all_runs_s": {
+            "baseline": [round(b["total_s"], 3) for b in bases],
+            "prepare_pipeline": [s["seconds"]["pipeline"] for s in nights],
+        },
+        "zh_tokens_per_char": second["zh_tokens_per_char"],
+        "tokenizer_vocab": second["tokenizer"]["vocab_size"],
     }
 
 
 def report(r: dict) -> None:
     base, prep, sample = r["baseline"], r["prepare"], r["sample"]
-    print(f"prepare benchmark ({r['size']}: {sample['items']} items, {sample['users']} users, {sample['events']} "
-          f"event lines; {r['machine']}; medians of {r['repeats']} alternating runs)")
+    print(
+        f"prepare benchmark ({r['size']}: {sample['items']} items, {sample['users']} users, {sample['events']} "
+        f"event lines; {r['machine']}; medians of {r['repeats']} alternating runs)"
+    )
     print(f"{'':34s}{'seconds':>10s}{'text tokens':>14s}{'tokens/s':>12s}")
-    print(f"{'baseline: read + encode_batch':34s}{base['total_s']:>10.2f}{base['tokens']:>14,}{base['tokens_per_s']:>12,.0f}")
-    print(f"{'baseline: encode_batch only':34s}{base['encode_s']:>10.2f}{base['tokens']:>14,}"
-          f"{base['encode_only_tokens_per_s']:>12,.0f}")
-    print(f"{'prepare pipeline (tokenizer reused)':34s}{prep['pipeline_s']:>10.2f}{prep['text_tokens']:>14,}"
-          f"{prep['text_tokens_per_s']:>12,.0f}")
+    print(
+        f"{'baseline: read + encode_batch':34s}{base['total_s']:>10.2f}"
+        f"{base['tokens']:>14,}{base['tokens_per_s']:>12,.0f}"
+    )
+    print(
+        f"{'baseline: encode_batch only':34s}{base['encode_s']:>10.2f}{base['tokens']:>14,}"
+        f"{base['encode_only_tokens_per_s']:>12,.0f}"
+    )
+    print(
+        f"{'prepare pipeline (tokenizer reused)':34s}{prep['pipeline_s']:>10.2f}{prep['text_tokens']:>14,}"
+        f"{prep['text_tokens_per_s']:>12,.0f}"
+    )
     print(f"{'prepare stage, first night (trains)':34s}{prep['first_night_stage_s']:>10.2f}")
-    print(f"prepare output: {prep['output_tokens']:,} tokens written ({prep['output_tokens_per_s']:,}/s), rows {prep['rows']}")
+    print(
+        f"prepare output: {prep['output_tokens']:,} tokens written ({prep['output_tokens_per_s']:,}/s), "
+        f"rows {prep['rows']}"
+    )
     print(f"all runs (s): baseline {r['all_runs_s']['baseline']}, pipeline {r['all_runs_s']['prepare_pipeline']}")
-    print(f"ratio prepare/baseline: {r['ratio_vs_baseline']:.3f} (target >= 0.8); "
-          f"Chinese tokens/char: {r['zh_tokens_per_char']:.3f}\n")
+    print(
+        f"ratio prepare/baseline: {r['ratio_vs_baseline']:.3f} (target >= 0.8); "
+        f"Chinese tokens/char: {r['zh_tokens_per_char']:.3f}\n"
+    )
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a small sample (smoke run)")
-    p.add_argument("--size", choices=sorted(SIZES), action="append",
-                   help="sample size, repeatable (default: full then big, or quick with --quick)")
-    p.add_argument("--repeat", type=int, help="alternate baseline and prepare this many times "
-                   f"(default per size: {DEFAULT_REPEATS})")
-    p.add_argument("--work", help="working folder (one sub-folder per size), kept and reused by later runs "
-                   "(default: a temporary one, removed afterwards)")
+    p.add_argument(
+        "--size",
+        choices=sorted(SIZES),
+        action="append",
+        help="sample size, repeatable (default: full then big, or quick with --quick)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        help=f"alternate baseline and prepare this many times (default per size: {DEFAULT_REPEATS})",
+    )
+    p.add_argument(
+        "--work",
+        help="working folder (one sub-folder per size), kept and reused by later runs "
+        "(default: a temporary one, removed afterwards)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("apache_beam").setLevel(logging.ERROR)

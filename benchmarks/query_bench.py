@@ -17,6 +17,7 @@ Ranks are full, ties pessimistic (shopllm.metrics), a target missing from the ca
 Reports hr@10 and ndcg@10 of each and the ratio query scope / BM25 (the target is > 1).
 Writes bench_out/query.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,6 +35,7 @@ from shopllm.ranking import Ranker
 from shopllm.schemas import CURATED_ITEMS, TOKENS, TOKENS_SCHEMA
 from shopllm.tokenizer import TextTokenizer
 
+
 def bm25_ranks(docs: list[str], queries: list[str], targets: list[int]) -> list[int]:
     """1-based rank of each target doc under BM25 for its query (len(docs) + 1 when the target is -1)."""
     import bm25s
@@ -48,8 +50,11 @@ def bm25_ranks(docs: list[str], queries: list[str], targets: list[int]) -> list[
             out.append(len(docs) + 1)
             continue
         known = [vocab[w] for w in terms(q) if w in vocab]
-        scores = torch.from_numpy(np.asarray(retriever.get_scores(known), dtype=np.float32))[None] if known \
+        scores = (
+            torch.from_numpy(np.asarray(retriever.get_scores(known), dtype=np.float32))[None]
+            if known
             else torch.zeros(1, len(docs))
+        )
         out.append(int(metrics.target_ranks(scores, torch.tensor([t]))[0]))
     return out
 
@@ -69,9 +74,15 @@ def compare(out: Path, date: str = shops.DATE) -> dict:
     rows = [r for r in test if r["kind"] == "search" and r["target_item"]]
     loaded = modelstore.load(out, modelstore.latest_version(out), "cpu")
     weight = lexical_weight(loaded.config)
-    ranker = Ranker(loaded.model, TextTokenizer.load(loaded.tokenizer_path), loaded.items,
-                    [r["item_id"] for r in items], "cpu", item_texts={r["item_id"]: item_text(r) for r in items},
-                    lexical_weight=weight)
+    ranker = Ranker(
+        loaded.model,
+        TextTokenizer.load(loaded.tokenizer_path),
+        loaded.items,
+        [r["item_id"] for r in items],
+        "cpu",
+        item_texts={r["item_id"]: item_text(r) for r in items},
+        lexical_weight=weight,
+    )
     prompts = [_fit(r["input_ids"], ranker.block_size) for r in rows]
     targets, queries, no_exclude = [r["target_item"] for r in rows], [r["subject_id"] for r in rows], [() for _ in rows]
     shipped = ranks_of(ranker, prompts, targets, no_exclude, queries=queries)
@@ -79,9 +90,15 @@ def compare(out: Path, date: str = shops.DATE) -> dict:
     by_id = {r["item_id"]: r for r in items}
     docs = [item_text(by_id[i]) for i in ranker.col_items]  # the model's candidates, in its column order
     lexical = bm25_ranks(docs, queries, [ranker.col_index.get(t, -1) for t in targets])
-    result = {"searches": len(rows), "distinct_queries": len(set(queries)), "candidates": len(docs),
-              "lexical_weight": weight, "query_scope": summary(shipped), "model_alone": summary(alone),
-              "bm25": summary(lexical)}
+    result = {
+        "searches": len(rows),
+        "distinct_queries": len(set(queries)),
+        "candidates": len(docs),
+        "lexical_weight": weight,
+        "query_scope": summary(shipped),
+        "model_alone": summary(alone),
+        "bm25": summary(lexical),
+    }
     for m in (f"hr@{K}", f"ndcg@{K}"):
         base = result["bm25"].get(m)
         result[f"{m}_ratio"] = round(result["query_scope"][m] / base, 2) if base else None
@@ -99,12 +116,16 @@ def main(argv=None) -> int:
     for shop in args.shops.split(","):
         results[shop] = compare(shops.nightly(shop, Path(args.work), quick=args.quick))
         r = results[shop]
-        print(f"{shop}: {r['searches']} held-out searches ({r['distinct_queries']} queries), {r['candidates']} candidates")
+        print(
+            f"{shop}: {r['searches']} held-out searches ({r['distinct_queries']} queries), {r['candidates']} candidates"
+        )
         print(f"  {'':12} {'hr@10':>7} {'ndcg@10':>8}")
         for side in ("query_scope", "model_alone", "bm25"):
             print(f"  {side:12} {r[side].get('hr@10', float('nan')):7.4f} {r[side].get('ndcg@10', float('nan')):8.4f}")
-        print(f"  query scope (BM25 weight {r['lexical_weight']}) / bm25: hr@10 {r['hr@10_ratio']}x, "
-              f"ndcg@10 {r['ndcg@10_ratio']}x (target > 1)")
+        print(
+            f"  query scope (BM25 weight {r['lexical_weight']}) / bm25: hr@10 {r['hr@10_ratio']}x, "
+            f"ndcg@10 {r['ndcg@10_ratio']}x (target > 1)"
+        )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"quick": args.quick, **results}, indent=2, ensure_ascii=False))
     return 0

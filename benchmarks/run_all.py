@@ -3,6 +3,7 @@
 Usage: python -m benchmarks.run_all [--quick] [--only ingest,prepare,...]
 Results land in bench_out/<name>.json; a summary table is printed at the end.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -11,6 +11,7 @@ graph, a cost no real run has.)
 
 Writes bench_out/score.json. The model is random (throughput does not depend on the weights).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,15 +40,42 @@ def build_model(folder: Path, preset: dict, seed: int = 0) -> Path:
     from shopllm.vocab import ItemVocab
 
     rng = random.Random(seed)
-    words = ["wireless", "bluetooth", "headphones", "black", "red", "shoes", "running", "battery", "cotton",
-             "shirt", "无线", "蓝牙", "耳机", "黑色", "跑鞋", "纯棉", "衬衫", "续航", "音质", "舒适"]
+    words = [
+        "wireless",
+        "bluetooth",
+        "headphones",
+        "black",
+        "red",
+        "shoes",
+        "running",
+        "battery",
+        "cotton",
+        "shirt",
+        "无线",
+        "蓝牙",
+        "耳机",
+        "黑色",
+        "跑鞋",
+        "纯棉",
+        "衬衫",
+        "续航",
+        "音质",
+        "舒适",
+    ]
     texts = [" ".join(rng.choices(words, k=8)) for _ in range(2000)]
     tok = TextTokenizer.train(texts, vocab_size=1000, min_frequency=1)
     tok_path = tok.save(folder / "tokenizer.json")
     items = ItemVocab([f"item{i:06d}" for i in range(preset["n_items"])])
     torch.manual_seed(seed)
-    cfg = GPTConfig(n_text=tok.n_text, n_items=len(items), block_size=preset["block_size"], n_layer=preset["n_layer"],
-                    n_head=preset["n_head"], n_embd=preset["n_embd"], dropout=0.0)
+    cfg = GPTConfig(
+        n_text=tok.n_text,
+        n_items=len(items),
+        block_size=preset["block_size"],
+        n_layer=preset["n_layer"],
+        n_head=preset["n_head"],
+        n_embd=preset["n_embd"],
+        dropout=0.0,
+    )
     model = GPT(cfg)
     return modelstore.save(folder, "bench", model, tokenizer_json=tok_path, items=items, metrics={})
 
@@ -59,8 +87,16 @@ def write_users(path: Path, n_users: int, n_items: int, seed: int = 1) -> Path:
 
     rng = random.Random(seed)
     histories = [[f"item{rng.randrange(n_items):06d}" for _ in range(rng.randint(3, 50))] for _ in range(n_users)]
-    pq.write_table(pa.table({"user_id": [f"user{u:07d}" for u in range(n_users)], "history": histories,
-                             "exclude": [h[-3:] for h in histories]}), path)
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": [f"user{u:07d}" for u in range(n_users)],
+                "history": histories,
+                "exclude": [h[-3:] for h in histories],
+            }
+        ),
+        path,
+    )
     return path
 
 
@@ -71,13 +107,17 @@ def read_requests(path: str):
     from shopllm.ranking import RankRequest
 
     t = pq.read_table(path).to_pydict()
-    return [(u, RankRequest("history", items=tuple(h), exclude=tuple(x)))
-            for u, h, x in zip(t["user_id"], t["history"], t["exclude"])]
+    return [
+        (u, RankRequest("history", items=tuple(h), exclude=tuple(x)))
+        for u, h, x in zip(t["user_id"], t["history"], t["exclude"])
+    ]
 
 
 def rows_of(version, scope, subject, res):
-    return [{"model_version": version, "scope": scope, "subject_id": subject, "rank": r, "item_id": i, "score": s}
-            for r, (i, s) in enumerate(zip(res.item_ids, res.scores), start=1)]
+    return [
+        {"model_version": version, "scope": scope, "subject_id": subject, "rank": r, "item_id": i, "score": s}
+        for r, (i, s) in enumerate(zip(res.item_ids, res.scores), start=1)
+    ]
 
 
 def bare_loop(model_dir: Path, users: Path, k: int, batch_size: int, device: str) -> tuple[float, int]:
@@ -92,7 +132,7 @@ def bare_loop(model_dir: Path, users: Path, k: int, batch_size: int, device: str
     requests = read_requests(str(users))
     n_rows = 0
     for start in range(0, len(requests), batch_size):
-        chunk = requests[start:start + batch_size]
+        chunk = requests[start : start + batch_size]
         for (key, _), res in zip(chunk, rank_batch(ranker, [r for _, r in chunk], k)):
             n_rows += len(rows_of("bench", "user", key, res))
     return time.perf_counter() - t0, n_rows
@@ -113,10 +153,13 @@ def beam_pipeline(model_dir: Path, users: Path, k: int, batch_size: int, device:
 
     t0 = time.perf_counter()
     p = make_pipeline()
-    (p | beam.Create([str(users)])
-       | "ReadUsers" >> beam.FlatMap(lambda path: [(("user", key), req) for key, req in read_requests(path)])
-       | RankSubjects(handler, "bench")
-       | beam.Map(count))
+    (
+        p
+        | beam.Create([str(users)])
+        | "ReadUsers" >> beam.FlatMap(lambda path: [(("user", key), req) for key, req in read_requests(path)])
+        | RankSubjects(handler, "bench")
+        | beam.Map(count)
+    )
     result = run_pipeline(p)
     seconds = time.perf_counter() - t0
     return seconds, counter_values(result, "bench").get("rows", 0)
@@ -180,25 +223,44 @@ def main(argv=None) -> int:
             t, beam_rows = beam_pipeline(model_dir, user_file, k, batch_size, args.device, catalog)
             beam_s = min(beam_s, t)
             cached = max(cached, generation(model_dir, args.gen_batch, prompt_len, args.new_tokens, args.device, True))
-            uncached = max(uncached, generation(model_dir, args.gen_batch, prompt_len, args.new_tokens, args.device,
-                                                False))
+            uncached = max(
+                uncached, generation(model_dir, args.gen_batch, prompt_len, args.new_tokens, args.device, False)
+            )
 
     assert bare_rows == beam_rows == users * k, (bare_rows, beam_rows)
     res = {
-        "device": args.device, "preset": preset_name, "params": n_params, "users": users, "items": preset["n_items"],
-        "batch_size": batch_size, "top_k": k, "torch_threads": torch.get_num_threads(), "repeat": repeat,
-        "beam_users_per_s": users / beam_s, "bare_users_per_s": users / bare_s,
+        "device": args.device,
+        "preset": preset_name,
+        "params": n_params,
+        "users": users,
+        "items": preset["n_items"],
+        "batch_size": batch_size,
+        "top_k": k,
+        "torch_threads": torch.get_num_threads(),
+        "repeat": repeat,
+        "beam_users_per_s": users / beam_s,
+        "bare_users_per_s": users / bare_s,
         "beam_vs_bare": (users / beam_s) / (users / bare_s),
-        "gen_batch": args.gen_batch, "gen_prompt_len": prompt_len, "new_tokens": args.new_tokens,
-        "gen_tokens_per_s_cache": cached, "gen_tokens_per_s_no_cache": uncached, "cache_speedup": cached / uncached,
+        "gen_batch": args.gen_batch,
+        "gen_prompt_len": prompt_len,
+        "new_tokens": args.new_tokens,
+        "gen_tokens_per_s_cache": cached,
+        "gen_tokens_per_s_no_cache": uncached,
+        "cache_speedup": cached / uncached,
     }
-    print(f"score bench: {preset_name} model ({n_params / 1e6:.1f}M params, {preset['n_items']} items), "
-          f"device {args.device}, {users} users, batch {batch_size}, top-{k}")
+    print(
+        f"score bench: {preset_name} model ({n_params / 1e6:.1f}M params, {preset['n_items']} items), "
+        f"device {args.device}, {users} users, batch {batch_size}, top-{k}"
+    )
     print(f"{'measure':38s} {'value':>12s} {'baseline':>12s} {'ratio':>7s} {'target':>7s}")
-    print(f"{'users ranked/s: Beam vs bare torch':38s} {res['beam_users_per_s']:12.1f} "
-          f"{res['bare_users_per_s']:12.1f} {res['beam_vs_bare']:7.2f} {'>=0.8':>7s}")
-    print(f"{'gen tokens/s @128: cache vs no cache':38s} {cached:12.1f} {uncached:12.1f} "
-          f"{res['cache_speedup']:7.2f} {'>=5':>7s}")
+    print(
+        f"{'users ranked/s: Beam vs bare torch':38s} {res['beam_users_per_s']:12.1f} "
+        f"{res['bare_users_per_s']:12.1f} {res['beam_vs_bare']:7.2f} {'>=0.8':>7s}"
+    )
+    print(
+        f"{'gen tokens/s @128: cache vs no cache':38s} {cached:12.1f} {uncached:12.1f} "
+        f"{res['cache_speedup']:7.2f} {'>=5':>7s}"
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))

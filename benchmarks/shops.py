@@ -9,6 +9,7 @@ nightly defaults (or `config`), in its own process, its log in root/<shop>/night
 reused by the next benchmark when the code it depends on, the shop and the config are the ones it ran with
 (root/<shop>/stamp.json); anything else starts it again from nothing.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -66,13 +67,27 @@ def nightly(shop: str, root: Path, *, quick: bool = False, config: str | None = 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     write_shop(shop, work / "input", quick)
-    argv = [sys.executable, "-m", "jobs", "nightly", "--catalog", str(work / "input/catalog/*.jsonl.gz"),
-            "--events", str(work / "input/events/*.jsonl.gz"), "--out", str(out), "--date", DATE]
+    argv = [
+        sys.executable,
+        "-m",
+        "jobs",
+        "nightly",
+        "--catalog",
+        str(work / "input/catalog/*.jsonl.gz"),
+        "--events",
+        str(work / "input/events/*.jsonl.gz"),
+        "--out",
+        str(out),
+        "--date",
+        DATE,
+    ]
     if config:
         (work / "config.toml").write_text(config)
         argv += ["--config", str(work / "config.toml")]
-    print(f"{shop}: running the nightly job ({'quick' if quick else 'nightly defaults'}), log in "
-          f"{work / 'nightly.log'}", flush=True)
+    print(
+        f"{shop}: running the nightly job ({'quick' if quick else 'nightly defaults'}), log in {work / 'nightly.log'}",
+        flush=True,
+    )
     start = time.monotonic()
     with open(work / "nightly.log", "w") as log:
         rc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT).returncode

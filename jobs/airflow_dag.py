@@ -5,6 +5,7 @@ your DAGs folder and set the variables below (or the SHOPLLM_* environment varia
 same `shopllm <stage>` command the nightly job runs, so a failed task can be cleared and retried alone;
 stages publish atomically, so a retry never leaves half a partition.
 """
+
 from __future__ import annotations
 
 import os

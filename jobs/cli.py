@@ -2,13 +2,8 @@
 
 Flags the subcommand does not know are passed to Beam untouched (`--runner`, `--direct_num_workers`, ...).
 """
+
 from __future__ import annotations
-
-import os
-
-# OpenMP threads spin-wait between torch ops by default; on a shared or small machine that costs up to
-# 10x in training speed. Must be set before torch is imported (the stages import it lazily).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import datetime as dt
@@ -35,7 +30,7 @@ BEAM_COMMANDS = {"ingest", "prepare", "score", "nightly", "demo"}
 
 
 def today_utc() -> str:
-    return dt.datetime.now(dt.timezone.utc).date().isoformat()
+    return dt.datetime.now(dt.UTC).date().isoformat()
 
 
 def valid_date(s: str) -> str:
@@ -50,7 +45,9 @@ def add_common(p: argparse.ArgumentParser, *, out=True, date=True, config=True) 
     if out:
         p.add_argument("--out", required=True, help="output root (curated/, tokens/, models/, scores/, reports/)")
     if date:
-        p.add_argument("--date", type=valid_date, default=today_utc(), help="partition date YYYY-MM-DD (default: today, UTC)")
+        p.add_argument(
+            "--date", type=valid_date, default=today_utc(), help="partition date YYYY-MM-DD (default: today, UTC)"
+        )
     if config:
         p.add_argument("--config", help="TOML or YAML config file; flags override it")
 

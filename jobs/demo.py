@@ -1,4 +1,5 @@
 """shopllm demo: write the embedded sample shop, run `nightly` on it on the CPU, show a few results."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,11 @@ max_minutes = 2.5
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo_out", help="where the sample input and every output go (default: demo_out)")
-    p.add_argument("--config", help="TOML or YAML config file (default: the demo's own, DEMO_CONFIG: a shorter "
-                                    "training than the nightly's); flags override it")
+    p.add_argument(
+        "--config",
+        help="TOML or YAML config file (default: the demo's own, DEMO_CONFIG: a shorter "
+        "training than the nightly's); flags override it",
+    )
     p.add_argument("--force", action="store_true", help="rerun every stage even if a previous demo completed it")
 
 
@@ -37,7 +41,11 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     nightly_args = argparse.Namespace(
         catalog=str(sample_dir / "catalog" / "*.jsonl.gz"),
         events=str(sample_dir / "events" / "*.jsonl.gz"),
-        out=str(out), date=date, config=config, full_retrain=False, force=args.force,
+        out=str(out),
+        date=date,
+        config=config,
+        full_retrain=False,
+        force=args.force,
     )
     rc = nightly.run(nightly_args, beam_args)
     if rc:
@@ -64,8 +72,15 @@ def show(out: Path, date: str) -> None:
     descs = storage.read_partition(out, schemas.DESCRIPTIONS, date).to_pandas()
     report = out / schemas.REPORTS / f"dt={date}" / "report.html"
     print(f"\nOutputs under {out}/:")
-    for ds in (schemas.CURATED_ITEMS, schemas.CURATED_EVENTS, schemas.CURATED_SESSIONS, schemas.REJECTS_CATALOG,
-               schemas.REJECTS_EVENTS, schemas.RECOMMENDATIONS, schemas.DESCRIPTIONS):
+    for ds in (
+        schemas.CURATED_ITEMS,
+        schemas.CURATED_EVENTS,
+        schemas.CURATED_SESSIONS,
+        schemas.REJECTS_CATALOG,
+        schemas.REJECTS_EVENTS,
+        schemas.RECOMMENDATIONS,
+        schemas.DESCRIPTIONS,
+    ):
         print(f"  {storage.partition_dir(out, ds, date)}")
     print(f"  report: {report}")
     with pd.option_context("display.width", 160, "display.max_colwidth", 60):
@@ -81,8 +96,10 @@ def show(out: Path, date: str) -> None:
             print(f"\nTop 5 items for the search {q!r}:")
             print(top[["rank", "item_id", "title", "score"]].to_string(index=False))
         published = descs[~descs.is_fallback]
-        print(f"\nGenerated descriptions: {len(published):,} of {len(descs):,} items published the model's text "
-              f"(the rest got the attribute fallback, is_fallback = true). A few of them:")
+        print(
+            f"\nGenerated descriptions: {len(published):,} of {len(descs):,} items published the model's text "
+            f"(the rest got the attribute fallback, is_fallback = true). A few of them:"
+        )
         for lang in ("zh", "en"):
             for row in published[published.language == lang].head(2).merge(items, on="item_id").itertuples():
                 print(f"- {row.title}\n    {row.description[:200]}")

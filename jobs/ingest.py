@@ -4,12 +4,11 @@ Checks the inputs and --out before the pipeline starts, runs the pipeline into s
 publishes the five partitions only when it succeeded, writes summaries/dt=D/ingest.json and prints
 a short table. Read = kept + deduplicated + rejected for every source, or the run fails.
 """
+
 from __future__ import annotations
 
 import io
 import logging
-import shutil
-from pathlib import Path
 
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
@@ -46,7 +45,7 @@ def match_inputs(pattern: str, what: str) -> list[str]:
         try:
             with FileSystems.open(path) as f:  # decompresses .gz, so a corrupt header fails here
                 if fmt == "parquet":
-                    pq.ParquetFile(f if f.seekable() else io.BytesIO(f.read())).schema_arrow
+                    _ = pq.ParquetFile(f if f.seekable() else io.BytesIO(f.read())).schema_arrow
                 else:
                     f.read(1)
         except Exception as e:
@@ -76,7 +75,9 @@ def format_summary(summary: dict) -> str:
     lines = [f"{'source':<8} {'read':>10} {'kept':>10} {'dedup':>8} {'rejected':>9}"]
     for source in ingest.SOURCES:
         s = summary[source]
-        lines.append(f"{source:<8} {s['read']:>10} {s['kept']:>10} {s['deduplicated']:>8} {sum(s['rejected'].values()):>9}")
+        lines.append(
+            f"{source:<8} {s['read']:>10} {s['kept']:>10} {s['deduplicated']:>8} {sum(s['rejected'].values()):>9}"
+        )
     for source in ingest.SOURCES:
         if summary[source]["rejected"]:
             reasons = ", ".join(f"{r}={n}" for r, n in sorted(summary[source]["rejected"].items()))
@@ -87,8 +88,6 @@ def format_summary(summary: dict) -> str:
 def run(args, beam_args) -> int:
     cfg = config_mod.load(args.config)
     icfg = config_mod.replace(cfg.ingest, batch_rows=args.batch_rows, shards=args.shards)
-    if icfg.batch_rows < 1 or icfg.shards < 1:
-        raise ShopllmError("batch_rows and shards must be at least 1")
     catalog_files = match_inputs(args.catalog, "catalog")
     event_files = match_inputs(args.events, "events")
     try:
@@ -97,20 +96,24 @@ def run(args, beam_args) -> int:
         raise ShopllmError(str(e)) from None
 
     if not getattr(args, "verbose", False):
-        # a failing DoFn is logged by Beam with its traceback before the error reaches us; we report it
-        # in one line (the traceback is logged at DEBUG with -v)
-        logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
+        quiet_dofn_tracebacks()
     summary = run_ingest(catalog_files, event_files, args.out, args.date, icfg, beam_args)
     print(format_summary(summary))
     return 0
 
 
+def quiet_dofn_tracebacks() -> None:
+    """A failing DoFn is logged by Beam with its traceback before the error reaches us; we report it in one
+    line instead (the traceback is logged at DEBUG with -v)."""
+    logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
+
+
 def run_ingest(catalog_files: list[str], event_files: list[str], out: str, date: str, cfg, beam_args=()) -> dict:
     """Run the pipeline into staging folders and publish them; returns the summary written to ingest.json."""
-    folders = {ds: storage.staging_dir(out, ds, date) for ds in ingest_pipeline.DATASETS}
-    try:
+    with storage.publishing_together(out, date, ingest_pipeline.DATASETS) as folders:
         pipeline = common.make_pipeline(beam_args)
-        ingest_pipeline.build_ingest(pipeline, catalog_files, event_files, {k: str(v) for k, v in folders.items()}, cfg)
+        staging = {dataset: str(folder) for dataset, folder in folders.items()}
+        _ = pipeline | "Ingest" >> ingest_pipeline.Ingest(catalog_files, event_files, staging, cfg)
         try:
             result = common.run_pipeline(pipeline)
         except Exception as e:
@@ -123,15 +126,6 @@ def run_ingest(catalog_files: list[str], event_files: list[str], out: str, date:
         unbalanced = [s for s in ingest.SOURCES if not summary[s]["balanced"]]
         if unbalanced:
             raise ShopllmError(f"records unaccounted for in {', '.join(unbalanced)}: {summary}; nothing published")
-        for dataset, folder in folders.items():
-            if not any(folder.glob("*.parquet")):  # an empty dataset still gets a (schema-only) file
-                storage.write_table(ingest_pipeline.DATASETS[dataset].empty_table(), folder)
-    except BaseException:
-        for folder in folders.values():
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
-    for dataset, folder in folders.items():
-        storage.publish(Path(folder), out, dataset, date)
     summary = {"date": date, "inputs": {"catalog": catalog_files, "events": event_files}, **summary}
     storage.write_json(storage.summary_path(out, date, "ingest"), summary)
     return summary

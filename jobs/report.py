@@ -1,7 +1,9 @@
 """shopllm report: write reports/dt=D/report.{json,html} from the stage summaries and published outputs."""
+
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from jobs.cli import add_common
 
@@ -11,8 +13,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    print(f"report: {run_report(args.out, args.date) / 'report.html'}")
+    return 0
+
+
+def run_report(out: str, date: str) -> Path:
+    """The stage: reports/dt=D/report.{json,html} from the night's summaries; returns the partition folder."""
     from shopllm.report import write_report
 
-    folder = write_report(args.out, args.date)
-    print(f"report: {folder / 'report.html'}")
-    return 0
+    return write_report(out, date)

@@ -6,19 +6,15 @@
 A killed run resumes from checkpoints/dt=D/train.pt when rerun with the same data and settings.
 Training does not move models/LATEST: the score stage does, once that version's scores are published.
 """
+
 from __future__ import annotations
-
-import os
-
-# Other processes share this machine's cores: OpenMP threads that spin while waiting make every step
-# several times slower under contention; passive waiting costs little when the machine is idle.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import gc
 import hashlib
 import json
 import logging
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -29,7 +25,8 @@ from shopllm import config as config_mod
 from shopllm import modelstore, storage
 from shopllm.config import TrainConfig
 from shopllm.data import TokenStream, read_eval_rows
-from shopllm.errors import ConfigError, InputError, ShopllmError
+from shopllm.devices import resolve_device
+from shopllm.errors import InputError, ShopllmError
 from shopllm.evaluation import description_perplexity, fit_query_blend
 from shopllm.lexical import item_text
 from shopllm.metrics import evaluate_rows
@@ -61,16 +58,12 @@ def train_config(args) -> TrainConfig:
     cfg = config_mod.replace(cfg, max_steps=args.max_steps, max_minutes=args.max_minutes)
     if args.full_retrain:
         cfg = replace(cfg, full_retrain=True)
-    if cfg.max_steps <= 0 or cfg.batch_size <= 0:
-        raise ConfigError("train.max_steps and train.batch_size must be positive")
     return cfg
 
 
 def setup_distributed(device_flag: str | None) -> tuple[str, int, int]:
     """(device, rank, world size); initialises the process group when launched by torchrun."""
-    use_cuda = device_flag == "cuda" or (device_flag is None and torch.cuda.is_available())
-    if use_cuda and not torch.cuda.is_available():
-        raise ConfigError("--device cuda asked for, but no CUDA device is available")
+    use_cuda = resolve_device(device_flag) == "cuda"
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return ("cuda" if use_cuda else "cpu"), 0, 1
@@ -97,13 +90,13 @@ def teardown_distributed(wait_for_peers: bool = True) -> None:
     dist.destroy_process_group()
 
 
-def build_model(cfg: TrainConfig, tokenizer: TextTokenizer, n_items: int, out: str, date: str
-                ) -> tuple[GPT, str | None, str]:
+def build_model(
+    cfg: TrainConfig, tokenizer: TextTokenizer, n_items: int, out: str, date: str
+) -> tuple[GPT, str | None, str]:
     """The model to train, warm-started from an earlier night's model where possible; (model, from version, why)."""
     m = cfg.model
     n_text = tokenizer.n_text
-    fresh = GPT(GPTConfig(n_text=n_text, n_items=n_items, block_size=m.block_size, n_layer=m.n_layer,
-                          n_head=m.n_head, n_embd=m.n_embd, dropout=m.dropout))
+    fresh = GPT(GPTConfig.of(m, n_text, n_items))
     latest = modelstore.warm_start_version(out, date)
     if cfg.full_retrain:
         return fresh, None, "full retrain asked for"
@@ -150,8 +143,13 @@ def fingerprint(cfg: TrainConfig, files: list[str], model: GPT, warm_from: str |
 
 
 def run(args, beam_args=()) -> int:
-    cfg = train_config(args)
-    out, date = args.out, args.date
+    run_train(args.out, args.date, train_config(args), device=args.device, resume=not args.no_resume)
+    return 0
+
+
+def run_train(out: str, date: str, cfg: TrainConfig, *, device: str | None = None, resume: bool = True) -> None:
+    """The stage: train (or warm-start) on tokens/*/dt=date and save models/v<date>/ and the train summary.
+    Under torchrun every rank calls it; rank 0 writes. device None: CUDA when there is one."""
     vocab_dir = Path(out) / VOCAB_DIR
     tokenizer_path = vocab_dir / TOKENIZER_FILE
     if not tokenizer_path.exists():
@@ -164,29 +162,56 @@ def run(args, beam_args=()) -> int:
         raise InputError(f"no training shards in {storage.partition_dir(out, f'{TOKENS}/train', date)}")
     tokenizer = TextTokenizer.load(tokenizer_path)
     items = ItemVocab.load(vocab_dir)
-    device, rank, world = setup_distributed(args.device)
+    device, rank, world = setup_distributed(device)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model, warm_from, why = build_model(cfg, tokenizer, len(items), out, date)
     if rank == 0:
-        log.info("%s; %.2fM parameters, %d items, device %s, %d process(es)", why,
-                 model.num_params() / 1e6, len(items), device, world)
-    stream = TokenStream(train_files, cfg.batch_size, model.config.block_size, seed=cfg.seed,
-                         rank=rank, world_size=world)
+        log.info(
+            "%s; %.2fM parameters, %d items, device %s, %d process(es)",
+            why,
+            model.num_params() / 1e6,
+            len(items),
+            device,
+            world,
+        )
+    stream = TokenStream(
+        train_files, cfg.batch_size, model.config.block_size, seed=cfg.seed, rank=rank, world_size=world
+    )
     evaluate = valid_evaluator(out, date, cfg, device)
     work = storage.partition_dir(out, CHECKPOINTS, date)
     fp = fingerprint(cfg, train_files, model, warm_from)
-    trainer = Trainer(model, cfg, stream, evaluate=evaluate, score_key=SELECTION_KEY, checkpoint_path=work / "train.pt",
-                      metrics_path=work / "evals.jsonl", device=device, log_every=cfg.log_every,
-                      loss_kwargs=loss_kwargs(cfg),
-                      fingerprint=fp)
-    resume = not args.no_resume
+    trainer = Trainer(
+        model,
+        cfg,
+        stream,
+        evaluate=evaluate,
+        score_key=SELECTION_KEY,
+        checkpoint_path=work / "train.pt",
+        metrics_path=work / "evals.jsonl",
+        device=device,
+        log_every=cfg.log_every,
+        loss_kwargs=loss_kwargs(cfg),
+        fingerprint=fp,
+    )
     if rank == 0 and not (resume and trainer.resumable()):
         (work / "evals.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh curve
     result = trainer.run(resume=resume)
     if rank == 0:
-        save_outputs(out, date, cfg, trainer.model, result, tokenizer_path, items, warm_from, why, world, device,
-                     len(stream.files), stream.n_rows)
-    return 0
+        save_outputs(
+            out,
+            date,
+            cfg,
+            trainer.model,
+            result,
+            tokenizer_path,
+            items,
+            warm_from,
+            why,
+            world,
+            device,
+            len(stream.files),
+            stream.n_rows,
+        )
 
 
 def valid_evaluator(out: str, date: str, cfg: TrainConfig, device: str):
@@ -235,12 +260,22 @@ def query_blend(out, date, model, tokenizer_path, items, device) -> dict | None:
         log.warning("query blend not fitted: %s", e)
         return None
     model.eval()
-    ranker = Ranker(model, TextTokenizer.load(tokenizer_path), items, [r["item_id"] for r in catalog], device,
-                    item_texts={r["item_id"]: item_text(r) for r in catalog})
+    ranker = Ranker(
+        model,
+        TextTokenizer.load(tokenizer_path),
+        items,
+        [r["item_id"] for r in catalog],
+        device,
+        item_texts={r["item_id"]: item_text(r) for r in catalog},
+    )
     fitted = fit_query_blend(ranker, valid)
     if fitted:
-        log.info("query blend: BM25 weight %s (valid ndcg@10 by weight %s, %d searches)", fitted["lexical_weight"],
-                 fitted["valid_ndcg@10_by_weight"], fitted["valid_searches"])
+        log.info(
+            "query blend: BM25 weight %s (valid ndcg@10 by weight %s, %d searches)",
+            fitted["lexical_weight"],
+            fitted["valid_ndcg@10_by_weight"],
+            fitted["valid_searches"],
+        )
     return fitted
 
 
@@ -249,11 +284,14 @@ def downsample(values: list[float], points: int = 200) -> list[list[float]]:
     if not values:
         return []
     w = max(1, -(-len(values) // points))
-    return [[min(i + w, len(values)), sum(values[i:i + w]) / len(values[i:i + w])] for i in range(0, len(values), w)]
+    return [
+        [min(i + w, len(values)), sum(values[i : i + w]) / len(values[i : i + w])] for i in range(0, len(values), w)
+    ]
 
 
-def save_outputs(out, date, cfg, model, result, tokenizer_path, items, warm_from, why, world, device,
-                 n_files, n_rows) -> None:
+def save_outputs(
+    out, date, cfg, model, result, tokenizer_path, items, warm_from, why, world, device, n_files, n_rows
+) -> None:
     version = modelstore.version_for(date)
     best = result.curve[[r["step"] for r in result.curve].index(result.best_step)] if result.best_step else {}
     summary = {
@@ -283,13 +321,28 @@ def save_outputs(out, date, cfg, model, result, tokenizer_path, items, warm_from
     }
     blend = query_blend(out, date, model, tokenizer_path, items, device)
     summary["query_blend"] = blend
-    modelstore.save(out, version, model, tokenizer_json=tokenizer_path, items=items, metrics=summary,
-                    extra_config={"train": config_mod.to_dict(cfg),
-                                  "rank": {"lexical_weight": blend["lexical_weight"] if blend else 0.0}})
+    modelstore.save(
+        out,
+        version,
+        model,
+        tokenizer_json=tokenizer_path,
+        items=items,
+        metrics=summary,
+        extra_config={
+            "train": config_mod.to_dict(cfg),
+            "rank": {"lexical_weight": blend["lexical_weight"] if blend else 0.0},
+        },
+    )
     storage.write_json(storage.summary_path(out, date, "train"), summary)
-    log.info("saved %s: %d steps, best selection score %s at step %s (valid ndcg@10 %s), %.0f tokens/s", version,
-             result.steps, f"{result.best_score:.4f}" if result.best_score is not None else "n/a", result.best_step,
-             f"{best['ndcg@10']:.4f}" if best.get("ndcg@10") is not None else "n/a", result.tokens_per_s)
+    log.info(
+        "saved %s: %d steps, best selection score %s at step %s (valid ndcg@10 %s), %.0f tokens/s",
+        version,
+        result.steps,
+        f"{result.best_score:.4f}" if result.best_score is not None else "n/a",
+        result.best_step,
+        f"{best['ndcg@10']:.4f}" if best.get("ndcg@10") is not None else "n/a",
+        result.tokens_per_s,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

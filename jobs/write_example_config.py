@@ -1,4 +1,5 @@
 """Regenerate jobs/shopllm.example.toml from the config dataclasses: python -m jobs.write_example_config"""
+
 from pathlib import Path
 
 from shopllm.config import Config, to_toml

@@ -1,10 +1,11 @@
 """Pipeline construction shared by every stage."""
+
 from __future__ import annotations
 
 import contextlib
 import gc
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
@@ -29,8 +30,11 @@ def single_worker(pipeline) -> bool:
     """True when the pipeline runs on one in-process worker (no --runner, no worker count above 1)."""
     options = pipeline.options
     direct = options.view_as(DirectOptions)
-    return (options.view_as(StandardOptions).runner is None and (direct.direct_num_workers or 1) == 1
-            and direct.direct_running_mode in (None, "in_memory"))
+    return (
+        options.view_as(StandardOptions).runner is None
+        and (direct.direct_num_workers or 1) == 1
+        and direct.direct_running_mode in (None, "in_memory")
+    )
 
 
 _frozen_depth = 0

@@ -13,6 +13,7 @@ Elements are chunks of raw records and Arrow tables, never one dict per row:
 
 The logic inside every step lives in `shopllm.ingest`; this module only wires it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,9 +24,9 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from pipelines.common import single_worker
 from shopllm import ingest, schemas, storage
 from shopllm.config import IngestConfig
-from pipelines.common import single_worker
 
 NAMESPACE = "shopllm.ingest"
 
@@ -55,6 +56,7 @@ def _reject_pieces(chunk: ingest.Chunk, rejects: pa.Table, shards: int):
 
 # ---- reading ------------------------------------------------------------------------------------
 
+
 class _ReadFileChunks(beam.DoFn):
     def __init__(self, source: str, batch_rows: int):
         self.source, self.batch_rows = source, batch_rows
@@ -76,13 +78,16 @@ class ReadRawRecords(beam.PTransform):
         self.source, self.files, self.batch_rows, self.spread = source, files, batch_rows, spread
 
     def expand(self, pbegin):
-        chunks = (pbegin
-                  | "ListFiles" >> beam.Create(self.files)
-                  | "ReadChunks" >> beam.ParDo(_ReadFileChunks(self.source, self.batch_rows)))
+        chunks = (
+            pbegin
+            | "ListFiles" >> beam.Create(self.files)
+            | "ReadChunks" >> beam.ParDo(_ReadFileChunks(self.source, self.batch_rows))
+        )
         return chunks | "SpreadChunks" >> beam.Reshuffle() if self.spread else chunks
 
 
 # ---- packing tables for a shuffle ----------------------------------------------------------------
+
 
 class Packed:
     """A table on its way through a GroupByKey, pickled as zstd-compressed Arrow IPC.
@@ -90,6 +95,7 @@ class Packed:
     A shuffle encodes and copies every element several times; text columns shrink 3-4x under
     zstd, which costs far less than copying the plain bytes around.
     """
+
     __slots__ = ("table",)
 
     def __init__(self, table: pa.Table):
@@ -123,6 +129,7 @@ def _grouped(label: str):
 
 # ---- catalog ------------------------------------------------------------------------------------
 
+
 class _CleanCatalogChunk(beam.DoFn):
     def __init__(self, cfg: IngestConfig):
         self.cfg = cfg
@@ -155,7 +162,9 @@ class CleanCatalog(beam.PTransform):
         self.cfg = cfg
 
     def expand(self, chunks):
-        cleaned = chunks | "CleanChunks" >> beam.ParDo(_CleanCatalogChunk(self.cfg)).with_outputs("rejects", main="items")
+        cleaned = chunks | "CleanChunks" >> beam.ParDo(_CleanCatalogChunk(self.cfg)).with_outputs(
+            "rejects", main="items"
+        )
         items = cleaned.items | _grouped("ItemShard") | "KeepNewestVersion" >> beam.FlatMap(_keep_newest)
         return {"items": items, "rejects": cleaned.rejects}
 
@@ -165,6 +174,7 @@ def _item_ids(shard_items):
 
 
 # ---- events -------------------------------------------------------------------------------------
+
 
 class _CleanEventsChunk(beam.DoFn):
     def __init__(self, cfg: IngestConfig):
@@ -196,7 +206,8 @@ class CleanEvents(beam.PTransform):
 
     def expand(self, chunks):
         cleaned = chunks | "CleanChunks" >> beam.ParDo(
-            _CleanEventsChunk(self.cfg), beam.pvalue.AsList(self.known_item_ids)).with_outputs("rejects", main="events")
+            _CleanEventsChunk(self.cfg), beam.pvalue.AsList(self.known_item_ids)
+        ).with_outputs("rejects", main="events")
         return {"events": cleaned.events, "rejects": cleaned.rejects}
 
 
@@ -226,13 +237,17 @@ class BuildSessions(beam.PTransform):
         self.gap_minutes = gap_minutes
 
     def expand(self, events):
-        out = (events
-               | _grouped("UserShard")
-               | "SessionsPerShard" >> beam.ParDo(_SessionsOfShard(self.gap_minutes)).with_outputs("sessions", main="events"))
+        out = (
+            events
+            | _grouped("UserShard")
+            | "SessionsPerShard"
+            >> beam.ParDo(_SessionsOfShard(self.gap_minutes)).with_outputs("sessions", main="events")
+        )
         return {"events": out.events, "sessions": out.sessions}
 
 
 # ---- rejects and writing ------------------------------------------------------------------------
+
 
 def _merge_rejects(shard_packed):
     shard, packed = shard_packed
@@ -278,27 +293,34 @@ DATASETS = {
 }
 
 
-def build_ingest(pipeline, catalog_files: list[str], event_files: list[str], folders: dict[str, str],
-                 cfg: IngestConfig) -> None:
-    """Add the ingest steps to `pipeline`; `folders` maps each dataset in DATASETS to its staging folder."""
-    spread = not single_worker(pipeline)
-    catalog_chunks = pipeline | "ReadCatalog" >> ReadRawRecords(ingest.CATALOG, list(enumerate(catalog_files)),
-                                                                cfg.batch_rows, spread)
-    event_chunks = pipeline | "ReadEvents" >> ReadRawRecords(ingest.EVENTS, list(enumerate(event_files)),
-                                                             cfg.batch_rows, spread)
+class Ingest(beam.PTransform):
+    """The ingest stage: raw catalog and event files -> the five curated and reject datasets, each written
+    into its staging folder (`folders` maps each dataset of DATASETS to one)."""
 
-    catalog = catalog_chunks | "CleanCatalog" >> CleanCatalog(cfg)
-    known_ids = catalog["items"] | "KnownItemIds" >> beam.Map(_item_ids)
-    events = event_chunks | "CleanEvents" >> CleanEvents(cfg, known_ids)
-    sessions = events["events"] | "BuildSessions" >> BuildSessions(cfg.session_gap_minutes)
+    def __init__(self, catalog_files: list[str], event_files: list[str], folders: dict[str, str], cfg: IngestConfig):
+        super().__init__()
+        self.catalog_files, self.event_files, self.folders, self.cfg = catalog_files, event_files, folders, cfg
 
-    outputs = {
-        schemas.CURATED_ITEMS: catalog["items"],
-        schemas.CURATED_EVENTS: sessions["events"],
-        schemas.CURATED_SESSIONS: sessions["sessions"],
-        schemas.REJECTS_CATALOG: catalog["rejects"] | "CollectCatalogRejects" >> CollectRejects(),
-        schemas.REJECTS_EVENTS: events["rejects"] | "CollectEventRejects" >> CollectRejects(),
-    }
-    for dataset, pcoll in outputs.items():
-        label = "Write" + "".join(part.capitalize() for part in dataset.replace("/", "_").split("_"))
-        pcoll | label >> WriteDataset(folders[dataset], DATASETS[dataset])
+    def expand(self, pbegin):
+        cfg = self.cfg
+        spread = not single_worker(pbegin.pipeline)
+        catalog_chunks = pbegin | "ReadCatalog" >> ReadRawRecords(
+            ingest.CATALOG, list(enumerate(self.catalog_files)), cfg.batch_rows, spread
+        )
+        event_chunks = pbegin | "ReadEvents" >> ReadRawRecords(
+            ingest.EVENTS, list(enumerate(self.event_files)), cfg.batch_rows, spread
+        )
+        catalog = catalog_chunks | "CleanCatalog" >> CleanCatalog(cfg)
+        known_ids = catalog["items"] | "KnownItemIds" >> beam.Map(_item_ids)
+        events = event_chunks | "CleanEvents" >> CleanEvents(cfg, known_ids)
+        sessions = events["events"] | "BuildSessions" >> BuildSessions(cfg.session_gap_minutes)
+        outputs = {
+            schemas.CURATED_ITEMS: catalog["items"],
+            schemas.CURATED_EVENTS: sessions["events"],
+            schemas.CURATED_SESSIONS: sessions["sessions"],
+            schemas.REJECTS_CATALOG: catalog["rejects"] | "CollectCatalogRejects" >> CollectRejects(),
+            schemas.REJECTS_EVENTS: events["rejects"] | "CollectEventRejects" >> CollectRejects(),
+        }
+        for dataset, pcoll in outputs.items():
+            label = "Write" + "".join(part.capitalize() for part in dataset.replace("/", "_").split("_"))
+            pcoll | label >> WriteDataset(self.folders[dataset], DATASETS[dataset])

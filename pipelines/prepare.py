@@ -21,47 +21,48 @@ tables and start another stage, so the night is one step, PrepareOnOneWorker: th
 user shard, one sort group per split and the item slices, in one call (same bytes; tested).
 
 Elements are Arrow tables (one per user shard, item slice, sort group or output shard), never one per
-event or row: the per-row work is vectorised in `shopllm.examples`.
+event or row: the per-row work is vectorised in `shopllm.training_rows`.
 """
+
 from __future__ import annotations
 
 import logging
-import shutil
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
-from shopllm import examples, storage
-from shopllm.errors import ShopllmError
-from shopllm.schemas import (CURATED_EVENTS, CURATED_ITEMS, CURATED_SESSIONS, EXAMPLE_KINDS, MODELS_DIR, SPLITS,
-                             TOKENS, TOKENS_SCHEMA, VOCAB_DIR)
-from shopllm.slots import SlotVocab, add_slot_tokens, slot_keys
+from pipelines.common import single_worker
+from shopllm import hashing, storage, training_rows
+from shopllm.schemas import (
+    CURATED_EVENTS,
+    CURATED_ITEMS,
+    SPLITS,
+)
+from shopllm.slots import SlotVocab
 from shopllm.tokenizer import TextTokenizer
-from shopllm.vocab import TOKENIZER_FILE, ItemVocab
-from pipelines.common import counter_values, make_pipeline, run_pipeline, single_worker
+from shopllm.vocab import ItemVocab
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "prepare"
 ITEMS, EVENTS = "items", "events"  # the sources of BuildExamples' input
-INPUT_COLUMNS = {ITEMS: examples.ITEM_COLUMNS, EVENTS: examples.EVENT_COLUMNS}
+INPUT_COLUMNS = {ITEMS: training_rows.ITEM_COLUMNS, EVENTS: training_rows.EVENT_COLUMNS}
 READ_FILES = 16  # curated files read into one element
 USER_SHARDS = 8  # users are hashed into this many shards: the unit of parallel history and search building
 ITEM_SLICE_ROWS = 25_000  # items are cut into slices of at most this many rows: the unit of parallel describe work
 SORT_GROUPS = 8  # each split's sort buckets are sorted and cut into shards in this many groups (divides BUCKETS)
 
 
-Key = Tuple[str, int]  # (source, input shard), (split, sort group) or (split, shard)
+Key = tuple[str, int]  # (source, input shard), (split, sort group) or (split, shard)
 
 
 @dataclass(frozen=True)
@@ -115,12 +116,13 @@ def parts_by_key(table: pa.Table, key: np.ndarray):
 def keyed_by_sort_group(rows: pa.Table, sort_groups: int):
     """((split, group), rows) per (split, sort group) present, so the shuffle moves few large tables."""
     split = pc.index_in(rows["split"], value_set=pa.array(SPLITS)).to_numpy()
-    key = split * sort_groups + rows["bucket"].to_numpy() // (examples.BUCKETS // sort_groups)
+    key = split * sort_groups + rows["bucket"].to_numpy() // (training_rows.BUCKETS // sort_groups)
     for k, part in parts_by_key(rows, key):
         yield (SPLITS[k // sort_groups], k % sort_groups), part
 
 
 # ---- building examples ---------------------------------------------------------------------------
+
 
 def split_by_user_shard(table: pa.Table, shards: int = USER_SHARDS):
     """(shard, events of the users of that shard) for every user shard in a curated/events table."""
@@ -128,7 +130,7 @@ def split_by_user_shard(table: pa.Table, shards: int = USER_SHARDS):
         yield 0, table
         return
     users = pc.dictionary_encode(pc.fill_null(table["user_id"], "").combine_chunks())
-    shard_of_user = (examples.stable_fractions(users.dictionary.to_pylist()) * shards).astype(np.int32)  # stable_bucket
+    shard_of_user = (hashing.stable_fractions(users.dictionary.to_pylist()) * shards).astype(np.int32)  # stable_bucket
     yield from parts_by_key(table, shard_of_user[users.indices.to_numpy()])
 
 
@@ -165,7 +167,9 @@ class BuildShardExamples(beam.DoFn):
     def setup(self):
         self.tokenizer = TextTokenizer.load(self.tokenizer_path)
         self.slots = SlotVocab.of(self.tokenizer)
-        self.item_tokens = examples.ItemTokens(pa.array(ItemVocab.load(self.vocab_dir).items, pa.string()), self.n_text)
+        self.item_tokens = training_rows.ItemTokens(
+            pa.array(ItemVocab.load(self.vocab_dir).items, pa.string()), self.n_text
+        )
         self.helper = ThreadPoolExecutor(max_workers=self.helper_threads, thread_name_prefix="prepare-helper")
         # Python objects done with but not yet freed (see free_later)
         self.garbage: list = []
@@ -189,7 +193,7 @@ class BuildShardExamples(beam.DoFn):
 
     def start_describe(self, items: pa.Table) -> None:
         """Make the describe texts of an item slice and start their encode on the helper thread."""
-        texts = examples.describe_texts(items, self.item_tokens, self.cfg, self.slots)
+        texts = training_rows.describe_texts(items, self.item_tokens, self.cfg, self.slots)
         self.pending.append((texts, self.helper.submit(self.encode, texts.texts)))
         texts.hash_items()
 
@@ -214,23 +218,30 @@ class BuildShardExamples(beam.DoFn):
         pending, self.pending = self.pending, []
         if self.free_on_helper:
             self.garbage.extend(encoded.result() for _, encoded in pending)  # the id lists: ~3 ms to free
-        return [self.counted(examples.describe_rows(texts, encoded.result(), self.cfg)) for texts, encoded in pending]
+        return [
+            self.counted(training_rows.describe_rows(texts, encoded.result(), self.cfg)) for texts, encoded in pending
+        ]
 
     def teardown(self):
         self.helper.shutdown(cancel_futures=True)
 
     def user_rows(self, events: pa.Table) -> pa.Table:
-        res = examples.shard_examples(events, self.item_tokens, self.cfg)
-        search, text_tokens = examples.search_rows(res.searches, self.tokenizer, pool_busy=self.encoding())
-        for name, n in (("users", res.users), ("short_users", res.short_users), ("text_tokens", text_tokens),
-                        ("unknown_item_events", res.unknown_item_events),
-                        ("searches_without_target", res.searches_without_target),
-                        ("search_pairs_withheld", res.searches_withheld), ("tie_copy_rows", res.tie_copy_rows)):
+        res = training_rows.shard_examples(events, self.item_tokens, self.cfg)
+        search, text_tokens = training_rows.search_rows(res.searches, self.tokenizer, pool_busy=self.encoding())
+        for name, n in (
+            ("users", res.users),
+            ("short_users", res.short_users),
+            ("text_tokens", text_tokens),
+            ("unknown_item_events", res.unknown_item_events),
+            ("searches_without_target", res.searches_without_target),
+            ("search_pairs_withheld", res.searches_withheld),
+            ("tie_copy_rows", res.tie_copy_rows),
+        ):
             counter(name).inc(n)
         return pa.concat_tables([res.history, search])
 
     @staticmethod
-    def counted(res: examples.DescribeBatch) -> pa.Table:
+    def counted(res: training_rows.DescribeBatch) -> pa.Table:
         """The rows of a describe batch, its counts added (on the bundle's thread: Beam's metrics belong to
         the thread that runs the bundle)."""
         counter("text_tokens").inc(res.text_tokens)
@@ -254,14 +265,18 @@ class BuildExamples(beam.PTransform):
         spread = self.spread
         build = BuildShardExamples(self.tokenizer_path, self.vocab_dir, self.n_text, self.cfg, spread.sort_groups)
         # declared output types: no inference into the numpy code, and ArrowTableCoder for the tables
-        pieces = tables | "ShardInputs" >> beam.FlatMap(shard_input, spread.user_shards
-                                                        ).with_output_types(Tuple[Key, pa.Table])
-        return (pieces
-                | "GroupInputs" >> beam.GroupByKey()
-                | "BuildShardExamples" >> beam.ParDo(build).with_output_types(Tuple[Key, pa.Table]))
+        pieces = tables | "ShardInputs" >> beam.FlatMap(shard_input, spread.user_shards).with_output_types(
+            tuple[Key, pa.Table]
+        )
+        return (
+            pieces
+            | "GroupInputs" >> beam.GroupByKey()
+            | "BuildShardExamples" >> beam.ParDo(build).with_output_types(tuple[Key, pa.Table])
+        )
 
 
 # ---- writing deterministic, sized shards ---------------------------------------------------------
+
 
 def shard_slices(element, group_sizes, shard_rows: int):
     """Cut a sorted group at the shard boundaries of its split: ((split, shard), (first row index, rows)).
@@ -284,27 +299,29 @@ def shard_slices(element, group_sizes, shard_rows: int):
 def sort_and_cut(element, group_sizes, shard_rows: int):
     """The rows of a sort group in their output order, cut at the shard boundaries (see shard_slices)."""
     key, tables = element
-    yield from shard_slices((key, examples.sort_rows(pa.concat_tables(tables))), group_sizes, shard_rows)
+    yield from shard_slices((key, training_rows.sort_rows(pa.concat_tables(tables))), group_sizes, shard_rows)
 
 
-def row_count(element) -> Tuple[Key, int]:
+def row_count(element) -> tuple[Key, int]:
     key, rows = element
     return key, rows.num_rows
 
 
-def write_shard(staging: dict[str, str], split: str, shard: int, rows: pa.Table) -> Tuple[str, int, int]:
+def write_shard(staging: dict[str, str], split: str, shard: int, rows: pa.Table) -> tuple[str, int, int]:
     """staging[split]/part-NNNNN.parquet of the rows, counted; (split, shard, rows)."""
     write_shard_file(staging, split, shard, rows)
     return count_shard(split, shard, rows)
 
 
 def write_shard_file(staging: dict[str, str], split: str, shard: int, rows: pa.Table) -> None:
-    storage.write_table(examples.tokens_table(rows), Path(staging[split]), f"part-{shard:05d}.parquet", dictionary=False)
+    storage.write_table(
+        training_rows.tokens_table(rows), Path(staging[split]), f"part-{shard:05d}.parquet", dictionary=False
+    )
 
 
-def count_shard(split: str, shard: int, rows: pa.Table) -> Tuple[str, int, int]:
+def count_shard(split: str, shard: int, rows: pa.Table) -> tuple[str, int, int]:
     """The counters of a written shard (on the bundle's thread); (split, shard, rows)."""
-    counter(f"tokens_{split}").inc(examples.tokens_in(rows))
+    counter(f"tokens_{split}").inc(training_rows.tokens_in(rows))
     for kind in pc.value_counts(rows["kind"]).to_pylist():
         counter(f"rows_{split}_{kind['values']}").inc(kind["counts"])
     counter(f"shards_{split}").inc()
@@ -317,8 +334,9 @@ class WriteShard(beam.DoFn):
 
     def process(self, element):
         (split, shard), slices = element
-        yield write_shard(self.staging, split, shard,
-                          pa.concat_tables([part for _, part in sorted(slices, key=lambda s: s[0])]))
+        yield write_shard(
+            self.staging, split, shard, pa.concat_tables([part for _, part in sorted(slices, key=lambda s: s[0])])
+        )
 
 
 class WriteShards(beam.PTransform):
@@ -331,14 +349,20 @@ class WriteShards(beam.PTransform):
 
     def expand(self, rows):
         # counted where the rows are made, so the counts are ready when a group is sorted and cut
-        sizes = rows | "CountRows" >> beam.Map(row_count).with_output_types(Tuple[Key, int])
-        slices = (rows
-                  | "GroupSortGroups" >> beam.GroupByKey()
-                  | "SortAndCut" >> beam.FlatMap(sort_and_cut, beam.pvalue.AsList(sizes), self.shard_rows
-                                               ).with_output_types(Tuple[Key, Tuple[int, pa.Table]]))
-        return (slices
-                | "GroupShards" >> beam.GroupByKey()
-                | "WriteShard" >> beam.ParDo(WriteShard(self.staging)).with_output_types(Tuple[str, int, int]))
+        sizes = rows | "CountRows" >> beam.Map(row_count).with_output_types(tuple[Key, int])
+        slices = (
+            rows
+            | "GroupSortGroups" >> beam.GroupByKey()
+            | "SortAndCut"
+            >> beam.FlatMap(sort_and_cut, beam.pvalue.AsList(sizes), self.shard_rows).with_output_types(
+                tuple[Key, tuple[int, pa.Table]]
+            )
+        )
+        return (
+            slices
+            | "GroupShards" >> beam.GroupByKey()
+            | "WriteShard" >> beam.ParDo(WriteShard(self.staging)).with_output_types(tuple[str, int, int])
+        )
 
 
 class PrepareOnOneWorker(BuildShardExamples):
@@ -352,8 +376,15 @@ class PrepareOnOneWorker(BuildShardExamples):
     helper_threads = 2  # the events are read while the item texts encode
     free_on_helper = True
 
-    def __init__(self, tokenizer_path: str, vocab_dir: str, n_text: int, cfg, staging: dict[str, str],
-                 paths: dict[str, list[str]]):
+    def __init__(
+        self,
+        tokenizer_path: str,
+        vocab_dir: str,
+        n_text: int,
+        cfg,
+        staging: dict[str, str],
+        paths: dict[str, list[str]],
+    ):
         super().__init__(tokenizer_path, vocab_dir, n_text, cfg, sort_groups=1)
         self.staging, self.paths = staging, paths
 
@@ -361,12 +392,16 @@ class PrepareOnOneWorker(BuildShardExamples):
         rows = self.night_rows(self.paths)
         if rows is None:
             return
-        keys, split = examples.sort_keys(rows), pc.index_in(rows["split"], value_set=pa.array(SPLITS)).to_numpy()
+        keys, split = training_rows.sort_keys(rows), pc.index_in(rows["split"], value_set=pa.array(SPLITS)).to_numpy()
         splits = [(name, np.flatnonzero(split == k)) for k, name in enumerate(SPLITS)]
         sorted_splits = self.on_two_threads(
-            splits, size=lambda s: len(s[1]), run=lambda s: (s[0], rows.take(examples.sorted_order(keys, s[1]))))
-        shards = [(name, shard, piece) for name, part in sorted_splits
-                  for (_, shard), (_, piece) in shard_slices(((name, 0), part), [], self.cfg.shard_rows)]
+            splits, size=lambda s: len(s[1]), run=lambda s: (s[0], rows.take(training_rows.sorted_order(keys, s[1])))
+        )
+        shards = [
+            (name, shard, piece)
+            for name, part in sorted_splits
+            for (_, shard), (_, piece) in shard_slices(((name, 0), part), [], self.cfg.shard_rows)
+        ]
         freed = self.free_later()
         try:
             self.on_two_threads(shards, size=lambda s: s[2].num_rows, run=lambda s: write_shard_file(self.staging, *s))
@@ -377,10 +412,15 @@ class PrepareOnOneWorker(BuildShardExamples):
 
     def night_rows(self, paths: dict[str, list[str]]) -> pa.Table | None:
         """Every row of the night, unsorted; None when there is none."""
-        events = (self.helper.submit(read_columns, paths[EVENTS], INPUT_COLUMNS[EVENTS], examples.EVENT_DICTIONARY_COLUMNS)
-                  if paths[EVENTS] else None)
+        events = (
+            self.helper.submit(
+                storage.read_columns, paths[EVENTS], INPUT_COLUMNS[EVENTS], training_rows.EVENT_DICTIONARY_COLUMNS
+            )
+            if paths[EVENTS]
+            else None
+        )
         if paths[ITEMS]:
-            for _, piece in item_slices(read_columns(paths[ITEMS], INPUT_COLUMNS[ITEMS])):
+            for _, piece in item_slices(storage.read_columns(paths[ITEMS], INPUT_COLUMNS[ITEMS])):
                 self.start_describe(piece)  # the encode is the longest part
         rows = ([self.user_rows(events.result())] if events is not None else []) + self.described()
         return pa.concat_tables(rows) if rows else None
@@ -418,197 +458,56 @@ def split_work(tasks: list, size) -> tuple[list, list]:
 
 # ---- the stage -----------------------------------------------------------------------------------
 
-def curated_files(out, date: str) -> dict[str, list[str]]:
-    """The Parquet files of the three curated partitions; ShopllmError naming a missing one."""
-    files = {}
-    for dataset in (CURATED_ITEMS, CURATED_EVENTS, CURATED_SESSIONS):
-        try:
-            files[dataset] = storage.partition_files(out, dataset, date)
-        except FileNotFoundError:
-            path = storage.partition_dir(out, dataset, date)
-            raise ShopllmError(f"{path} is missing or not published (no {storage.SUCCESS}); "
-                               f"run `shopllm ingest --out {out} --date {date}` first") from None
-    for dataset in (CURATED_ITEMS, CURATED_EVENTS):  # the ones prepare reads
-        check_same_schema(files[dataset])
-    return files
-
-
-def check_same_schema(files: Sequence[str]) -> None:
-    """ShopllmError naming the first file whose columns differ from the first file's: the files of a dataset
-    are read in one call, which takes the first file's schema and would fill a missing column with nulls."""
-    if not files:
-        return
-    first = pq.read_schema(files[0])
-    for f in files[1:]:
-        schema = pq.read_schema(f)
-        if not schema.equals(first):
-            differ = sorted(set(map(str, schema)) ^ set(map(str, first)))
-            raise ShopllmError(f"{f} does not have the columns of {files[0]} (differing: {', '.join(differ)}); "
-                               "rerun `shopllm ingest` for this date")
-
-
-def read_columns(files: Sequence[str], columns: Sequence[str], dictionary: Sequence[str] = ()) -> pa.Table | None:
-    """The columns of Parquet files as one table, rows in file order (those named in `dictionary` left
-    dictionary-encoded); None without files. One Arrow read decodes the files in parallel (~40% less CPU
-    than file by file through Python file objects)."""
-    if not files:
-        return None
-    return pq.read_table(list(files), columns=list(columns), partitioning=None, read_dictionary=list(dictionary))
-
-
-def ensure_tokenizer(out, item_files, event_files, cfg) -> tuple[TextTokenizer, bool]:
-    """Load vocab/tokenizer.json, or train and save it when there is none or a retrain is asked for."""
-    path = Path(out) / VOCAB_DIR / TOKENIZER_FILE
-    if path.exists() and not cfg.retrain_tokenizer:
-        return TextTokenizer.load(path), False
-    if path.exists() or any((Path(out) / MODELS_DIR).glob("*/")):
-        log.warning("retraining the tokenizer: text token ids change, so models trained before today "
-                    "cannot be warm-started on these tokens (train from scratch)")
-    items = read_columns(item_files, ["title", "description", "category", "brand", "attributes"])
-    events = read_columns(event_files, ["query"])
-    texts = examples.tokenizer_texts(items, events.column("query").to_pylist() if events is not None else [])
-    if not texts:
-        raise ShopllmError("no curated text to train the tokenizer on (curated/items and queries are empty)")
-    t0 = time.perf_counter()
-    tokenizer = TextTokenizer.train(texts, vocab_size=cfg.vocab_size)
-    tokenizer.save(path)
-    log.info("trained tokenizer: %d text tokens from %d texts in %.1fs -> %s",
-             tokenizer.n_text, len(texts), time.perf_counter() - t0, path)
-    return tokenizer, True
-
-
-def ensure_slots(out, tokenizer: TextTokenizer, item_files, cfg) -> int:
-    """Append slot tokens for the catalog's common attribute keys (and brand, category) to the tokenizer and
-    save it; returns how many were added (0 with prepare.describe_slots off)."""
-    if not cfg.describe_slots:
-        return 0
-    items = read_columns(item_files, ["attributes"])
-    added = add_slot_tokens(tokenizer, slot_keys(items.column("attributes").to_pylist() if items is not None else []))
-    if added:
-        tokenizer.save(Path(out) / VOCAB_DIR / TOKENIZER_FILE)
-        log.info("tokenizer: %d slot tokens added (%d text tokens now)", added, tokenizer.n_text)
-    return added
-
-
-def staging_dirs(out, date: str) -> dict[str, Path]:
-    return {split: storage.staging_dir(out, f"{TOKENS}/{split}", date) for split in SPLITS}
-
-
-def publish_splits(out, date: str, staging: dict[str, Path]) -> None:
-    for split, folder in staging.items():
-        if not any(folder.glob("*.parquet")):  # an empty split is still a readable, typed partition
-            storage.write_table(TOKENS_SCHEMA.empty_table(), folder)
-        storage.publish(folder, out, f"{TOKENS}/{split}", date)
-
 
 def read_chunk(chunk: tuple[str, Sequence[str]]) -> tuple[str, pa.Table]:
     source, paths = chunk
-    return source, read_columns(paths, INPUT_COLUMNS[source])
+    return source, storage.read_columns(paths, INPUT_COLUMNS[source])
 
 
 def read_curated(p, files: dict[str, list[str]]):
     """(source, table) per READ_FILES files of curated/items and curated/events: few, large Arrow tables,
     spread over the workers."""
     sources = {ITEMS: files[CURATED_ITEMS], EVENTS: files[CURATED_EVENTS]}
-    chunks = [(source, paths[i:i + READ_FILES]) for source, paths in sources.items()
-              for i in range(0, len(paths), READ_FILES)]
-    return (p
-            | "CuratedFiles" >> beam.Create(chunks)
-            | "ReadCurated" >> beam.Map(read_chunk).with_output_types(Tuple[str, pa.Table]))
+    chunks = [
+        (source, paths[i : i + READ_FILES])
+        for source, paths in sources.items()
+        for i in range(0, len(paths), READ_FILES)
+    ]
+    return (
+        p
+        | "CuratedFiles" >> beam.Create(chunks)
+        | "ReadCurated" >> beam.Map(read_chunk).with_output_types(tuple[str, pa.Table])
+    )
 
 
-def build_pipeline(p, files, tokenizer_path, vocab_dir, n_text, cfg, staging):
-    staging = {split: str(folder) for split, folder in staging.items()}
-    if single_worker(p):
-        paths = {ITEMS: files[CURATED_ITEMS], EVENTS: files[CURATED_EVENTS]}
-        prepare = PrepareOnOneWorker(str(tokenizer_path), str(vocab_dir), n_text, cfg, staging, paths)
-        return (p
+class Prepare(beam.PTransform):
+    """The prepare stage: the night's curated files -> token shards of the three splits, each written into its
+    staging folder (`staging` maps each split to one). One shape or the other, by where it runs (see the
+    module docstring): the same bytes either way."""
+
+    def __init__(self, files: dict[str, list[str]], tokenizer_path: str, vocab_dir: str, n_text: int, cfg, staging):
+        super().__init__()
+        self.files, self.tokenizer_path, self.vocab_dir, self.n_text, self.cfg = (
+            files,
+            str(tokenizer_path),
+            str(vocab_dir),
+            n_text,
+            cfg,
+        )
+        self.staging = {split: str(folder) for split, folder in staging.items()}
+
+    def expand(self, pbegin):
+        files, cfg = self.files, self.cfg
+        if single_worker(pbegin.pipeline):
+            paths = {ITEMS: files[CURATED_ITEMS], EVENTS: files[CURATED_EVENTS]}
+            prepare = PrepareOnOneWorker(self.tokenizer_path, self.vocab_dir, self.n_text, cfg, self.staging, paths)
+            return (
+                pbegin
                 | "Start" >> beam.Impulse()
-                | "PrepareOnOneWorker" >> beam.ParDo(prepare).with_output_types(Tuple[str, int, int]))
-    return (read_curated(p, files)
-            | "BuildExamples" >> BuildExamples(tokenizer_path, vocab_dir, n_text, cfg)
-            | "WriteShards" >> WriteShards(staging, cfg.shard_rows))
-
-
-def run_prepare(out, date: str, cfg, beam_args: Sequence[str] = ()) -> dict:
-    """The whole stage; returns the summary also written to summaries/dt=D/prepare.json."""
-    t0 = time.perf_counter()
-    examples.check_config(cfg)
-    try:
-        storage.check_writable(out)
-    except storage.OutputError as e:
-        raise ShopllmError(str(e)) from None
-    files = curated_files(out, date)
-    vocab_dir = Path(out) / VOCAB_DIR
-
-    tokenizer, trained = ensure_tokenizer(out, files[CURATED_ITEMS], files[CURATED_EVENTS], cfg)
-    slots_added = ensure_slots(out, tokenizer, files[CURATED_ITEMS], cfg)
-    items = read_columns(files[CURATED_ITEMS], ["item_id"])
-    vocab = ItemVocab.load_or_empty(vocab_dir)
-    added = vocab.extend(i for i in (items.column("item_id").to_pylist() if items is not None else []) if i)
-    vocab.save(vocab_dir)
-
-    staging = staging_dirs(out, date)
-    t_pipe = time.perf_counter()
-    try:
-        p = make_pipeline(beam_args)
-        build_pipeline(p, files, vocab_dir / TOKENIZER_FILE, vocab_dir, tokenizer.n_text, cfg, staging)
-        result = run_pipeline(p)
-        pipeline_seconds = time.perf_counter() - t_pipe
-        publish_splits(out, date, staging)
-    except BaseException:
-        for folder in staging.values():
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
-    counts = counter_values(result, NAMESPACE)
-    summary = make_summary(date, counts, tokenizer, trained, vocab, added)
-    summary["tokenizer"]["slot_tokens"] = len(SlotVocab.of(tokenizer).by_name)
-    summary["tokenizer"]["slot_tokens_added"] = slots_added
-    summary["seconds"] = {"total": round(time.perf_counter() - t0, 3), "pipeline": round(pipeline_seconds, 3)}
-    storage.write_json(storage.summary_path(out, date, "prepare"), summary)
-    return summary
-
-
-def make_summary(date, counts: dict[str, int], tokenizer, trained, vocab, added) -> dict:
-    rows = {s: {k: counts.get(f"rows_{s}_{k}", 0) for k in EXAMPLE_KINDS} for s in SPLITS}
-    return {
-        "stage": "prepare",
-        "date": date,
-        "rows": rows,
-        "rows_total": {s: sum(rows[s].values()) for s in SPLITS},
-        "tokens": {s: counts.get(f"tokens_{s}", 0) for s in SPLITS},
-        "shards": {s: max(1, counts.get(f"shards_{s}", 0)) for s in SPLITS},
-        "text_tokens": counts.get("text_tokens", 0),  # item text and query tokens in the examples
-        "users": counts.get("users", 0),
-        "short_users": counts.get("short_users", 0),
-        "tie_copy_rows": counts.get("tie_copy_rows", 0),  # history rows of the tie-shuffled copies
-        "attribute_rows": counts.get("attribute_rows", 0),  # describe rows of attribute text alone
-        "left_out": {
-            "unknown_item_events": counts.get("unknown_item_events", 0),
-            "unknown_items": counts.get("unknown_items", 0),
-            "searches_without_target": counts.get("searches_without_target", 0),
-            "search_pairs_withheld": counts.get("search_pairs_withheld", 0),
-            "items_without_description": counts.get("items_without_description", 0),
-        },
-        "tokenizer": {"vocab_size": tokenizer.n_text, "trained": trained},
-        # the Chinese items' attribute texts and descriptions, as the describe rows encode them
-        "zh_tokens_per_char": round(counts.get("zh_tokens", 0) / max(1, counts.get("zh_chars", 0)), 4),
-        "item_vocab": {"size": len(vocab), "added": added},
-    }
-
-
-def format_summary(s: dict) -> str:
-    lines = [f"prepare {s['date']}: tokenizer {s['tokenizer']['vocab_size']} text tokens "
-             f"({'trained now' if s['tokenizer']['trained'] else 'reused'}), "
-             f"Chinese {s['zh_tokens_per_char']:.3f} tokens/char; "
-             f"item vocab {s['item_vocab']['size']} (+{s['item_vocab']['added']} today)"]
-    for split in SPLITS:
-        r = s["rows"][split]
-        lines.append(f"  {split:5s} {s['rows_total'][split]:>9,} rows ({', '.join(f'{k} {r[k]:,}' for k in EXAMPLE_KINDS)}), "
-                     f"{s['tokens'][split]:,} tokens, {s['shards'][split]} shard(s)")
-    lo = s["left_out"]
-    lines.append(f"  train rows added: {s['tie_copy_rows']:,} tie-shuffled history copies, "
-                 f"{s['attribute_rows']:,} attribute-only describe rows")
-    lines.append(f"  users {s['users']:,} (short, train only: {s['short_users']:,}); left out: "
-                 + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in lo.items()))
-    return "\n".join(lines)
+                | "PrepareOnOneWorker" >> beam.ParDo(prepare).with_output_types(tuple[str, int, int])
+            )
+        return (
+            read_curated(pbegin, files)
+            | "BuildExamples" >> BuildExamples(self.tokenizer_path, self.vocab_dir, self.n_text, cfg)
+            | "WriteShards" >> WriteShards(self.staging, cfg.shard_rows)
+        )

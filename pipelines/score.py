@@ -3,21 +3,24 @@
     curated/events ──> UserRequests ──┐
     curated/sessions ─> SessionRequests ┼─> RankSubjects (RunInference) ─> WriteSortedParquet ─> scores/recommendations
     curated/events ──> QueryRequests ─┘
-    curated/items + previous descriptions ─> DescribeItems (RunInference for new/changed) ─> WriteSortedParquet ─> scores/descriptions
+    curated/items + previous descriptions ─> DescribeItems (RunInference for new/changed)
+        ─> WriteSortedParquet ─> scores/descriptions
 
-Both outputs are written into staging folders by the pipeline and published by `run_score` after it
-finished, so readers never see half a partition; `models/LATEST` moves only after both are published.
+`Score` is the whole stage as one composite transform; both outputs are written into staging folders and
+published by `jobs.score.run_score` after the pipeline finished, so readers never see half a partition;
+`models/LATEST` moves only after both are published.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import io
 import logging
-import time
 import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
@@ -26,19 +29,28 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
-from pipelines.common import counter_values, make_pipeline, run_pipeline
-from shopllm import modelstore, storage
+from shopllm import modelstore
 from shopllm.config import ScoreConfig
-from shopllm.describe import (DescribeRequest, Describer, describe_batch, needs_generation, request_of,
-                              source_hash)
-from shopllm.errors import ShopllmError
+from shopllm.describe import Describer, DescribeRequest, describe_batch, needs_generation, request_of
 from shopllm.faithfulness import Lexicon
-from shopllm.lexical import item_text, lexical_weight
+from shopllm.hashing import source_hash_of
+from shopllm.lexical import lexical_weight
 from shopllm.progress import Progress
-from shopllm.ranking import (RankRequest, Ranker, day_bounds, query_request, rank_batch, session_on_day,
-                             session_request, user_request)
-from shopllm.schemas import (CURATED_EVENTS, CURATED_ITEMS, CURATED_SESSIONS, DESCRIPTIONS,
-                             DESCRIPTIONS_SCHEMA, RECOMMENDATIONS, RECOMMENDATIONS_SCHEMA, SCOPES)
+from shopllm.ranking import (
+    Ranker,
+    RankRequest,
+    day_bounds,
+    query_request,
+    rank_batch,
+    session_on_day,
+    session_request,
+    user_request,
+)
+from shopllm.schemas import (
+    DESCRIPTIONS_SCHEMA,
+    RECOMMENDATIONS_SCHEMA,
+    SCOPES,
+)
 from shopllm.tokenizer import TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -56,10 +68,23 @@ class ShopModelHandler(ModelHandler):
     Wrap in KeyedModelHandler so every result keeps its subject.
     """
 
-    def __init__(self, model_dir: str, task: str, *, device: str = "cpu", batch_size: int = 64,
-                 top_k: int = 20, catalog: Sequence[str] = (), max_new_tokens: int = 96,
-                 temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, no_repeat_ngram: int = 0,
-                 lexicon: Lexicon | None = None, item_texts: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        model_dir: str,
+        task: str,
+        *,
+        device: str = "cpu",
+        batch_size: int = 64,
+        top_k: int = 20,
+        catalog: Sequence[str] = (),
+        max_new_tokens: int = 96,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        no_repeat_ngram: int = 0,
+        lexicon: Lexicon | None = None,
+        item_texts: Mapping[str, str] | None = None,
+    ):
         if task not in ("rank", "describe"):
             raise ValueError(f"unknown task {task!r}")
         # fixed-size batches (the last one of a bundle may be smaller): BatchElements would otherwise start
@@ -67,8 +92,13 @@ class ShopModelHandler(ModelHandler):
         super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
         self.model_dir, self.task, self.device = str(model_dir), task, device
         self.top_k, self.catalog = top_k, tuple(catalog)
-        self.decoding = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                             no_repeat_ngram=no_repeat_ngram)
+        self.decoding = dict(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            no_repeat_ngram=no_repeat_ngram,
+        )
         self.lexicon = lexicon
         self.item_texts = item_texts  # rank: the catalog's texts, for the query blend (shopllm.lexical)
         self._progress: Progress | None = None
@@ -78,15 +108,24 @@ class ShopModelHandler(ModelHandler):
         tokenizer = TextTokenizer.load(loaded.tokenizer_path)
         if self.task == "rank":
             weight = lexical_weight(loaded.config)
-            return Ranker(loaded.model, tokenizer, loaded.items, self.catalog, self.device,
-                          item_texts=self.item_texts if weight else None, lexical_weight=weight)
+            return Ranker(
+                loaded.model,
+                tokenizer,
+                loaded.items,
+                self.catalog,
+                self.device,
+                item_texts=self.item_texts if weight else None,
+                lexical_weight=weight,
+            )
         return Describer(loaded.model, tokenizer, loaded.items, self.device, **self.decoding, lexicon=self.lexicon)
 
     def run_inference(self, batch, model, inference_args=None):
         results = rank_batch(model, batch, self.top_k) if self.task == "rank" else describe_batch(model, batch)
         if self._progress is None:  # one per worker process: a bar on a terminal, else a line every 15 s
-            self._progress = Progress("score: " + ("ranked" if self.task == "rank" else "described"),
-                                      unit="subjects" if self.task == "rank" else "items")
+            self._progress = Progress(
+                "score: " + ("ranked" if self.task == "rank" else "described"),
+                unit="subjects" if self.task == "rank" else "items",
+            )
         self._progress.update(len(batch))
         return [PredictionResult(example, result) for example, result in zip(batch, results)]
 
@@ -115,12 +154,14 @@ class UserRequests(beam.PTransform):
 
     def expand(self, events):
         end, since = self.end, self.active_since
-        return (events
-                | "UpToEndOfDay" >> beam.Filter(lambda e: e["ts"] < end)
-                | "KeyByUser" >> beam.Map(lambda e: (e["user_id"], e))
-                | "GroupByUser" >> beam.GroupByKey()
-                | "UserRequest" >> beam.FlatMap(lambda kv: [] if (r := user_request(kv[1], since)) is None
-                                                else [(("user", kv[0]), r)]))
+        return (
+            events
+            | "UpToEndOfDay" >> beam.Filter(lambda e: e["ts"] < end)
+            | "KeyByUser" >> beam.Map(lambda e: (e["user_id"], e))
+            | "GroupByUser" >> beam.GroupByKey()
+            | "UserRequest"
+            >> beam.FlatMap(lambda kv: [] if (r := user_request(kv[1], since)) is None else [(("user", kv[0]), r)])
+        )
 
 
 class SessionRequests(beam.PTransform):
@@ -132,9 +173,11 @@ class SessionRequests(beam.PTransform):
 
     def expand(self, sessions):
         start, end = self.start, self.end
-        return (sessions
-                | "OnTheDay" >> beam.Filter(lambda s: session_on_day(s, start, end))
-                | "SessionRequest" >> beam.Map(lambda s: (("session", s["session_id"]), session_request(s))))
+        return (
+            sessions
+            | "OnTheDay" >> beam.Filter(lambda s: session_on_day(s, start, end))
+            | "SessionRequest" >> beam.Map(lambda s: (("session", s["session_id"]), session_request(s)))
+        )
 
 
 class QueryRequests(beam.PTransform):
@@ -148,13 +191,14 @@ class QueryRequests(beam.PTransform):
 
     def expand(self, events):
         since, end, m = self.since, self.end, self.min_count
-        return (events
-                | "Searches" >> beam.Filter(lambda e: e["event_type"] == "search" and e["query"]
-                                            and since <= e["ts"] < end)
-                | "Query" >> beam.Map(lambda e: e["query"])
-                | "CountPerQuery" >> beam.combiners.Count.PerElement()
-                | "Frequent" >> beam.Filter(lambda kv: kv[1] >= m)
-                | "QueryRequest" >> beam.Map(lambda kv: (("query", kv[0]), query_request(kv[0]))))
+        return (
+            events
+            | "Searches" >> beam.Filter(lambda e: e["event_type"] == "search" and e["query"] and since <= e["ts"] < end)
+            | "Query" >> beam.Map(lambda e: e["query"])
+            | "CountPerQuery" >> beam.combiners.Count.PerElement()
+            | "Frequent" >> beam.Filter(lambda kv: kv[1] >= m)
+            | "QueryRequest" >> beam.Map(lambda kv: (("query", kv[0]), query_request(kv[0])))
+        )
 
 
 class _RecommendationRows(beam.DoFn):
@@ -175,9 +219,17 @@ class _RecommendationRows(beam.DoFn):
         Metrics.counter(NAMESPACE, f"{scope}_scored").inc()
         if len(res.item_ids) < self.k:
             Metrics.counter(NAMESPACE, f"{scope}_short_of_k").inc()
-        yield [{"model_version": self.version, "scope": scope, "subject_id": subject,
-                "rank": rank, "item_id": item, "score": score}
-               for rank, (item, score) in enumerate(zip(res.item_ids, res.scores), start=1)]
+        yield [
+            {
+                "model_version": self.version,
+                "scope": scope,
+                "subject_id": subject,
+                "rank": rank,
+                "item_id": item,
+                "score": score,
+            }
+            for rank, (item, score) in enumerate(zip(res.item_ids, res.scores), start=1)
+        ]
 
 
 class RankSubjects(beam.PTransform):
@@ -188,9 +240,11 @@ class RankSubjects(beam.PTransform):
         self.handler, self.version = handler, version
 
     def expand(self, requests):
-        return (requests
-                | "RunInference" >> RunInference(KeyedModelHandler(self.handler))
-                | "ToRows" >> beam.ParDo(_RecommendationRows(self.version, self.handler.top_k)))
+        return (
+            requests
+            | "RunInference" >> RunInference(KeyedModelHandler(self.handler))
+            | "ToRows" >> beam.ParDo(_RecommendationRows(self.version, self.handler.top_k))
+        )
 
 
 # ---- descriptions -----------------------------------------------------------------------------
@@ -204,17 +258,22 @@ class DescribeItems(beam.PTransform):
 
     def expand(self, pcolls):
         items, previous = pcolls
-        joined = ({"item": items | "KeyItems" >> beam.Map(lambda r: (r["item_id"], r)),
-                   "prev": previous | "KeyPrevious" >> beam.Map(lambda r: (r["item_id"], r))}
-                  | "JoinPrevious" >> beam.CoGroupByKey())
+        joined = {
+            "item": items | "KeyItems" >> beam.Map(lambda r: (r["item_id"], r)),
+            "prev": previous | "KeyPrevious" >> beam.Map(lambda r: (r["item_id"], r)),
+        } | "JoinPrevious" >> beam.CoGroupByKey()
         split = joined | "GenerateOrCarry" >> beam.ParDo(_Plan()).with_outputs("generate", main="carried")
         version, date = self.version, self.date
-        generated = (split.generate
-                     | "RunInference" >> RunInference(KeyedModelHandler(self.handler))
-                     | "GeneratedRows" >> beam.Map(lambda kv: _generated_row(kv, version, date)))
-        return ((split.carried, generated)
-                | "AllDescriptions" >> beam.Flatten()
-                | "AsRowLists" >> beam.Map(lambda row: [row]))
+        generated = (
+            split.generate
+            | "RunInference" >> RunInference(KeyedModelHandler(self.handler))
+            | "GeneratedRows" >> beam.Map(lambda kv: _generated_row(kv, version, date))
+        )
+        return (
+            (split.carried, generated)
+            | "AllDescriptions" >> beam.Flatten()
+            | "AsRowLists" >> beam.Map(lambda row: [row])
+        )
 
 
 class _Plan(beam.DoFn):
@@ -228,7 +287,7 @@ class _Plan(beam.DoFn):
     def _plan(item_id, item, previous):
         if needs_generation(item, previous):
             Metrics.counter(NAMESPACE, "descriptions_generated").inc()
-            yield beam.pvalue.TaggedOutput("generate", ((item_id, source_hash(item)), request_of(item)))
+            yield beam.pvalue.TaggedOutput("generate", ((item_id, source_hash_of(item)), request_of(item)))
         else:
             Metrics.counter(NAMESPACE, "descriptions_carried_over").inc()
             if previous.get("is_fallback"):
@@ -245,10 +304,18 @@ def _generated_row(keyed, version: str, date: str) -> dict[str, Any]:
         Metrics.counter(NAMESPACE, f"descriptions_fallback_{res.reason}").inc()
     for flag in res.flags:
         Metrics.counter(NAMESPACE, f"descriptions_flag_{flag}").inc()
-    return {"model_version": version, "item_id": item_id, "language": req.language,
-            "description": res.description, "source_hash": src_hash, "is_fallback": res.is_fallback,
-            "generated_dt": date, "fallback_reason": res.reason, "flags": list(res.flags),
-            "model_text": res.model_text}
+    return {
+        "model_version": version,
+        "item_id": item_id,
+        "language": req.language,
+        "description": res.description,
+        "source_hash": src_hash,
+        "is_fallback": res.is_fallback,
+        "generated_dt": date,
+        "fallback_reason": res.reason,
+        "flags": list(res.flags),
+        "model_text": res.model_text,
+    }
 
 
 # ---- output -----------------------------------------------------------------------------------
@@ -285,10 +352,12 @@ class WriteSortedParquet(beam.PTransform):
 
     def expand(self, rows):
         folder, schema, shard_of, sort_key, n = self.folder, self.schema, self.shard_of, self.sort_key, self.shards
-        return (rows
-                | "KeyByShard" >> beam.Map(lambda g: (zlib.crc32(shard_of(g[0]).encode("utf-8")) % n, g))
-                | "GroupByShard" >> beam.GroupByKey()
-                | "WriteShard" >> beam.MapTuple(lambda shard, rs: write_rows(folder, shard, rs, schema, sort_key)))
+        return (
+            rows
+            | "KeyByShard" >> beam.Map(lambda g: (zlib.crc32(shard_of(g[0]).encode("utf-8")) % n, g))
+            | "GroupByShard" >> beam.GroupByKey()
+            | "WriteShard" >> beam.MapTuple(lambda shard, rs: write_rows(folder, shard, rs, schema, sort_key))
+        )
 
 
 # ---- the whole stage ----------------------------------------------------------------------------
@@ -301,128 +370,66 @@ class ScoreInputs:
     previous_date: str | None
 
 
-def find_inputs(out: str, date: str) -> ScoreInputs:
-    try:
-        items = storage.partition_files(out, CURATED_ITEMS, date)
-        events = storage.partition_files(out, CURATED_EVENTS, date)
-        sessions = storage.partition_files(out, CURATED_SESSIONS, date)
-    except FileNotFoundError as e:
-        raise ShopllmError(f"{e}") from None
-    earlier = [d for d in storage.published_dates(out, DESCRIPTIONS) if d < date]
-    prev = earlier[-1] if earlier else None
-    prev_files = storage.partition_files(out, DESCRIPTIONS, prev) if prev else []
-    return ScoreInputs(items, events, sessions, prev_files, prev)
+class Score(beam.PTransform):
+    """The score stage: the night's curated data -> recommendations (user, session and query scopes) and
+    descriptions (new or changed items generated, the others carried over), each written into its staging
+    folder (`rec_dir`, `desc_dir`)."""
 
+    def __init__(
+        self,
+        inputs: ScoreInputs,
+        *,
+        model_dir: str,
+        version: str,
+        date: str,
+        cfg: ScoreConfig,
+        catalog: Sequence[str],
+        rec_dir: str,
+        desc_dir: str,
+        lexicon: Lexicon | None = None,
+        item_texts: Mapping[str, str] | None = None,
+    ):
+        super().__init__()
+        self.inputs, self.version, self.date, self.cfg = inputs, version, date, cfg
+        self.rec_dir, self.desc_dir = rec_dir, desc_dir
+        common = dict(device=cfg.device, batch_size=cfg.batch_size)
+        self.ranker = ShopModelHandler(
+            model_dir, "rank", top_k=cfg.top_k, catalog=catalog, item_texts=item_texts, **common
+        )
+        self.describer = ShopModelHandler(
+            model_dir,
+            "describe",
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            seed=cfg.seed,
+            no_repeat_ngram=cfg.no_repeat_ngram,
+            lexicon=lexicon,
+            **common,
+        )
 
-def build(p: beam.Pipeline, inputs: ScoreInputs, *, model_dir: str, version: str, date: str, cfg: ScoreConfig,
-          catalog: Sequence[str], rec_dir: str, desc_dir: str, lexicon: Lexicon | None = None,
-          item_texts: Mapping[str, str] | None = None) -> None:
-    """Wire the whole score pipeline into `p` (nothing runs until p.run())."""
-    common = dict(device=cfg.device, batch_size=cfg.batch_size)
-    ranker = ShopModelHandler(model_dir, "rank", top_k=cfg.top_k, catalog=catalog, item_texts=item_texts, **common)
-    describer = ShopModelHandler(model_dir, "describe", max_new_tokens=cfg.max_new_tokens,
-                                 temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
-                                 no_repeat_ngram=cfg.no_repeat_ngram, lexicon=lexicon, **common)
-    events = _read(p, "ReadEvents", inputs.events, ["user_id", "event_type", "item_id", "query", "ts", "arrival"])
-    sessions = _read(p, "ReadSessions", inputs.sessions, ["session_id", "start_ts", "end_ts", "item_ids"])
-    requests = ((events | "UserRequests" >> UserRequests(date, cfg.active_days),
-                 sessions | "SessionRequests" >> SessionRequests(date),
-                 events | "QueryRequests" >> QueryRequests(date, cfg.active_days, cfg.min_query_count))
-                | "AllSubjects" >> beam.Flatten())
-    (requests
-     | "RankSubjects" >> RankSubjects(ranker, version)
-     | "WriteRecommendations" >> WriteSortedParquet(rec_dir, RECOMMENDATIONS_SCHEMA,
-                                                    lambda r: r["subject_id"], recommendation_order))
-    items = _read(p, "ReadItems", inputs.items)
-    previous = _read(p, "ReadPreviousDescriptions", inputs.previous_descriptions)
-    ((items, previous)
-     | "DescribeItems" >> DescribeItems(describer, version, date)
-     | "WriteDescriptions" >> WriteSortedParquet(desc_dir, DESCRIPTIONS_SCHEMA,
-                                                 lambda r: r["item_id"], description_order))
-
-
-def catalog_item_ids(files: list[str]) -> list[str]:
-    if not files:
-        return []
-    return sorted(set(pq.read_table(files, columns=["item_id"]).column("item_id").to_pylist()) - {None})
-
-
-def catalog_texts(files: list[str]) -> dict[str, str]:
-    """item_id -> the text searches find it by (shopllm.lexical.item_text)."""
-    if not files:
-        return {}
-    rows = pq.read_table(files, columns=["item_id", "title", "category", "brand", "attributes"]).to_pylist()
-    return {r["item_id"]: item_text(r) for r in rows if r["item_id"] is not None}
-
-
-def catalog_lexicon(files: list[str]) -> Lexicon:
-    """The shop's values, brands and keys, calibrated on its own descriptions (what the gate checks against)."""
-    if not files:
-        return Lexicon({}, ())
-    columns = ["title", "category", "brand", "attributes", "description"]  # titles: the items' model names
-    return Lexicon.from_items(pq.read_table(files, columns=columns).to_pylist())
-
-
-def summarize(counters: dict[str, int], *, date, version, cfg: ScoreConfig, catalog: list[str],
-              model_items: set[str], previous_date, seconds: float) -> dict:
-    def scope_summary(scope):
-        skipped = {k[len(f"{scope}_skipped_"):]: v for k, v in counters.items() if k.startswith(f"{scope}_skipped_")}
-        return {"scored": counters.get(f"{scope}_scored", 0), "skipped": dict(sorted(skipped.items())),
-                "short_of_k": counters.get(f"{scope}_short_of_k", 0),
-                "unknown_history_items": counters.get(f"{scope}_unknown_history_items", 0)}
-
-    reasons = {k[len("descriptions_fallback_"):]: v for k, v in counters.items()
-               if k.startswith("descriptions_fallback_")}
-    flags = {k[len("descriptions_flag_"):]: v for k, v in counters.items() if k.startswith("descriptions_flag_")}
-    return {
-        "date": date, "model_version": version, "top_k": cfg.top_k, "active_days": cfg.active_days,
-        "min_query_count": cfg.min_query_count, "device": cfg.device,
-        "catalog_items": len(catalog),
-        "catalog_items_unknown_to_model": sum(1 for i in catalog if i not in model_items),
-        "recommendations": {s: scope_summary(s) for s in SCOPES},
-        "descriptions": {
-            "previous_partition": previous_date,
-            "generated": counters.get("descriptions_generated", 0),
-            "carried_over": counters.get("descriptions_carried_over", 0),
-            "fallbacks": counters.get("descriptions_fallbacks", 0),
-            "fallback_reasons_new": dict(sorted(reasons.items())),
-            "model_text_flags_new": dict(sorted(flags.items())),
-        },
-        "seconds": round(seconds, 2),
-    }
-
-
-def run_score(out: str, date: str, version: str, cfg: ScoreConfig, beam_args: Sequence[str] = ()) -> dict:
-    """Run the pipeline, publish both partitions, move models/LATEST, write the summary; return it."""
-    if not modelstore.exists(out, version):
-        raise ShopllmError(f"no model {version} under {modelstore.models_root(out)}; run 'shopllm train' first")
-    storage.check_writable(out)
-    inputs = find_inputs(out, date)
-    catalog = catalog_item_ids(inputs.items)
-    model_dir = modelstore.model_dir(out, version)
-    from shopllm.vocab import ItemVocab
-
-    model_items = set(ItemVocab.load(model_dir).items)
-    t0 = time.perf_counter()
-    rec_tmp = storage.staging_dir(out, RECOMMENDATIONS, date)
-    desc_tmp = storage.staging_dir(out, DESCRIPTIONS, date)
-    try:
-        p = make_pipeline(beam_args)
-        build(p, inputs, model_dir=str(model_dir), version=version, date=date, cfg=cfg, catalog=catalog,
-              rec_dir=str(rec_tmp), desc_dir=str(desc_tmp), lexicon=catalog_lexicon(inputs.items),
-              item_texts=catalog_texts(inputs.items) if lexical_weight(modelstore.load_config(model_dir)) else None)
-        result = run_pipeline(p)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(rec_tmp, ignore_errors=True)
-        shutil.rmtree(desc_tmp, ignore_errors=True)
-        raise
-    storage.publish(rec_tmp, out, RECOMMENDATIONS, date)
-    storage.publish(desc_tmp, out, DESCRIPTIONS, date)
-    modelstore.set_latest(out, version)
-    summary = summarize(counter_values(result, NAMESPACE), date=date, version=version, cfg=cfg, catalog=catalog,
-                        model_items=model_items, previous_date=inputs.previous_date,
-                        seconds=time.perf_counter() - t0)
-    storage.write_json(storage.summary_path(out, date, "score"), summary)
-    return summary
+    def expand(self, pbegin):
+        inputs, cfg, date = self.inputs, self.cfg, self.date
+        events = _read(
+            pbegin, "ReadEvents", inputs.events, ["user_id", "event_type", "item_id", "query", "ts", "arrival"]
+        )
+        sessions = _read(pbegin, "ReadSessions", inputs.sessions, ["session_id", "start_ts", "end_ts", "item_ids"])
+        requests = (
+            events | "UserRequests" >> UserRequests(date, cfg.active_days),
+            sessions | "SessionRequests" >> SessionRequests(date),
+            events | "QueryRequests" >> QueryRequests(date, cfg.active_days, cfg.min_query_count),
+        ) | "AllSubjects" >> beam.Flatten()
+        (
+            requests
+            | "RankSubjects" >> RankSubjects(self.ranker, self.version)
+            | "WriteRecommendations"
+            >> WriteSortedParquet(self.rec_dir, RECOMMENDATIONS_SCHEMA, lambda r: r["subject_id"], recommendation_order)
+        )
+        items = _read(pbegin, "ReadItems", inputs.items)
+        previous = _read(pbegin, "ReadPreviousDescriptions", inputs.previous_descriptions)
+        (
+            (items, previous)
+            | "DescribeItems" >> DescribeItems(self.describer, self.version, date)
+            | "WriteDescriptions"
+            >> WriteSortedParquet(self.desc_dir, DESCRIPTIONS_SCHEMA, lambda r: r["item_id"], description_order)
+        )

@@ -6,12 +6,11 @@ masks e-mail addresses and phone numbers. Chinese and emoji pass through untouch
 Chinese, the full-width punctuation Chinese is written with (`，：；！？（）`) is kept, while full-width
 Latin letters and digits are still folded to ASCII.
 """
+
 from __future__ import annotations
 
 import functools
-import hashlib
 import html
-import json
 import re
 import unicodedata
 
@@ -20,7 +19,9 @@ PHONE_MASK = "[phone]"
 
 # Things that look like a tag: `<b>`, `</p >`, `<br/>`, `<a href=...>`. A lone `<` (as in "size < 5") is text.
 _TAG = re.compile(r"<\s*/?\s*[A-Za-z][^<>]*>")
-_BLOCK_TAG = re.compile(r"<\s*/?\s*(?:p|br|div|li|ul|ol|tr|table|h[1-6]|section|article|blockquote|pre|hr|dd|dt|dl)\b[^<>]*>", re.I)
+_BLOCK_TAG = re.compile(
+    r"<\s*/?\s*(?:p|br|div|li|ul|ol|tr|table|h[1-6]|section|article|blockquote|pre|hr|dd|dt|dl)\b[^<>]*>", re.I
+)
 _HIDDEN = re.compile(r"<\s*(script|style)\b[^<>]*>.*?<\s*/\s*\1\s*>", re.I | re.S)
 _COMMENT = re.compile(r"<!--.*?-->", re.S)
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
@@ -35,8 +36,10 @@ _ZH_PUNCT = "，：；！？（）"
 _ZH_PUNCT_RUN = re.compile(f"[{_ZH_PUNCT}]")
 _ASCII_TO_ZH = {",": "，", ":": "：", ";": "；", "!": "！", "?": "？", "(": "（", ")": "）", ".": "。"}
 # ASCII punctuation written next to a Chinese character (the period only at a clause end, not in 6.1)
-_ASCII_PUNCT_BY_CJK = re.compile(r"(?<=[\u3400-\u9fff\uf900-\ufaff])[,:;!?)]|[(](?=[\u3400-\u9fff\uf900-\ufaff])"
-                                 r"|(?<=[\u3400-\u9fff\uf900-\ufaff])\.(?!\d)")
+_ASCII_PUNCT_BY_CJK = re.compile(
+    r"(?<=[\u3400-\u9fff\uf900-\ufaff])[,:;!?)]|[(](?=[\u3400-\u9fff\uf900-\ufaff])"
+    r"|(?<=[\u3400-\u9fff\uf900-\ufaff])\.(?!\d)"
+)
 
 # Control characters (Cc) and lone surrogates are dropped; tab and CR become whitespace.
 _CONTROL_MAP = {c: None for c in range(0x20) if c not in (0x09, 0x0A, 0x0D)}
@@ -95,7 +98,9 @@ def _nfkc(s: str) -> str:
         return unicodedata.normalize("NFKC", s)
     pieces = _ZH_PUNCT_RUN.split(s)
     marks = _ZH_PUNCT_RUN.findall(s)
-    return "".join(unicodedata.normalize("NFKC", p) + (marks[i] if i < len(marks) else "") for i, p in enumerate(pieces))
+    return "".join(
+        unicodedata.normalize("NFKC", p) + (marks[i] if i < len(marks) else "") for i, p in enumerate(pieces)
+    )
 
 
 def chinese_punctuation(s: str) -> str:
@@ -179,11 +184,3 @@ def clean_attributes(attrs: dict[str, str] | None) -> list[tuple[str, str]]:
 def detect_language(title: str) -> str:
     """'zh' when the title holds any CJK ideograph, else 'en'."""
     return "zh" if _CJK.search(title) else "en"
-
-
-def source_hash(title: str, description: str | None, category: str | None, brand: str | None,
-                attributes: list[tuple[str, str]], price: float | None) -> str:
-    """A stable 16-hex-digit hash of the cleaned fields a description is generated from."""
-    payload = json.dumps([title, description or "", category or "", brand or "", sorted(attributes),
-                          None if price is None else round(float(price), 2)], ensure_ascii=False)
-    return hashlib.sha1(payload.encode("utf-8")).hexdigest()[:16]

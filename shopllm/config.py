@@ -3,6 +3,7 @@
 Config flows one way: `jobs/` read a TOML or YAML file (sections named like the fields of `Config`)
 and flags, and hand the library these dataclasses. Each stage owns its section.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,12 +23,20 @@ class IngestConfig:
     batch_rows: int = 20_000  # rows per Arrow batch inside the pipeline
     shards: int = 16  # key shards for the group-by steps (dedupe, newest version, sessions)
 
+    def __post_init__(self):
+        for name in ("session_gap_minutes", "max_description_chars", "batch_rows", "shards"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"config.ingest.{name}: must be >= 1, got {getattr(self, name)}")
+
+
+MAX_TIE_SHUFFLES = 64  # prepare.tie_shuffles at most (a copy's random order keys on position * 65 + copy)
+
 
 @dataclass(frozen=True)
 class PrepareConfig:
     vocab_size: int = 8000  # BPE text vocabulary, special tokens included
     history_window: int = 200  # training histories are cut into chunks of N items; prompts keep the last N
-    history_eos: bool = False  # end each training history with <eos> (ranking only reads the position after the last item)
+    history_eos: bool = False  # end training histories with <eos> (ranking reads only the next-item position)
     tie_shuffles: int = 0  # extra training copies of each history with same-timestamp events, those reordered
     min_history: int = 3  # users with fewer items are kept for training only (counted)
     describe_holdout: float = 0.05  # share of items (by hash) held out of describe training
@@ -38,6 +47,20 @@ class PrepareConfig:
     catalog_search_rows: bool = True  # every item: a training search row from its attribute text to the item
     shard_rows: int = 50_000  # rows per output Parquet shard
     retrain_tokenizer: bool = False  # train a new tokenizer even if vocab/tokenizer.json exists
+
+    def __post_init__(self):
+        """Reject values that would give wrong or empty output."""
+        where = "config.prepare"
+        for name, least in (("history_window", 1), ("shard_rows", 1), ("max_describe_tokens", 8)):
+            if getattr(self, name) < least:
+                raise ConfigError(f"{where}.{name}: must be >= {least}, got {getattr(self, name)}")
+        if not 0 <= self.tie_shuffles <= MAX_TIE_SHUFFLES:
+            raise ConfigError(f"{where}.tie_shuffles: must be in [0, {MAX_TIE_SHUFFLES}], got {self.tie_shuffles}")
+        for name in ("describe_holdout", "search_holdout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{where}.{name}: must be in [0, 1), got {getattr(self, name)}")
+        if self.vocab_size < 300:
+            raise ConfigError(f"{where}.vocab_size: must be >= 300 (256 bytes + special tokens), got {self.vocab_size}")
 
 
 @dataclass(frozen=True)
@@ -78,10 +101,15 @@ class TrainConfig:
     precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 on CPU; "bf16" or "fp32" on any device
 
     def __post_init__(self):
+        for name in ("max_steps", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"config.train.{name}: must be positive, got {getattr(self, name)}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"config.train.ema_decay: expected a number in [0, 1), got {self.ema_decay!r}")
         if self.precision not in PRECISIONS:
-            raise ConfigError(f"config.train.precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+            raise ConfigError(
+                f"config.train.precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -95,7 +123,16 @@ class ScoreConfig:
     top_p: float = 1.0  # nucleus sampling when temperature > 0
     seed: int = 0  # sampling seed (the same seed gives the same texts)
     device: str = "cpu"  # "cuda" to score on a GPU worker
-    no_repeat_ngram: int = 0  # > 0: descriptions never repeat an n-gram of tokens (off by default: it bans a template's own repeats)
+    no_repeat_ngram: int = 0  # > 0: never repeat a token n-gram (off: it bans a template's own repeats)
+
+    def __post_init__(self):
+        for name in ("top_k", "active_days", "min_query_count", "batch_size", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"config.score.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ConfigError(
+                f"config.score: need temperature >= 0 and 0 < top_p <= 1, got {self.temperature} and {self.top_p}"
+            )
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,14 @@ The order of rows is a pure function of (seed, epoch): each epoch shuffles the o
 and the rows inside each shard. A position in the stream is (epoch, batches done in that epoch), so
 a resumed run regenerates the same stream and skips to where it stopped.
 """
+
 from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -37,7 +38,7 @@ def crop(seq: np.ndarray, max_len: int) -> np.ndarray:
     if len(seq) <= max_len:
         return seq
     if len(seq) > 1 and seq[1] == HIST_ID:
-        return np.concatenate([seq[:2], seq[len(seq) - (max_len - 2):]])
+        return np.concatenate([seq[:2], seq[len(seq) - (max_len - 2) :]])
     return seq[:max_len]
 
 
@@ -50,7 +51,7 @@ def read_sequences(path: str, kinds: Sequence[str] | None = None) -> list[np.nda
     col = table.column("input_ids").combine_chunks()
     values = col.values.to_numpy(zero_copy_only=False).astype(np.int64)
     offsets = col.offsets.to_numpy()
-    return [values[offsets[i]:offsets[i + 1]] for i in range(len(col))]
+    return [values[offsets[i] : offsets[i + 1]] for i in range(len(col))]
 
 
 def pad_right(seqs: Sequence[np.ndarray], block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,8 +91,17 @@ class TokenStream:
     bucket > 1 each run of `bucket` shuffled batches is re-cut by row length (padding costs compute).
     """
 
-    def __init__(self, files: Sequence[str], batch_size: int, block_size: int, seed: int = 0,
-                 kinds: Sequence[str] | None = None, rank: int = 0, world_size: int = 1, bucket: int = BUCKET):
+    def __init__(
+        self,
+        files: Sequence[str],
+        batch_size: int,
+        block_size: int,
+        seed: int = 0,
+        kinds: Sequence[str] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        bucket: int = BUCKET,
+    ):
         if not files:
             raise FileNotFoundError("no token shards to train on")
         if batch_size < world_size:
@@ -159,7 +169,7 @@ class TokenStream:
     def _regroup(self, pool: list[np.ndarray], n: int, rng) -> Iterator[list[np.ndarray]]:
         order = sorted(range(len(pool)), key=lambda i: len(pool[i]))  # stable: ties keep shuffled order
         size = len(pool) // n
-        groups = [[pool[i] for i in order[g * size:(g + 1) * size]] for g in range(n)]
+        groups = [[pool[i] for i in order[g * size : (g + 1) * size]] for g in range(n)]
         for g in rng.permutation(n):
             yield groups[g]
 
@@ -223,6 +233,6 @@ def pad_prompts(prompts: Sequence[np.ndarray], block_size: int) -> tuple[torch.T
     T = max(len(p) for p in prompts)
     idx = np.zeros((len(prompts), T), dtype=np.int64)
     for r, p in enumerate(prompts):
-        idx[r, :len(p)] = p
+        idx[r, : len(p)] = p
     last = np.asarray([len(p) - 1 for p in prompts], dtype=np.int64)
     return torch.from_numpy(idx), torch.from_numpy(last)

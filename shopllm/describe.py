@@ -11,17 +11,19 @@ lacks, no other brand, no value under the wrong attribute, and covers what the s
 usually name. Otherwise a clean text is built from the item's own attributes and flagged `is_fallback`,
 with the reason; a description is never published blank.
 """
+
 from __future__ import annotations
 
-import hashlib
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
 
 from shopllm.cleaning import chinese_punctuation
 from shopllm.faithfulness import Findings, Item, Lexicon, check, normalize
+from shopllm.hashing import source_hash_of
 from shopllm.ranking import length_buckets, pad_left
 from shopllm.sequences import attribute_text, describe_prompt
 from shopllm.slots import Facts, SlotConstraint, SlotVocab, clause_end_tokens, realize, token_chars
@@ -38,7 +40,14 @@ MIN_COVERAGE = 0.5  # a text naming fewer of the values the shop's descriptions 
 
 # why a text was not published (summary keys); the faithfulness error kinds are reasons too
 EMPTY, TOO_SHORT, REPETITIVE, WRONG_SCRIPT, LOW_COVERAGE, UNKNOWN_ITEM, UNBOUND_NAME = (
-    "empty", "too_short", "repetitive", "wrong_script", "low_coverage", "unknown_item", "unbound_name")
+    "empty",
+    "too_short",
+    "repetitive",
+    "wrong_script",
+    "low_coverage",
+    "unknown_item",
+    "unbound_name",
+)
 
 
 class DescribeRequest(NamedTuple):
@@ -68,22 +77,19 @@ def attribute_pairs(attributes) -> tuple[tuple[str, str], ...]:
 
 def request_of(item: Mapping) -> DescribeRequest:
     """A curated ITEMS row (dict) -> DescribeRequest."""
-    return DescribeRequest(item["item_id"], item.get("language") or "en", item.get("title") or "",
-                           item.get("category"), item.get("brand"), attribute_pairs(item.get("attributes")))
-
-
-def source_hash(item: Mapping) -> str:
-    """The item's `source_hash` from ingest; computed from the attribute text when ingest left it empty."""
-    if item.get("source_hash"):
-        return item["source_hash"]
-    text = attribute_text(item.get("title") or "", item.get("category"), item.get("brand"),
-                          attribute_pairs(item.get("attributes")))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+    return DescribeRequest(
+        item["item_id"],
+        item.get("language") or "en",
+        item.get("title") or "",
+        item.get("category"),
+        item.get("brand"),
+        attribute_pairs(item.get("attributes")),
+    )
 
 
 def needs_generation(item: Mapping, previous: Mapping | None) -> bool:
     """True when the item is new since the last published descriptions or its inputs changed."""
-    return previous is None or previous.get("source_hash") != source_hash(item)
+    return previous is None or previous.get("source_hash") != source_hash_of(item)
 
 
 # ---- the gate and the fallback ------------------------------------------------------------------
@@ -152,7 +158,7 @@ class Describer:
     """Model, tokenizer, item vocabulary, slot tokens and the shop's lexicon, loaded once per worker, plus
     the decoding options."""
 
-    model: "torch.nn.Module"
+    model: torch.nn.Module
     tokenizer: object  # shopllm.tokenizer.TextTokenizer
     items: object  # shopllm.vocab.ItemVocab
     device: str = "cpu"
@@ -179,7 +185,7 @@ class Describer:
         block = self.model.config.block_size
         room = block - min(self.max_new_tokens, block // 2) - 4  # <bos> item <attr> ... <desc>
         attr = self.tokenizer.encode(attribute_text(req.title, req.category, req.brand, req.attributes))
-        return describe_prompt(self.items.token_id(req.item_id, n_text), attr[:max(room, 0)])
+        return describe_prompt(self.items.token_id(req.item_id, n_text), attr[: max(room, 0)])
 
     def facts(self, req: DescribeRequest) -> Facts:
         return self.slots.facts(req.brand, req.category, req.attributes, req.title)
@@ -190,8 +196,12 @@ class Describer:
             self._clause_end, self._chars = clause_end_tokens(self.tokenizer), token_chars(self.tokenizer)
         ids = self.slots.ids
         facts = [self.facts(r) for r in reqs]
-        allowed = torch.tensor([[i in f.values for i in ids] for f in facts], dtype=torch.bool).reshape(len(reqs), len(ids))
-        keyed = torch.tensor([[i in f.names for i in ids] for f in facts], dtype=torch.bool).reshape(len(reqs), len(ids))
+        allowed = torch.tensor([[i in f.values for i in ids] for f in facts], dtype=torch.bool).reshape(
+            len(reqs), len(ids)
+        )
+        keyed = torch.tensor([[i in f.names for i in ids] for f in facts], dtype=torch.bool).reshape(
+            len(reqs), len(ids)
+        )
         return SlotConstraint(ids, allowed, keyed, self.slots.name_id, self._clause_end, EOS_ID, self._chars)
 
     def generator(self, reqs: Sequence[DescribeRequest]) -> torch.Generator | None:
@@ -208,12 +218,23 @@ class Describer:
         out: list[list[int]] = [[] for _ in prompts]
         for length, rows in length_buckets([len(p) for p in prompts], self.model.config.block_size).items():
             ids, mask = pad_left([prompts[r] for r in rows], length)
-            new = self.model.generate(
-                ids.to(self.device), self.max_new_tokens, attention_mask=mask.to(self.device), eos_id=EOS_ID,
-                banned_ids=BANNED_IDS, temperature=self.temperature, top_p=self.top_p,
-                generator=self.generator([reqs[r] for r in rows]), use_cache=self.use_cache,
-                no_repeat_ngram=self.no_repeat_ngram, logits_processor=self.constraint([reqs[r] for r in rows]),
-            ).cpu().tolist()
+            new = (
+                self.model.generate(
+                    ids.to(self.device),
+                    self.max_new_tokens,
+                    attention_mask=mask.to(self.device),
+                    eos_id=EOS_ID,
+                    banned_ids=BANNED_IDS,
+                    temperature=self.temperature,
+                    top_p=self.top_p,
+                    generator=self.generator([reqs[r] for r in rows]),
+                    use_cache=self.use_cache,
+                    no_repeat_ngram=self.no_repeat_ngram,
+                    logits_processor=self.constraint([reqs[r] for r in rows]),
+                )
+                .cpu()
+                .tolist()
+            )
             for r, toks in zip(rows, new):
                 out[r] = toks[: toks.index(EOS_ID)] if EOS_ID in toks else toks
         return out

@@ -23,12 +23,13 @@ How each number is made (so it can be read without the code):
   of what the shop's descriptions usually name, distinct-2 and repeated 4-grams of the published
   generated texts; ten random published texts beside their attributes.
 """
+
 from __future__ import annotations
 
 import math
 import random
 import statistics
-from typing import Sequence
+from collections.abc import Sequence
 
 import pyarrow as pa
 import torch
@@ -36,11 +37,10 @@ import torch
 from shopllm import metrics, modelstore, storage
 from shopllm.describe import attribute_pairs
 from shopllm.errors import ShopllmError
-from shopllm.ranking import RankRequest, Ranker, catalog_logprobs, collapse_repeats, day_bounds, exclude_mask
-from shopllm.schemas import (CURATED_ITEMS, CURATED_SESSIONS, DESCRIPTIONS, RECOMMENDATIONS, TOKENS,
-                             TOKENS_SCHEMA)
 from shopllm.faithfulness import ERROR_KINDS, Item, Lexicon, check
 from shopllm.lexical import fit_weight, item_text, lexical_weight
+from shopllm.ranking import Ranker, RankRequest, catalog_logprobs, collapse_repeats, day_bounds, exclude_mask
+from shopllm.schemas import CURATED_ITEMS, CURATED_SESSIONS, DESCRIPTIONS, RECOMMENDATIONS, TOKENS, TOKENS_SCHEMA
 from shopllm.text_metrics import distinct_n, repeated_ngram_rate_all
 from shopllm.tokenizer import TextTokenizer
 from shopllm.vocab import DESC_ID, EOS_ID, PAD_ID
@@ -60,11 +60,17 @@ def _fit(ids: Sequence[int], block_size: int) -> list[int]:
     ids = list(ids)
     if ids and ids[-1] == EOS_ID:
         ids = ids[:-1]
-    return ids if len(ids) <= block_size else ids[:2] + ids[-(block_size - 2):]
+    return ids if len(ids) <= block_size else ids[:2] + ids[-(block_size - 2) :]
 
 
-def ranks_of(ranker: Ranker, prompts: list[list[int]], targets: list[str], excludes: list[tuple[str, ...]],
-             batch_size: int = 256, queries: list[str] | None = None) -> list[int]:
+def ranks_of(
+    ranker: Ranker,
+    prompts: list[list[int]],
+    targets: list[str],
+    excludes: list[tuple[str, ...]],
+    batch_size: int = 256,
+    queries: list[str] | None = None,
+) -> list[int]:
     """1-based rank of each target item among today's catalog (C + 1 when the target is not in it). With
     `queries` (search prompts' texts) the query scope's scores, blended as the score stage does."""
     C = len(ranker.col_items)
@@ -97,8 +103,12 @@ def user_and_query_scopes(ranker: Ranker, test: pa.Table, batch_size: int) -> di
         rows = [r for r in test.to_pylist() if r["kind"] == kind and r["target_item"]]
         prompts = [_fit(r["input_ids"], ranker.block_size) for r in rows]
         targets = [r["target_item"] for r in rows]
-        excludes = [tuple(ranker.items.item_of(t, n_text) for t in (r["history_ids"] or []) if t >= n_text)
-                    if kind == "history" else () for r in rows]
+        excludes = [
+            tuple(ranker.items.item_of(t, n_text) for t in (r["history_ids"] or []) if t >= n_text)
+            if kind == "history"
+            else ()
+            for r in rows
+        ]
         queries = [r["subject_id"] for r in rows] if kind == "search" else None
         ranks = ranks_of(ranker, prompts, targets, excludes, batch_size, queries)
         C = len(ranker.col_items)
@@ -116,7 +126,7 @@ def fit_query_blend(ranker: Ranker, rows: list[dict], batch_size: int = 256) -> 
         return None
     logp, lexical = [], []
     for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
+        chunk = rows[start : start + batch_size]
         logp.append(catalog_logprobs(ranker, [_fit(r["input_ids"], ranker.block_size) for r in chunk]))
         lexical.append(ranker.lexical.scores([r["subject_id"] for r in chunk]))
     targets = torch.tensor([ranker.col_index[r["target_item"]] for r in rows])
@@ -158,12 +168,17 @@ def published_query_hits(recs: pa.Table, test: pa.Table) -> dict:
     rows = [r for r in test.to_pylist() if r["kind"] == "search" and r["target_item"] and r["subject_id"] in lists]
     if not rows:
         return {"n": 0}
-    ranks = [lists[r["subject_id"]].index(r["target_item"]) + 1 if r["target_item"] in lists[r["subject_id"]]
-             else math.inf for r in rows]
+    ranks = [
+        lists[r["subject_id"]].index(r["target_item"]) + 1 if r["target_item"] in lists[r["subject_id"]] else math.inf
+        for r in rows
+    ]
     hits = [rk <= K for rk in ranks]
-    return {"n": len(rows), f"hr@{K}": sum(hits) / len(rows),
-            f"ndcg@{K}": sum(1 / math.log2(rk + 1) for rk in ranks if rk <= K) / len(rows),
-            "mrr@top_k": sum(1 / rk for rk in ranks) / len(rows)}
+    return {
+        "n": len(rows),
+        f"hr@{K}": sum(hits) / len(rows),
+        f"ndcg@{K}": sum(1 / math.log2(rk + 1) for rk in ranks if rk <= K) / len(rows),
+        "mrr@top_k": sum(1 / rk for rk in ranks) / len(rows),
+    }
 
 
 @torch.no_grad()
@@ -172,16 +187,16 @@ def description_perplexity(model, sequences: list[list[int]], batch_size: int = 
     batches = []
     block = model.config.block_size
     for start in range(0, len(sequences), batch_size):
-        chunk = [s[:block + 1] for s in sequences[start:start + batch_size] if DESC_ID in s]
+        chunk = [s[: block + 1] for s in sequences[start : start + batch_size] if DESC_ID in s]
         if not chunk:
             continue
         T = max(len(s) for s in chunk) - 1
         idx = torch.full((len(chunk), T), PAD_ID, dtype=torch.long)
         tgt = torch.full((len(chunk), T), -1, dtype=torch.long)
         for r, s in enumerate(chunk):
-            idx[r, :len(s) - 1] = torch.tensor(s[:-1])
+            idx[r, : len(s) - 1] = torch.tensor(s[:-1])
             d = s.index(DESC_ID)
-            tgt[r, d:len(s) - 1] = torch.tensor(s[d + 1:])  # predict every token after <desc>
+            tgt[r, d : len(s) - 1] = torch.tensor(s[d + 1 :])  # predict every token after <desc>
         batches.append((idx.to(device), tgt.to(device)))
     if not any(int((t >= 0).sum()) for _, t in batches):
         return None
@@ -194,9 +209,12 @@ def text_rates(texts: Sequence[str | None], items: Sequence[Item], lexicon: Lexi
     if not found:
         return {"n": 0}
     coverage = [c for f in found if (c := f.coverage) is not None]
-    return {"n": len(found), **{f"{k}_rate": sum(f.has(k) for f in found) / len(found) for k in ERROR_KINDS},
-            "any_blocking_rate": sum(bool(f.blocking) for f in found) / len(found),
-            "coverage": statistics.fmean(coverage) if coverage else None}
+    return {
+        "n": len(found),
+        **{f"{k}_rate": sum(f.has(k) for f in found) / len(found) for k in ERROR_KINDS},
+        "any_blocking_rate": sum(bool(f.blocking) for f in found) / len(found),
+        "coverage": statistics.fmean(coverage) if coverage else None,
+    }
 
 
 def language_quality(rows: list[dict], items: dict[str, Item], lexicon: Lexicon) -> dict:
@@ -226,27 +244,42 @@ def description_quality(descriptions: pa.Table, items: pa.Table, date: str | Non
     descriptions."""
     item_rows = {r["item_id"]: r for r in items.to_pylist()}
     lexicon = Lexicon.from_items(item_rows.values())
-    rows = [r for r in descriptions.to_pylist() if r["item_id"] in item_rows
-            and (date is None or r.get("generated_dt") in (None, date))]
+    rows = [
+        r
+        for r in descriptions.to_pylist()
+        if r["item_id"] in item_rows and (date is None or r.get("generated_dt") in (None, date))
+    ]
     checked = {i: Item.of(r.get("brand"), r.get("attributes"), r.get("title")) for i, r in item_rows.items()}
     every = [r for r in descriptions.to_pylist() if r["item_id"] in item_rows]
-    out = {"catalog_model_share": sum(not r["is_fallback"] for r in every) / len(every) if every else None,
-           "all": language_quality(rows, checked, lexicon)}
+    out = {
+        "catalog_model_share": sum(not r["is_fallback"] for r in every) / len(every) if every else None,
+        "all": language_quality(rows, checked, lexicon),
+    }
     for lang in sorted({r["language"] for r in rows}):
         out[lang] = language_quality([r for r in rows if r["language"] == lang], checked, lexicon)
     published = sorted((r for r in rows if not r["is_fallback"]), key=lambda r: r["item_id"])
     pick = random.Random(date or "").sample(published, min(10, len(published)))
-    out["examples"] = [{"item_id": r["item_id"], "language": r["language"], "title": item_rows[r["item_id"]]["title"],
-                        "attributes": "; ".join(f"{k}: {v}" for k, v in attribute_pairs(item_rows[r["item_id"]]["attributes"])),
-                        "brand": item_rows[r["item_id"]].get("brand"), "description": r["description"],
-                        "flags": ", ".join(r.get("flags") or []) or "none"} for r in sorted(pick, key=lambda r: r["item_id"])]
+    out["examples"] = [
+        {
+            "item_id": r["item_id"],
+            "language": r["language"],
+            "title": item_rows[r["item_id"]]["title"],
+            "attributes": "; ".join(f"{k}: {v}" for k, v in attribute_pairs(item_rows[r["item_id"]]["attributes"])),
+            "brand": item_rows[r["item_id"]].get("brand"),
+            "description": r["description"],
+            "flags": ", ".join(r.get("flags") or []) or "none",
+        }
+        for r in sorted(pick, key=lambda r: r["item_id"])
+    ]
     return out
 
 
 def heldout_perplexity(test: pa.Table, model, device) -> dict:
     held = [r for r in test.to_pylist() if r["kind"] == "describe"]
-    return {"heldout_items": len(held),
-            "perplexity": description_perplexity(model, [r["input_ids"] for r in held], device=device)}
+    return {
+        "heldout_items": len(held),
+        "perplexity": description_perplexity(model, [r["input_ids"] for r in held], device=device),
+    }
 
 
 def evaluate(out: str, date: str, *, version: str | None = None, device: str = "cpu", batch_size: int = 256) -> dict:
@@ -263,10 +296,15 @@ def evaluate(out: str, date: str, *, version: str | None = None, device: str = "
         raise ShopllmError(f"no model {version or '(none published)'} under {modelstore.models_root(out)}")
     loaded = modelstore.load(out, version, device)
     weight = lexical_weight(loaded.config)
-    ranker = Ranker(loaded.model, TextTokenizer.load(loaded.tokenizer_path), loaded.items,
-                    items.column("item_id").to_pylist(), device,
-                    item_texts={r["item_id"]: item_text(r) for r in items.to_pylist()} if weight else None,
-                    lexical_weight=weight)
+    ranker = Ranker(
+        loaded.model,
+        TextTokenizer.load(loaded.tokenizer_path),
+        loaded.items,
+        items.column("item_id").to_pylist(),
+        device,
+        item_texts={r["item_id"]: item_text(r) for r in items.to_pylist()} if weight else None,
+        lexical_weight=weight,
+    )
     ranking = user_and_query_scopes(ranker, test, batch_size)
     ranking["session"] = session_scope(ranker, sessions, date, batch_size)
     ranking["query_published"] = published_query_hits(recs, test)
@@ -276,6 +314,8 @@ def evaluate(out: str, date: str, *, version: str | None = None, device: str = "
         "catalog_items": len(ranker.col_items),
         "query_lexical_weight": weight,
         "ranking": {s: ranking[s] for s in ("user", "session", "query", "query_published")},
-        "descriptions": {**heldout_perplexity(test, loaded.model, device),
-                         **description_quality(descriptions, items, date)},
+        "descriptions": {
+            **heldout_perplexity(test, loaded.model, device),
+            **description_quality(descriptions, items, date),
+        },
     }

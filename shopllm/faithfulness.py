@@ -23,16 +23,25 @@ would flag in several of them is ambiguous and no longer counts as an error anyw
 against what those descriptions usually name: a key is expected when most descriptions of items with that
 key name its value.
 """
+
 from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 # error kinds (also the gate's reasons and the report's column names)
 CONTRADICTION, WRONG_BRAND, WRONG_MODEL, MISBINDING, UNSUPPORTED, UNKNOWN_KEY, UNKNOWN_CODE = (
-    "contradiction", "wrong_brand", "wrong_model", "misbinding", "unsupported", "unknown_key", "unknown_code")
+    "contradiction",
+    "wrong_brand",
+    "wrong_model",
+    "misbinding",
+    "unsupported",
+    "unknown_key",
+    "unknown_code",
+)
 ERROR_KINDS = (CONTRADICTION, WRONG_BRAND, WRONG_MODEL, MISBINDING, UNSUPPORTED, UNKNOWN_KEY, UNKNOWN_CODE)
 # what keeps a text from being published (an unknown key alone is only reported: "size" or "type" are plain words)
 BLOCKING = (CONTRADICTION, WRONG_BRAND, WRONG_MODEL, MISBINDING, UNSUPPORTED, UNKNOWN_CODE)
@@ -46,8 +55,10 @@ _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fff
 CLAUSE_END = re.compile(r"[。.!?！？;；\n]")
 # a word of letters and digits together: model numbers, codes ("N460", "WH-1000XM5", "3CE"); never the tail of a
 # decimal ("5kg" of "1.5kg")
-CODE = re.compile(r"(?<![A-Za-z0-9])(?<![0-9][.,])(?=[A-Za-z0-9-]*[A-Za-z])(?=[A-Za-z0-9-]*[0-9])[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*"
-                  r"(?![A-Za-z0-9])")
+CODE = re.compile(
+    r"(?<![A-Za-z0-9])(?<![0-9][.,])(?=[A-Za-z0-9-]*[A-Za-z])(?=[A-Za-z0-9-]*[0-9])[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*"
+    r"(?![A-Za-z0-9])"
+)
 
 
 _BOOK_TITLE = re.compile(r"《[^《》]+》")
@@ -128,8 +139,14 @@ def find_surfaces(text: str, surfaces: Mapping[str, object]) -> list[tuple[int, 
     out = []
     i = 0
     while i < len(low):
-        hit = next((s for s in by_first.get(low[i], ()) if low.startswith(s, i) and _starts_word(low, i)
-                    and _ends_word(low, i + len(s))), None)
+        hit = next(
+            (
+                s
+                for s in by_first.get(low[i], ())
+                if low.startswith(s, i) and _starts_word(low, i) and _ends_word(low, i + len(s))
+            ),
+            None,
+        )
         if hit is None:
             i += 1
             continue
@@ -172,7 +189,7 @@ class Item(NamedTuple):
     title: str = ""
 
     @classmethod
-    def of(cls, brand: str | None, attributes, title: str | None = "") -> "Item":
+    def of(cls, brand: str | None, attributes, title: str | None = "") -> Item:
         pairs = attributes.items() if isinstance(attributes, Mapping) else (attributes or ())
         return cls(brand, {k: v for k, v in pairs if k and v}, title or "")
 
@@ -205,8 +222,14 @@ class Findings:
 class Lexicon:
     """The shop's attribute values, brands and keys, with a trie for whole-word, longest-first matching."""
 
-    def __init__(self, values: Mapping[str, Iterable[str]], brands: Iterable[str], naming: Mapping[str, float] = (),
-                 ambiguous: Iterable[str] = (), models: Iterable[str] = ()):
+    def __init__(
+        self,
+        values: Mapping[str, Iterable[str]],
+        brands: Iterable[str],
+        naming: Mapping[str, float] = (),
+        ambiguous: Iterable[str] = (),
+        models: Iterable[str] = (),
+    ):
         """values: normalised key -> its values; brands; naming: key -> share of the shop's descriptions of items
         with the key that name its value; ambiguous: surfaces never counted as errors; models: the items'
         model names."""
@@ -233,7 +256,7 @@ class Lexicon:
             node[""] = frozenset(rs)
 
     @classmethod
-    def from_items(cls, items: Iterable[Mapping]) -> "Lexicon":
+    def from_items(cls, items: Iterable[Mapping]) -> Lexicon:
         """From curated item rows (dicts with brand, attributes and description), calibrated on their
         descriptions."""
         items = list(items)
@@ -247,8 +270,12 @@ class Lexicon:
                 brands.add(it["brand"])
             models.add(model_name(it.get("title"), [it.get("brand") or "", *own.values()], it.get("category")))
         lex = cls(values, brands, models=models)
-        lex.calibrate([(it.get("description") or "", Item.of(it.get("brand"), it.get("attributes"), it.get("title")))
-                       for it in items])
+        lex.calibrate(
+            [
+                (it.get("description") or "", Item.of(it.get("brand"), it.get("attributes"), it.get("title")))
+                for it in items
+            ]
+        )
         return lex
 
     def calibrate(self, described: Sequence[tuple[str, Item]]) -> None:
@@ -267,8 +294,9 @@ class Lexicon:
             for s in {s for kind in ERROR_KINDS for s in f.errors.get(kind, [])}:
                 flagged[s] += 1
         self.naming = {k: names_key[k] / n for k, n in has_key.items()}
-        self.ambiguous |= {s for s, n in flagged.items()
-                           if n >= AMBIGUOUS_MIN_TEXTS and n >= AMBIGUOUS_MIN_SHARE * mentioned[s]}
+        self.ambiguous |= {
+            s for s, n in flagged.items() if n >= AMBIGUOUS_MIN_TEXTS and n >= AMBIGUOUS_MIN_SHARE * mentioned[s]
+        }
 
     def expected_keys(self, item: Item) -> set[str]:
         return {k for k in map(normalize, item.attributes) if self.naming.get(k, 0.0) >= EXPECTED_NAMING}
@@ -389,7 +417,7 @@ def bound_neighbour(text: str, spans: Sequence[tuple[int, int]], n: int, is_valu
     for other in (n + 1, n - 1):
         if not 0 <= other < len(spans) or not is_value[other]:
             continue
-        gap = text[end:spans[other][0]] if other > n else text[spans[other][1]:start]
+        gap = text[end : spans[other][0]] if other > n else text[spans[other][1] : start]
         if CLAUSE_END.search(gap) or len(gap) > BIND_GAP:
             continue
         if other > n and gap.lstrip().startswith((":", "：")):

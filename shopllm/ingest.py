@@ -9,6 +9,7 @@ Timestamps: ISO-8601 strings must carry a zone (`Z` or `+08:00`); one without a 
 (`bad_timestamp`) rather than guessed. Numbers and numeric strings are epoch seconds, or
 milliseconds when their magnitude is >= 1e11. Typed Parquet timestamps without a zone are UTC.
 """
+
 from __future__ import annotations
 
 import csv
@@ -19,8 +20,9 @@ import json
 import math
 import re
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Callable, Iterator
+from typing import IO
 
 import numpy as np
 import pyarrow as pa
@@ -28,10 +30,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shopllm import schemas
-from shopllm.cleaning import (clean_attributes, clean_line, clean_query, clean_text, detect_language,
-                              normalize_category, source_hash)
+from shopllm.cleaning import (
+    clean_attributes,
+    clean_line,
+    clean_query,
+    clean_text,
+    detect_language,
+    normalize_category,
+)
 from shopllm.config import IngestConfig
 from shopllm.errors import InputError
+from shopllm.hashing import source_hash
 
 CATALOG = "catalog"
 EVENTS = "events"
@@ -40,8 +49,8 @@ SOURCES = (CATALOG, EVENTS)
 ARRIVAL = "_arrival"  # items only: file index << 32 | line, the tie-breaker for equal updated_at
 
 US_PER_S = 1_000_000
-_MIN_US = int(dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc).timestamp()) * US_PER_S
-_MAX_US = int(dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc).timestamp()) * US_PER_S
+_MIN_US = int(dt.datetime(1970, 1, 1, tzinfo=dt.UTC).timestamp()) * US_PER_S
+_MAX_US = int(dt.datetime(2100, 1, 1, tzinfo=dt.UTC).timestamp()) * US_PER_S
 _NUMERIC = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
 
 
@@ -57,8 +66,18 @@ class Reason:
     EMPTY_TITLE = "empty_title"
     UNKNOWN_ITEM = "unknown_item"
 
-    ALL = ("missing_field", "bad_type", "bad_timestamp", "unknown_event_type", "invalid_utf8", "bad_json",
-           "negative_price", "too_long", "empty_title", "unknown_item")
+    ALL = (
+        "missing_field",
+        "bad_type",
+        "bad_timestamp",
+        "unknown_event_type",
+        "invalid_utf8",
+        "bad_json",
+        "negative_price",
+        "too_long",
+        "empty_title",
+        "unknown_item",
+    )
 
 
 class Rejected(Exception):
@@ -70,7 +89,14 @@ class Rejected(Exception):
 
 # ---- files and chunks ---------------------------------------------------------------------------
 
-FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+FORMATS = {
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 
 
 def file_format(path: str) -> str:
@@ -81,7 +107,9 @@ def file_format(path: str) -> str:
     for ext, fmt in FORMATS.items():
         if name.endswith(ext):
             return fmt
-    raise InputError(f"cannot tell the format of {path}: expected .jsonl/.json/.ndjson, .csv or .parquet, optionally .gz")
+    raise InputError(
+        f"cannot tell the format of {path}: expected .jsonl/.json/.ndjson, .csv or .parquet, optionally .gz"
+    )
 
 
 def open_local(path: str) -> IO[bytes]:
@@ -92,6 +120,7 @@ def open_local(path: str) -> IO[bytes]:
 @dataclass
 class Chunk:
     """Up to `batch_rows` raw records of one file: the element that flows through the pipeline."""
+
     source: str
     file: str
     file_index: int
@@ -121,8 +150,9 @@ class Chunk:
         self.__dict__.update(state)
 
 
-def read_chunks(source: str, path: str, file_index: int, batch_rows: int,
-                opener: Callable[[str], IO[bytes]] = open_local) -> Iterator[Chunk]:
+def read_chunks(
+    source: str, path: str, file_index: int, batch_rows: int, opener: Callable[[str], IO[bytes]] = open_local
+) -> Iterator[Chunk]:
     """Split one input file into chunks of raw records, keeping line (or row) numbers."""
     fmt = file_format(path)
     with opener(path) as raw:
@@ -196,6 +226,7 @@ def _parquet_chunks(source, path, file_index, batch_rows, f) -> Iterator[Chunk]:
 
 
 # ---- decoding one raw record ----------------------------------------------------------------------
+
 
 def _raw_text(chunk: Chunk, i: int) -> str:
     raw = chunk.raws[i]
@@ -291,7 +322,7 @@ def parse_ts(v) -> int:
             raise Rejected(Reason.BAD_TIMESTAMP, f"timestamp {v!r:.60} has no time zone")
         us = _datetime_us(d)
     elif isinstance(v, dt.datetime):
-        us = _datetime_us(v if v.tzinfo else v.replace(tzinfo=dt.timezone.utc))
+        us = _datetime_us(v if v.tzinfo else v.replace(tzinfo=dt.UTC))
     else:
         raise Rejected(Reason.BAD_TIMESTAMP, f"timestamp must be a string or number, got {type(v).__name__}")
     if not _MIN_US <= us < _MAX_US:
@@ -300,7 +331,7 @@ def parse_ts(v) -> int:
 
 
 def _datetime_us(d: dt.datetime) -> int:
-    delta = d - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    delta = d - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     return (delta.days * 86_400 + delta.seconds) * US_PER_S + delta.microseconds
 
 
@@ -329,6 +360,7 @@ def _attributes(v) -> dict:
 
 
 # ---- reject rows --------------------------------------------------------------------------------
+
 
 class RejectRows:
     """Column lists for a REJECTS table, filled one reject at a time."""
@@ -367,7 +399,9 @@ def _catalog_row(obj: dict, cfg: IngestConfig) -> tuple:
     category_raw, brand_raw, currency_raw = _text(obj, "category"), _text(obj, "brand"), _text(obj, "currency")
     attributes_raw = _attributes(obj.get("attributes"))
     if description_raw and len(description_raw) > cfg.max_description_chars:
-        raise Rejected(Reason.TOO_LONG, f"description has {len(description_raw)} characters (max {cfg.max_description_chars})")
+        raise Rejected(
+            Reason.TOO_LONG, f"description has {len(description_raw)} characters (max {cfg.max_description_chars})"
+        )
     price = parse_price(obj.get("price"))
     updated = obj.get("updated_at")
     updated_us = None if updated is None or updated == "" else parse_ts(updated)
@@ -379,8 +413,19 @@ def _catalog_row(obj: dict, cfg: IngestConfig) -> tuple:
     brand = clean_line(brand_raw) or None
     currency = clean_line(currency_raw).upper() or None
     attributes = clean_attributes(attributes_raw)
-    return (item_id, title, description, category, brand, price, currency, attributes, detect_language(title),
-            updated_us, source_hash(title, description, category, brand, attributes, price))
+    return (
+        item_id,
+        title,
+        description,
+        category,
+        brand,
+        price,
+        currency,
+        attributes,
+        detect_language(title),
+        updated_us,
+        source_hash(title, description, category, brand, attributes, price),
+    )
 
 
 def clean_catalog_chunk(chunk: Chunk, cfg: IngestConfig) -> tuple[pa.Table, pa.Table]:
@@ -479,8 +524,14 @@ def clean_events_chunk(chunk: Chunk, known_item_ids: pa.Array | None = None) -> 
         unknown = pc.and_(pc.invert(pc.is_in(item_ids, value_set=known_item_ids)), pc.is_valid(item_ids))
         for row in np.flatnonzero(unknown.to_numpy(zero_copy_only=False)).tolist():
             i = kept_index[row]
-            rejects.add(EVENTS, chunk.file, chunk.lines[i], Reason.UNKNOWN_ITEM,
-                        f"item {rows[row][4]!r:.60} is not in the catalog", _raw_text(chunk, i))
+            rejects.add(
+                EVENTS,
+                chunk.file,
+                chunk.lines[i],
+                Reason.UNKNOWN_ITEM,
+                f"item {rows[row][4]!r:.60} is not in the catalog",
+                _raw_text(chunk, i),
+            )
         events = events.filter(pc.invert(unknown))
     return events, rejects.table()
 
@@ -494,7 +545,9 @@ def drop_duplicate_events(events: pa.Table) -> tuple[pa.Table, int]:
     if events.num_rows == 0 or events["event_id"].null_count == events.num_rows:
         return events, 0
     events = events.sort_by([("user_id", "ascending"), ("event_id", "ascending"), ("arrival", "ascending")])
-    keep = _group_starts(events["user_id"], events["event_id"]) | pc.is_null(events["event_id"]).to_numpy(zero_copy_only=False)
+    keep = _group_starts(events["user_id"], events["event_id"]) | pc.is_null(events["event_id"]).to_numpy(
+        zero_copy_only=False
+    )
     kept = events.filter(pa.array(keep))
     return kept, events.num_rows - kept.num_rows
 
@@ -526,8 +579,9 @@ def sessions_of(events: pa.Table) -> pa.Table:
     """One SESSIONS row per (user_id, session_id), lists in (ts, arrival) order; sorted by user, start, id."""
     if events.num_rows == 0:
         return schemas.SESSIONS.empty_table()
-    events = events.sort_by([("user_id", "ascending"), ("session_id", "ascending"), ("ts", "ascending"),
-                             ("arrival", "ascending")])
+    events = events.sort_by(
+        [("user_id", "ascending"), ("session_id", "ascending"), ("ts", "ascending"), ("arrival", "ascending")]
+    )
     starts = np.flatnonzero(_group_starts(events["user_id"], events["session_id"]))
     offsets = pa.array(np.append(starts, events.num_rows).astype(np.int32))
     ends = pa.array(np.append(starts[1:], events.num_rows) - 1)
@@ -536,20 +590,24 @@ def sessions_of(events: pa.Table) -> pa.Table:
     def lists(name):
         return pa.ListArray.from_arrays(offsets, events[name].combine_chunks())
 
-    sessions = pa.table({
-        "session_id": events["session_id"].take(first),
-        "user_id": events["user_id"].take(first),
-        "start_ts": events["ts"].take(first),
-        "end_ts": events["ts"].take(ends),
-        "n_events": pa.array(np.diff(np.append(starts, events.num_rows)).astype(np.int32)),
-        "event_types": lists("event_type"),
-        "item_ids": lists("item_id"),
-        "queries": lists("query"),
-    }, schema=schemas.SESSIONS)
+    sessions = pa.table(
+        {
+            "session_id": events["session_id"].take(first),
+            "user_id": events["user_id"].take(first),
+            "start_ts": events["ts"].take(first),
+            "end_ts": events["ts"].take(ends),
+            "n_events": pa.array(np.diff(np.append(starts, events.num_rows)).astype(np.int32)),
+            "event_types": lists("event_type"),
+            "item_ids": lists("item_id"),
+            "queries": lists("query"),
+        },
+        schema=schemas.SESSIONS,
+    )
     return sessions.sort_by([("user_id", "ascending"), ("start_ts", "ascending"), ("session_id", "ascending")])
 
 
 # ---- sharding -----------------------------------------------------------------------------------
+
 
 def shard_keys(column, shards: int, fallback: np.ndarray | None = None) -> np.ndarray:
     """A stable shard (crc32 of the value % shards) per row; null values take `fallback` (or 0).
@@ -558,8 +616,9 @@ def shard_keys(column, shards: int, fallback: np.ndarray | None = None) -> np.nd
     """
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     encoded = column.dictionary_encode()
-    per_value = np.array([zlib.crc32(v.encode("utf-8")) % shards for v in encoded.dictionary.to_pylist()] or [0],
-                         dtype=np.int64)
+    per_value = np.array(
+        [zlib.crc32(v.encode("utf-8")) % shards for v in encoded.dictionary.to_pylist()] or [0], dtype=np.int64
+    )
     indices = encoded.indices
     out = per_value[pc.fill_null(indices, 0).to_numpy(zero_copy_only=False).astype(np.int64)]
     if indices.null_count:

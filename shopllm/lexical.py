@@ -14,12 +14,13 @@ Terms: lowercased Latin/digit words, and for each Chinese run its characters and
 usual way to index Chinese without a segmenter), after NFKC. BM25 is Lucene's (k1 = 1.5, b = 0.75), over
 each item's title, category path, brand and attribute keys and values.
 """
+
 from __future__ import annotations
 
 import re
 import unicodedata
 from collections import Counter
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -34,7 +35,7 @@ def terms(text: str | None) -> list[str]:
     text = unicodedata.normalize("NFKC", text or "").lower()
     out = LATIN.findall(text)
     for run in CJK.findall(text):
-        out += list(run) + [run[i:i + 2] for i in range(len(run) - 1)]
+        out += list(run) + [run[i : i + 2] for i in range(len(run) - 1)]
     return out
 
 
@@ -70,8 +71,9 @@ class LexicalIndex:
         weight = idf[cols_t] * tf * (K1 + 1) / (tf + norm)
         self.n_docs = n
         # (docs, terms): a query's scores are the matrix times its term counts
-        self.matrix = torch.sparse_coo_tensor(torch.stack([doc_of, cols_t]), weight, (n, v),
-                                              check_invariants=False).coalesce()
+        self.matrix = torch.sparse_coo_tensor(
+            torch.stack([doc_of, cols_t]), weight, (n, v), check_invariants=False
+        ).coalesce()
 
     def scores(self, queries: Sequence[str]) -> torch.Tensor:
         """(B, docs) BM25 of each query, divided by its best document's (so in [0, 1]; 0 with no match)."""
@@ -106,4 +108,3 @@ def fit_weight(logp: torch.Tensor, lexical: torch.Tensor, targets: torch.Tensor,
         by_weight[w] = metrics.metrics_from_ranks(ranks, ks=(k,))[f"ndcg@{k}"]
     best = max(WEIGHTS, key=lambda w: (round(by_weight[w], 6), -w))
     return best, {str(w): round(v, 4) for w, v in by_weight.items()}
-

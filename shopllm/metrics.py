@@ -5,10 +5,11 @@ target itself is never masked, so a re-bought item can still be found). Ties are
 pessimistically: an item scoring exactly the target's score ranks above it, so a model that
 scores everything alike gets the worst rank, never a lucky one.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -54,8 +55,9 @@ def metrics_from_ranks(ranks: torch.Tensor, ks: Iterable[int] = (10,)) -> dict[s
     return out
 
 
-def rank_metrics(scores: torch.Tensor, targets: torch.Tensor, history: torch.Tensor | None = None,
-                 ks: Iterable[int] = (10,)) -> dict[str, float]:
+def rank_metrics(
+    scores: torch.Tensor, targets: torch.Tensor, history: torch.Tensor | None = None, ks: Iterable[int] = (10,)
+) -> dict[str, float]:
     """Full-ranking metrics of one batch: scores (B, N), targets (B,), history (B, N) bool mask."""
     return metrics_from_ranks(target_ranks(scores, targets, history), ks)
 
@@ -70,15 +72,22 @@ def perplexity(model, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> f
         n = int((targets >= 0).sum())
         if n == 0:
             continue
-        total += float(model.training_loss(idx, targets)) * n
+        total += float(model(idx, targets)[1]) * n
         count += n
     model.train(was_training)
     return math.exp(total / count) if count else float("nan")
 
 
 @torch.no_grad()
-def evaluate_rows(model, rows, *, batch_size: int = 256, ks: Iterable[int] = (10,),
-                  device: str | torch.device = "cpu", autocast_dtype=None) -> dict[str, float]:
+def evaluate_rows(
+    model,
+    rows,
+    *,
+    batch_size: int = 256,
+    ks: Iterable[int] = (10,),
+    device: str | torch.device = "cpu",
+    autocast_dtype=None,
+) -> dict[str, float]:
     """Ranking metrics of held-out prompts (per kind; `history` unprefixed, others prefixed by kind)
     and `valid_loss` (mean -log p(target item)), plus `valid_ppl` of the full text sequences if any.
 
@@ -93,7 +102,7 @@ def evaluate_rows(model, rows, *, batch_size: int = 256, ks: Iterable[int] = (10
     nll = []
     order = np.argsort([len(p) for p in rows.prompts], kind="stable")  # similar lengths batch together
     for start in range(0, len(order), batch_size):
-        sel = order[start:start + batch_size]
+        sel = order[start : start + batch_size]
         idx, last = pad_prompts([rows.prompts[i] for i in sel], block)
         idx, last = idx.to(device), last.to(device)
         with _autocast(device, autocast_dtype):
@@ -117,7 +126,7 @@ def evaluate_rows(model, rows, *, batch_size: int = 256, ks: Iterable[int] = (10
     if rows.sequences:
         batches = []
         for start in range(0, len(rows.sequences), batch_size):
-            idx, targets = pad_right(rows.sequences[start:start + batch_size], block)
+            idx, targets = pad_right(rows.sequences[start : start + batch_size], block)
             batches.append((idx.to(device), targets.to(device)))
         out["valid_ppl"] = perplexity(model, batches)
     model.train(was_training)

@@ -5,6 +5,7 @@ item tokens. A target that is an item is scored over item tokens only; a text ta
 only. Input and output embeddings are tied. Sequences may be left-padded: positions are counted from
 the first real token, so a padded prompt gives the same result as the unpadded one.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,6 +14,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+
+from shopllm.losses import next_token_loss
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,11 @@ class GPTConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def of(cls, model_cfg, n_text: int, n_items: int) -> GPTConfig:
+        """The shape a `shopllm.config.ModelConfig` asks for, over a vocabulary of n_text + n_items tokens."""
+        return cls(n_text=n_text, n_items=n_items, **asdict(model_cfg))
 
 
 class KVCache:
@@ -171,98 +179,30 @@ class GPT(nn.Module):
     def item_logits(self, h):
         return F.linear(h, self.wte.weight[self.config.n_text :])  # (..., n_items)
 
-    def forward(self, idx, targets=None, attention_mask=None, cache: KVCache | None = None):
+    def forward(
+        self,
+        idx,
+        targets=None,
+        attention_mask=None,
+        cache: KVCache | None = None,
+        *,
+        label_smoothing: float = 0.0,
+        future_items: int = 1,
+        future_weight: float = 0.5,
+        mask_seen_items: bool = False,
+    ):
         """idx (B, T) token ids; targets (B, T) next-token ids with -1 = ignore.
 
-        Returns (logits, loss). With targets: logits over the whole vocabulary (B, T, V) and the mean
-        cross-entropy, where item targets are scored over item tokens and text targets over text tokens.
-        Without targets: logits (B, 1, V) of the last position and loss None.
+        Returns (logits, loss). Without targets: the logits (B, 1, V) of the last position and loss None.
+        With targets (what the trainer and DDP call): logits None and the mean cross-entropy of
+        `shopllm.losses.next_token_loss` (item targets over item tokens, text targets over text tokens),
+        so the (B, T, V) logits are never built; the keyword settings are that function's.
         """
         h = self.hidden(idx, attention_mask, cache)  # (B, T, C)
         if targets is None:
             return F.linear(h[:, -1:, :], self.wte.weight), None  # (B, 1, V)
-        loss = self.loss(h, targets)
-        return F.linear(h, self.wte.weight), loss  # (B, T, V)
-
-    def loss(self, h, targets, label_smoothing: float = 0.0, future_items: int = 1, future_weight: float = 0.5,
-             seen_idx=None):
-        """Mean cross-entropy over the non-ignored targets, each over its own part of the vocabulary.
-
-        label_smoothing spreads that share of each item target's mass over the items; text targets are not
-        smoothed (the faithful word of a description should stay sharp).
-        future_items > 1 adds, at every position whose next token is an item, the mean cross-entropy of
-        the items 2..future_items tokens ahead (scored by the same next-item distribution), weighted by
-        future_weight: a user's next few items are all plausible answers, and when several are rated
-        or bought at once their order is noise.
-        seen_idx: the input ids (B, T); when given, an item target is scored over the items not already in
-        its row up to that position (the target itself always stays), as ranking with the history masked
-        does at serving time.
-        """
-        n_text = self.config.n_text
-        flat_h = h.reshape(-1, h.size(-1))  # (B*T, C)
-        flat_t = targets.reshape(-1)  # (B*T,)
-        is_item = flat_t >= n_text
-        is_text = (flat_t >= 0) & ~is_item
-        count = is_item.sum() + is_text.sum()
-        total = flat_h.new_zeros(())
-        future = flat_h.new_zeros(())
-        if is_item.any():
-            logits = self.item_logits(flat_h[is_item]).float()  # (N_item, n_items)
-            item_t = flat_t[is_item] - n_text
-            if seen_idx is None:
-                total = total + F.cross_entropy(logits, item_t, reduction="sum", label_smoothing=label_smoothing)
-            else:
-                total = total + self._unseen_nll(logits, item_t, seen_idx, is_item, label_smoothing).sum()
-            if future_items > 1:  # over all items, masked or not: an item further ahead may repeat a seen one
-                future = self._future_loss(F.log_softmax(logits, -1), targets, is_item, future_items)
-        if is_text.any():
-            logits = self.text_logits(flat_h[is_text])  # (N_text, n_text)
-            total = total + F.cross_entropy(logits.float(), flat_t[is_text], reduction="sum")
-        return total / count.clamp(min=1) + future_weight * future
-
-    def _unseen_nll(self, logits, item_t, idx, is_item, label_smoothing: float):
-        """Cross-entropy (N_item,) of each item target over the items not yet in its row."""
-        seen = self._seen_items(idx, is_item, item_t)
-        logp = F.log_softmax(logits.masked_fill(seen, float("-inf")), -1)
-        nll = -logp.gather(1, item_t.unsqueeze(1)).squeeze(1)
-        if label_smoothing:
-            spread = -logp.masked_fill(seen, 0.0).sum(-1) / (~seen).sum(-1)
-            nll = (1 - label_smoothing) * nll + label_smoothing * spread
-        return nll
-
-    def _seen_items(self, idx, is_item, item_targets):
-        """(N_item, n_items) bool: for each item-target position (flattened `is_item`), the items of its row
-        of `idx` at or before it, other than its own target."""
-        n_text, n_items = self.config.n_text, self.config.n_items
-        B, T = idx.shape
-        ar = torch.arange(T, device=idx.device)
-        rows = torch.arange(B, device=idx.device).repeat_interleave(T)[is_item]  # (N_item,)
-        pos = ar.repeat(B)[is_item]  # (N_item,)
-        cols = idx[rows] - n_text  # (N_item, T); text tokens fall outside [0, n_items)
-        keep = ((cols >= 0) & (cols < n_items) & (ar.unsqueeze(0) <= pos.unsqueeze(1))
-                & (cols != item_targets.unsqueeze(1)))
-        seen = torch.zeros(len(rows), n_items + 1, dtype=torch.bool, device=idx.device)
-        return seen.scatter_(1, torch.where(keep, cols, n_items), True)[:, :n_items]  # column n_items: the rest
-
-    def _future_loss(self, logp, targets, is_item, future_items: int):
-        """Mean -log p(item j tokens ahead), j = 2..future_items, at the item positions `is_item`."""
-        n_text = self.config.n_text
-        B, T = targets.shape
-        losses = []
-        for j in range(1, future_items):
-            ahead = torch.full_like(targets, -1)
-            ahead[:, : T - j] = targets[:, j:]  # (B, T): the token j + 1 places ahead
-            ahead = ahead.reshape(-1)[is_item]  # (N_item,)
-            ok = ahead >= n_text
-            if ok.any():
-                losses.append(-logp[ok].gather(1, (ahead[ok] - n_text).unsqueeze(1)).mean())
-        return torch.stack(losses).mean() if losses else logp.new_zeros(())
-
-    def training_loss(self, idx, targets, attention_mask=None, label_smoothing: float = 0.0,
-                      future_items: int = 1, future_weight: float = 0.5, mask_seen_items: bool = False):
-        """The loss alone, without materialising (B, T, V) logits: what the trainer calls."""
-        return self.loss(self.hidden(idx, attention_mask), targets, label_smoothing, future_items, future_weight,
-                         seen_idx=idx if mask_seen_items else None)
+        seen_idx = idx if mask_seen_items else None
+        return None, next_token_loss(self, h, targets, label_smoothing, future_items, future_weight, seen_idx)
 
     # ---- serving ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -272,10 +212,21 @@ class GPT(nn.Module):
         return F.log_softmax(self.item_logits(h).float(), dim=-1)  # (B, n_items)
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens: int, *, attention_mask=None, eos_id: int | None = None,
-                 banned_ids=None, temperature: float = 0.0, top_p: float = 1.0,
-                 generator: torch.Generator | None = None, use_cache: bool = True, no_repeat_ngram: int = 0,
-                 logits_processor=None):
+    def generate(
+        self,
+        idx,
+        max_new_tokens: int,
+        *,
+        attention_mask=None,
+        eos_id: int | None = None,
+        banned_ids=None,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+        no_repeat_ngram: int = 0,
+        logits_processor=None,
+    ):
         """Continue left-padded prompts idx (B, T) with text tokens only; returns new tokens (B, N).
 
         Greedy when temperature == 0, else temperature + nucleus (top_p) sampling with `generator`.
@@ -329,9 +280,9 @@ class GPT(nn.Module):
         for row, toks in enumerate(generated):
             if len(toks) < n - 1:
                 continue
-            prefix = tuple(toks[len(toks) - (n - 1):]) if n > 1 else ()
+            prefix = tuple(toks[len(toks) - (n - 1) :]) if n > 1 else ()
             for i in range(len(toks) - n + 1):
-                if tuple(toks[i:i + n - 1]) == prefix and toks[i + n - 1] != eos_id:
+                if tuple(toks[i : i + n - 1]) == prefix and toks[i + n - 1] != eos_id:
                     logits[row, toks[i + n - 1]] = float("-inf")
 
     @staticmethod
@@ -347,7 +298,7 @@ class GPT(nn.Module):
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
     # ---- warm start ---------------------------------------------------------------------------
-    def with_items(self, n_items: int) -> "GPT":
+    def with_items(self, n_items: int) -> GPT:
         """A copy with `n_items` item rows: trained rows kept as they are, new rows at the mean item row."""
         old = self.config
         if n_items < old.n_items:
@@ -360,12 +311,12 @@ class GPT(nn.Module):
         new_w = model.wte.weight.detach().clone()
         new_w[: w.size(0)] = w
         if n_items > old.n_items and old.n_items > 0:
-            new_w[w.size(0):] = w[old.n_text:].mean(0, keepdim=True) + 0.02 * torch.randn_like(new_w[w.size(0):])
+            new_w[w.size(0) :] = w[old.n_text :].mean(0, keepdim=True) + 0.02 * torch.randn_like(new_w[w.size(0) :])
         state["wte.weight"] = new_w
         model.load_state_dict(state)
         return model
 
-    def with_vocab(self, n_text: int, n_items: int) -> "GPT":
+    def with_vocab(self, n_text: int, n_items: int) -> GPT:
         """A copy with `n_text` text rows (tokens appended to the tokenizer: slot tokens) and `n_items` item
         rows. Every trained row keeps its weights; new text rows start at the mean text row, new item rows at
         the mean item row (see with_items). Item token ids move up by the new text rows, item indices do not."""
@@ -380,7 +331,7 @@ class GPT(nn.Module):
         grown = GPT(replace(model.config, n_text=n_text))
         state = model.state_dict()
         w = state["wte.weight"]  # (old n_text + n_items, C)
-        text, items = w[: old.n_text], w[old.n_text:]
+        text, items = w[: old.n_text], w[old.n_text :]
         new_text = text.mean(0, keepdim=True) + 0.02 * torch.randn(n_text - old.n_text, w.size(1))
         state["wte.weight"] = torch.cat([text, new_text.to(w.dtype), items])
         grown.load_state_dict(state)

@@ -2,6 +2,7 @@
 the model, the tokenizer, the item vocabulary and the training metrics. `models/LATEST` names the
 version readers should use; it moves only after that version's scores are published.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ import torch
 from shopllm import storage
 from shopllm.model import GPT, GPTConfig
 from shopllm.schemas import MODELS_DIR
-from shopllm.vocab import ITEM_VOCAB_FILE, TOKENIZER_FILE, ItemVocab
+from shopllm.vocab import TOKENIZER_FILE, ItemVocab
 
 WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "config.json"
@@ -53,7 +54,11 @@ def warm_start_version(out: str | os.PathLike, date: str) -> str | None:
     if latest is not None and latest < mine:
         return latest
     root = models_root(out)
-    earlier = sorted(p.name for p in root.glob("v*") if p.name < mine and (p / WEIGHTS_FILE).exists()) if root.is_dir() else []
+    earlier = (
+        sorted(p.name for p in root.glob("v*") if p.name < mine and (p / WEIGHTS_FILE).exists())
+        if root.is_dir()
+        else []
+    )
     return earlier[-1] if earlier else None
 
 
@@ -70,8 +75,16 @@ def exists(out: str | os.PathLike, version: str) -> bool:
     return (model_dir(out, version) / WEIGHTS_FILE).exists()
 
 
-def save(out: str | os.PathLike, version: str, model: GPT, *, tokenizer_json: str | os.PathLike,
-         items: ItemVocab, metrics: dict, extra_config: dict | None = None) -> Path:
+def save(
+    out: str | os.PathLike,
+    version: str,
+    model: GPT,
+    *,
+    tokenizer_json: str | os.PathLike,
+    items: ItemVocab,
+    metrics: dict,
+    extra_config: dict | None = None,
+) -> Path:
     """Write a complete model folder atomically (staging folder, then rename into place)."""
     root = models_root(out)
     root.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@
 line such as `score: described 640 items, 31.2 items/s` at most every `every_s` seconds (and `line`
 writes one now, which is how the trainer logs its steps), so a log file grows at a bounded rate.
 """
+
 from __future__ import annotations
 
 import sys
@@ -18,8 +19,15 @@ def on_terminal(stream) -> bool:
 
 
 class Progress:
-    def __init__(self, what: str, total: int | None = None, unit: str = "it", stream=None, every_s: float = 15.0,
-                 bar: bool | None = None):
+    def __init__(
+        self,
+        what: str,
+        total: int | None = None,
+        unit: str = "it",
+        stream=None,
+        every_s: float = 15.0,
+        bar: bool | None = None,
+    ):
         self.what, self.total, self.unit = what, total, unit
         self.stream = stream if stream is not None else sys.stderr
         self.every_s = every_s

@@ -4,11 +4,13 @@ Plain Python + torch, no Beam. `pipelines/score.py` wires these into RunInferenc
 and the benchmark call `rank_batch` directly, so production, evaluation and the bare torch loop rank
 exactly the same way.
 """
+
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -74,7 +76,7 @@ def collapse_repeats(items: Iterable[str]) -> list[str]:
 
 def day_bounds(date: str) -> tuple[dt.datetime, dt.datetime]:
     """[start, end) of a UTC day."""
-    start = dt.datetime.fromisoformat(date).replace(tzinfo=dt.timezone.utc)
+    start = dt.datetime.fromisoformat(date).replace(tzinfo=dt.UTC)
     return start, start + dt.timedelta(days=1)
 
 
@@ -120,7 +122,7 @@ class Ranker:
     catalog and breaking ties by item id are one gather plus the stable sort in `top_k`.
     """
 
-    model: "torch.nn.Module"
+    model: torch.nn.Module
     tokenizer: object  # shopllm.tokenizer.TextTokenizer
     items: object  # shopllm.vocab.ItemVocab
     catalog: Sequence[str]
@@ -162,7 +164,7 @@ class Ranker:
         known = collapse_repeats(known)  # dropping an unknown item can make neighbours repeat
         if not known:
             return None, UNKNOWN_ITEMS, n_unknown
-        tail = known[-(self.block_size - RANK_SLACK):]
+        tail = known[-(self.block_size - RANK_SLACK) :]
         return history_prompt(self.items.token_ids(tail, self.n_text)), None, n_unknown
 
     def exclude_columns(self, req: RankRequest) -> list[int]:
@@ -175,8 +177,8 @@ def pad_left(seqs: Sequence[Sequence[int]], length: int, pad_id: int = 0):
     mask = torch.zeros((len(seqs), length), dtype=torch.bool)
     for r, s in enumerate(seqs):
         if s:
-            ids[r, length - len(s):] = torch.as_tensor(s, dtype=torch.long)
-            mask[r, length - len(s):] = True
+            ids[r, length - len(s) :] = torch.as_tensor(s, dtype=torch.long)
+            mask[r, length - len(s) :] = True
     return ids, mask
 
 
@@ -210,8 +212,7 @@ def exclude_mask(ranker: Ranker, requests: Sequence[RankRequest]) -> torch.Tenso
     return mask.to(ranker.device)
 
 
-def rank_batch(ranker: Ranker, requests: Sequence[RankRequest], k: int,
-               rank_fn=top_k) -> list[RankResult]:
+def rank_batch(ranker: Ranker, requests: Sequence[RankRequest], k: int, rank_fn=top_k) -> list[RankResult]:
     """Rank a batch of subjects: prompts -> catalog log-probabilities -> `rank_fn` (swappable top-K)."""
     results: list[RankResult | None] = [None] * len(requests)
     live: list[tuple[int, list[int], int]] = []  # (request index, prompt, unknown items)

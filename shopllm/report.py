@@ -3,6 +3,7 @@
 It reads what the stages left in `summaries/dt=D/*.json` and the published partitions; it computes no
 new figures of its own, so the report never disagrees with the stages.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -34,8 +35,11 @@ def collect(out: str | os.PathLike, date: str) -> dict[str, Any]:
         "date": date,
         "summaries": summaries,
         "previous_date": previous,
-        "previous_summaries": {stage: storage.read_json(p) for stage in STAGE_SUMMARIES
-                               if previous and (p := storage.summary_path(out, previous, stage)).exists()},
+        "previous_summaries": {
+            stage: storage.read_json(p)
+            for stage in STAGE_SUMMARIES
+            if previous and (p := storage.summary_path(out, previous, stage)).exists()
+        },
         "metrics_history": metrics_history(out, date),
         "top_items": top_recommended_items(out, date, items),
         "sample_descriptions": sample_descriptions(out, date, items),
@@ -62,9 +66,15 @@ def reject_examples(out, date: str, width: int = 240) -> list[dict[str, Any]]:
         for (source, reason), group in rejects.groupby(["source", "reason"], sort=True):
             first = group.sort_values(["file", "line"]).iloc[0]
             raw = str(first["raw"] if first["raw"] is not None else "")
-            rows.append({"source": source, "reason": reason, "records": len(group),
-                         "example": f"{first['file']}:{first['line']}: {first['message']}",
-                         "raw": raw if len(raw) <= width else raw[:width - 1] + "…"})
+            rows.append(
+                {
+                    "source": source,
+                    "reason": reason,
+                    "records": len(group),
+                    "example": f"{first['file']}:{first['line']}: {first['message']}",
+                    "raw": raw if len(raw) <= width else raw[: width - 1] + "…",
+                }
+            )
     return rows
 
 
@@ -143,21 +153,32 @@ def fallback_examples(out, date: str, items, n: int = 5) -> list[dict[str, Any]]
     fresh = fallbacks[fallbacks.generated_dt == date]
     pick = (fresh if len(fresh) else fallbacks).sort_values("item_id").head(n)  # else: carried over from before
     merged = pick.merge(items[["item_id", "title"]], on="item_id", how="left")
-    return [{"item_id": str(r["item_id"]), "title": str(r["title"]), "generated": str(r["generated_dt"]),
-             "reason": str(r["fallback_reason"]),
-             "flags": ", ".join(map(str, r["flags"])) if r["flags"] is not None and len(r["flags"]) else "none",
-             "model text (not published)": str(r["model_text"] or ""), "published instead": str(r["description"])}
-            for r in merged.to_dict("records")]
+    return [
+        {
+            "item_id": str(r["item_id"]),
+            "title": str(r["title"]),
+            "generated": str(r["generated_dt"]),
+            "reason": str(r["fallback_reason"]),
+            "flags": ", ".join(map(str, r["flags"])) if r["flags"] is not None and len(r["flags"]) else "none",
+            "model text (not published)": str(r["model_text"] or ""),
+            "published instead": str(r["description"]),
+        }
+        for r in merged.to_dict("records")
+    ]
 
 
 QUALITY_COLUMNS = {  # report column -> (section of a language's figures, field)
-    "items": (None, "items"), "published as generated": (None, "published_generated_share"),
+    "items": (None, "items"),
+    "published as generated": (None, "published_generated_share"),
     "contradiction (before gate)": ("before_gate", "contradiction_rate"),
-    "wrong brand (before)": ("before_gate", "wrong_brand_rate"), "wrong model (before)": ("before_gate", "wrong_model_rate"),
+    "wrong brand (before)": ("before_gate", "wrong_brand_rate"),
+    "wrong model (before)": ("before_gate", "wrong_model_rate"),
     "misbinding (before)": ("before_gate", "misbinding_rate"),
     "unsupported (before)": ("before_gate", "unsupported_rate"),
-    "any blocking (after gate)": ("after_gate", "any_blocking_rate"), "coverage (after)": ("after_gate", "coverage"),
-    "distinct-2": (None, "distinct-2"), "fallback reasons": (None, "fallback_reasons"),
+    "any blocking (after gate)": ("after_gate", "any_blocking_rate"),
+    "coverage (after)": ("after_gate", "coverage"),
+    "distinct-2": (None, "distinct-2"),
+    "fallback reasons": (None, "fallback_reasons"),
 }
 
 
@@ -187,7 +208,7 @@ def _svg(fig) -> str:
         fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     text = buf.getvalue()
-    return text[text.index("<svg"):]
+    return text[text.index("<svg") :]
 
 
 def _series_gid(plot: str, label: str) -> str:
@@ -215,8 +236,10 @@ def _curves(train: dict) -> dict[str, list[tuple[float, float]]]:
 
 
 TREND_SERIES = {  # plot label -> flattened evaluate field (see metrics_history)
-    "user ndcg@10": "ranking.user.ndcg@10", "session ndcg@10": "ranking.session.ndcg@10",
-    "search ndcg@10": "ranking.query.ndcg@10", "user hr@10": "ranking.user.hr@10",
+    "user ndcg@10": "ranking.user.ndcg@10",
+    "session ndcg@10": "ranking.session.ndcg@10",
+    "search ndcg@10": "ranking.query.ndcg@10",
+    "user hr@10": "ranking.user.hr@10",
     "catalog with a model description": "descriptions.catalog_model_share",
 }
 
@@ -238,16 +261,22 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
             ax.plot(*zip(*pts), label=name)
         ax.set_xlabel("step"), ax.set_ylabel("loss"), ax.legend(), ax.set_title("Training loss")
         out["Training loss"] = _svg(fig)
-    ndcg = {k: pts for k, v in curves.items() if ("ndcg@" in k or k.startswith("hr@"))
-            and (pts := [p for p in v if p[1] is not None])}
+    ndcg = {
+        k: pts
+        for k, v in curves.items()
+        if ("ndcg@" in k or k.startswith("hr@")) and (pts := [p for p in v if p[1] is not None])
+    }
     if ndcg:
         fig, ax = plt.subplots(figsize=(6, 3))
         for name, pts in sorted(ndcg.items()):
             ax.plot(*zip(*pts), marker="o", label=name, gid=_series_gid("validation", name))
         ax.set_xlabel("step"), ax.legend(), ax.set_title("Validation ranking")
         out["Validation ndcg@10"] = _svg(fig)
-    rejects = {src: v.get("rejected", {}) for src, v in s.get("ingest", {}).items()
-               if isinstance(v, dict) and isinstance(v.get("rejected"), dict)}
+    rejects = {
+        src: v.get("rejected", {})
+        for src, v in s.get("ingest", {}).items()
+        if isinstance(v, dict) and isinstance(v.get("rejected"), dict)
+    }
     if any(rejects.values()):
         labels = [f"{src}:{r}" for src, rs in rejects.items() for r in sorted(rs)]
         values = [rs[r] for src, rs in rejects.items() for r in sorted(rs)]
@@ -262,8 +291,7 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
         fig, ax = plt.subplots(figsize=(7, 3))
         for label, key in trends.items():
             pts = [(datetime.date.fromisoformat(row["date"]), row[key]) for row in history if key in row]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label,
-                    gid=_series_gid("trend", label))
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label, gid=_series_gid("trend", label))
         first, last = (datetime.date.fromisoformat(history[i]["date"]) for i in (0, -1))
         pad = datetime.timedelta(days=max(1, (last - first).days // 20))
         ax.set_xlim(first - pad, last + pad)
@@ -298,15 +326,23 @@ CARDS = (
     ("user ndcg@10", "evaluate", "ranking/user/ndcg@10", "rate"),
     ("session ndcg@10", "evaluate", "ranking/session/ndcg@10", "rate"),
     ("search ndcg@10", "evaluate", "ranking/query/ndcg@10", "rate"),
-    ("tonight's descriptions published as generated", "evaluate", "descriptions/all/published_generated_share", "share"),
+    (
+        "tonight's descriptions published as generated",
+        "evaluate",
+        "descriptions/all/published_generated_share",
+        "share",
+    ),
     ("catalog with a model description", "evaluate", "descriptions/catalog_model_share", "share"),
     ("run time before the report", "nightly", None, "seconds"),
 )
 
 
 def _rejected(ingest: dict) -> int | None:
-    counts = [sum(v["rejected"].values()) if isinstance(v.get("rejected"), dict) else v.get("rejected") or 0
-              for v in ingest.values() if isinstance(v, dict) and "read" in v]
+    counts = [
+        sum(v["rejected"].values()) if isinstance(v.get("rejected"), dict) else v.get("rejected") or 0
+        for v in ingest.values()
+        if isinstance(v, dict) and "read" in v
+    ]
     return sum(counts) if counts else None
 
 
@@ -347,8 +383,9 @@ def headline(report: dict[str, Any]) -> list[dict[str, str]]:
     cards = []
     for label, stage, path, how in CARDS:
         v, p = card_value(now, stage, path), card_value(before, stage, path) if before else None
-        cards.append({"label": label, "value": _show(v, how),
-                      "change": _change(v, p, how) if before else "first night"})
+        cards.append(
+            {"label": label, "value": _show(v, how), "change": _change(v, p, how) if before else "first night"}
+        )
     version = _get(now, "evaluate/model_version") or _get(now, "train/version") or "n/a"
     start = _get(now, "train/start") or ""
     cards.append({"label": "model", "value": version, "change": start})
@@ -356,10 +393,16 @@ def headline(report: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def _cards_html(cards: list[dict[str, str]]) -> str:
-    return '<div class="cards">' + "".join(
-        f'<div class="card"><div class="label">{html.escape(c["label"])}</div>'
-        f'<div class="value">{html.escape(c["value"])}</div><div class="change">{html.escape(c["change"])}</div></div>'
-        for c in cards) + "</div>"
+    return (
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card"><div class="label">{html.escape(c["label"])}</div>'
+            f'<div class="value">{html.escape(c["value"])}</div>'
+            f'<div class="change">{html.escape(c["change"])}</div></div>'
+            for c in cards
+        )
+        + "</div>"
+    )
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -396,17 +439,35 @@ def ingest_rows(ingest: dict[str, Any]) -> list[dict[str, Any]]:
         if isinstance(v, dict) and "read" in v:
             rejected = v.get("rejected", {})
             n_rej = sum(rejected.values()) if isinstance(rejected, dict) else rejected
-            rows.append({"source": src, "read": v.get("read"), "kept": v.get("kept"),
-                         "deduplicated": v.get("deduplicated", 0), "rejected": n_rej,
-                         "reasons": ", ".join(f"{k}: {n}" for k, n in sorted(rejected.items())) if isinstance(rejected, dict) else ""})
+            rows.append(
+                {
+                    "source": src,
+                    "read": v.get("read"),
+                    "kept": v.get("kept"),
+                    "deduplicated": v.get("deduplicated", 0),
+                    "rejected": n_rej,
+                    "reasons": ", ".join(f"{k}: {n}" for k, n in sorted(rejected.items()))
+                    if isinstance(rejected, dict)
+                    else "",
+                }
+            )
     return rows
 
 
 TRAIN_FIELDS = {  # report label -> train summary field
-    "model version": "version", "start": "start", "steps": "steps", "best step": "best_step",
-    "best selection score": "best_selection_score", "best valid ndcg@10": "best_valid_ndcg@10",
-    "stopped early": "stopped_early", "wall s": "wall_s", "tokens/s": "tokens_per_s", "parameters": "params",
-    "training rows": "train_rows", "device": "device", "processes": "processes",
+    "model version": "version",
+    "start": "start",
+    "steps": "steps",
+    "best step": "best_step",
+    "best selection score": "best_selection_score",
+    "best valid ndcg@10": "best_valid_ndcg@10",
+    "stopped early": "stopped_early",
+    "wall s": "wall_s",
+    "tokens/s": "tokens_per_s",
+    "parameters": "params",
+    "training rows": "train_rows",
+    "device": "device",
+    "processes": "processes",
 }
 
 
@@ -421,28 +482,50 @@ def train_rows(train: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def ranking_rows(evaluate: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"scope": scope, **{k: v for k, v in figures.items() if not isinstance(v, dict)}}
-            for scope, figures in (evaluate.get("ranking") or {}).items() if isinstance(figures, dict)]
+    return [
+        {"scope": scope, **{k: v for k, v in figures.items() if not isinstance(v, dict)}}
+        for scope, figures in (evaluate.get("ranking") or {}).items()
+        if isinstance(figures, dict)
+    ]
 
 
 def prepare_rows(prepare: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows per split: examples of each kind, tokens and shards."""
     rows = []
     for split, kinds in (prepare.get("rows") or {}).items():
-        rows.append({"split": split, **(kinds if isinstance(kinds, dict) else {}),
-                     "tokens": _get(prepare, f"tokens/{split}"), "shards": _get(prepare, f"shards/{split}")})
+        rows.append(
+            {
+                "split": split,
+                **(kinds if isinstance(kinds, dict) else {}),
+                "tokens": _get(prepare, f"tokens/{split}"),
+                "shards": _get(prepare, f"shards/{split}"),
+            }
+        )
     return rows
 
 
 def score_rows(score: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = [{"output": f"recommendations: {scope}", "scored": v.get("scored"), "skipped": v.get("skipped"),
-             "short of top-K": v.get("short_of_k")} for scope, v in (score.get("recommendations") or {}).items()]
+    rows = [
+        {
+            "output": f"recommendations: {scope}",
+            "scored": v.get("scored"),
+            "skipped": v.get("skipped"),
+            "short of top-K": v.get("short_of_k"),
+        }
+        for scope, v in (score.get("recommendations") or {}).items()
+    ]
     d = score.get("descriptions") or {}
     if d:
-        rows.append({"output": "descriptions", "scored": d.get("generated"),
-                     "skipped": f"carried over: {d.get('carried_over', 0)}",
-                     "short of top-K": "", "fallbacks": d.get("fallbacks"),
-                     "fallback reasons": d.get("fallback_reasons_new")})
+        rows.append(
+            {
+                "output": "descriptions",
+                "scored": d.get("generated"),
+                "skipped": f"carried over: {d.get('carried_over', 0)}",
+                "short of top-K": "",
+                "fallbacks": d.get("fallbacks"),
+                "fallback reasons": d.get("fallback_reasons_new"),
+            }
+        )
     return rows
 
 
@@ -452,41 +535,59 @@ def _img(images: dict[str, str], title: str) -> str:
     return f'<figure class="plot" aria-label="{html.escape(title)}">{images[title]}</figure>'
 
 
-STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:1.5em auto;padding:0 1em;color:#222}"
-         "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
-         "text-align:left;vertical-align:top;font-size:13px}th{background:#f3f3f3}figure.plot{margin:.5em 0}figure.plot svg{max-width:100%;height:auto;display:block}"
-         ".cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(190px,1fr));gap:10px;margin:1em 0}"
-         ".card{border:1px solid #ddd;border-radius:6px;padding:8px 10px;background:#fafafa}"
-         ".card .label{font-size:12px;color:#666}.card .value{font-size:22px;font-weight:600;margin:2px 0}"
-         ".card .change{font-size:12px;color:#555}td.raw{word-break:break-all;font-size:11px;max-width:420px}")
+STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:1.5em auto;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
+    "text-align:left;vertical-align:top;font-size:13px}th{background:#f3f3f3}figure.plot{margin:.5em 0}"
+    "figure.plot svg{max-width:100%;height:auto;display:block}"
+    ".cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(190px,1fr));gap:10px;margin:1em 0}"
+    ".card{border:1px solid #ddd;border-radius:6px;padding:8px 10px;background:#fafafa}"
+    ".card .label{font-size:12px;color:#666}.card .value{font-size:22px;font-weight:600;margin:2px 0}"
+    ".card .change{font-size:12px;color:#555}td.raw{word-break:break-all;font-size:11px;max-width:420px}"
+)
 
 
 def render_html(report: dict[str, Any], images: dict[str, str]) -> str:
     s = report["summaries"]
     evaluate = s.get("evaluate", {})
     previous = report.get("previous_date")
-    parts = [f"<h1>shopllm nightly report — {html.escape(report['date'])}</h1>",
-             f"<p>Changes are against {html.escape(previous) if previous else 'nothing: this is the first night'}.</p>",
-             _cards_html(headline(report)),
-             "<h2>Trends over nights</h2>", _img(images, "Metrics over nights"),
-             "<h2>Input: records read, kept and rejected</h2>", _table(ingest_rows(s.get("ingest", {}))),
-             _img(images, "Rejects by reason"),
-             "<h3>Rejected records: one example per reason</h3>", _table(report.get("reject_examples", [])),
-             "<h2>Recommendations</h2>", _table(ranking_rows(evaluate)),
-             "<h3>Most recommended items (user scope)</h3>", _table(report["top_items"]),
-             "<h2>Descriptions</h2>", _table(description_quality_rows(evaluate)),
-             "<h3>Ten published at random, beside their attributes and flags</h3>",
-             _table(evaluate.get("descriptions", {}).get("examples") or report["sample_descriptions"]),
-             "<h3>Fallbacks: the model's text the gate rejected, and why (the first five)</h3>",
-             _table(report.get("fallback_examples", [])),
-             "<h2>Training</h2>", _img(images, "Training loss"), _img(images, "Validation ndcg@10"),
-             _table(train_rows(s.get("train", {}))),
-             "<h2>Prepare</h2>", _table(prepare_rows(s.get("prepare", {}))),
-             "<h2>Scoring</h2>", _table(score_rows(s.get("score", {}))),
-             "<h2>Time per stage</h2>", _img(images, "Time per stage"),
-             _table([{"stage": k, **v} for k, v in s.get("nightly", {}).get("stages", {}).items()])]
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>shopllm report {html.escape(report['date'])}"
-            f"</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
+    parts = [
+        f"<h1>shopllm nightly report — {html.escape(report['date'])}</h1>",
+        f"<p>Changes are against {html.escape(previous) if previous else 'nothing: this is the first night'}.</p>",
+        _cards_html(headline(report)),
+        "<h2>Trends over nights</h2>",
+        _img(images, "Metrics over nights"),
+        "<h2>Input: records read, kept and rejected</h2>",
+        _table(ingest_rows(s.get("ingest", {}))),
+        _img(images, "Rejects by reason"),
+        "<h3>Rejected records: one example per reason</h3>",
+        _table(report.get("reject_examples", [])),
+        "<h2>Recommendations</h2>",
+        _table(ranking_rows(evaluate)),
+        "<h3>Most recommended items (user scope)</h3>",
+        _table(report["top_items"]),
+        "<h2>Descriptions</h2>",
+        _table(description_quality_rows(evaluate)),
+        "<h3>Ten published at random, beside their attributes and flags</h3>",
+        _table(evaluate.get("descriptions", {}).get("examples") or report["sample_descriptions"]),
+        "<h3>Fallbacks: the model's text the gate rejected, and why (the first five)</h3>",
+        _table(report.get("fallback_examples", [])),
+        "<h2>Training</h2>",
+        _img(images, "Training loss"),
+        _img(images, "Validation ndcg@10"),
+        _table(train_rows(s.get("train", {}))),
+        "<h2>Prepare</h2>",
+        _table(prepare_rows(s.get("prepare", {}))),
+        "<h2>Scoring</h2>",
+        _table(score_rows(s.get("score", {}))),
+        "<h2>Time per stage</h2>",
+        _img(images, "Time per stage"),
+        _table([{"stage": k, **v} for k, v in s.get("nightly", {}).get("stages", {}).items()]),
+    ]
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>shopllm report {html.escape(report['date'])}"
+        f"</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>"
+    )
 
 
 def write_report(out: str | os.PathLike, date: str) -> Path:

@@ -5,6 +5,7 @@
 - Stage markers `state/dt=D/<stage>.json` are written after a stage has published everything; a rerun
   for the same date skips the stages that have one (unless forced) and resumes at the first without.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,17 +50,26 @@ class RunLock:
         except (OSError, ValueError):
             return {}
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "what": self.what}
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "what": self.what,
+        }
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 owner = self._owner()
                 if owner.get("host") == me["host"] and owner.get("pid") and not _pid_alive(int(owner["pid"])):
-                    log.warning("taking over a stale lock %s from pid %s (started %s), which is no longer running",
-                                self.path, owner.get("pid"), owner.get("started"))
+                    log.warning(
+                        "taking over a stale lock %s from pid %s (started %s), which is no longer running",
+                        self.path,
+                        owner.get("pid"),
+                        owner.get("started"),
+                    )
                     self.took_over = owner
                     self.path.unlink(missing_ok=True)
                     continue
@@ -82,7 +92,7 @@ class RunLock:
         if self._owner().get("pid") == os.getpid():
             self.path.unlink(missing_ok=True)
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
@@ -98,8 +108,10 @@ def stage_done(out: str | os.PathLike, date: str, stage: str) -> bool:
 
 
 def mark_done(out: str | os.PathLike, date: str, stage: str, seconds: float) -> None:
-    write_json(stage_marker(out, date, stage), {"stage": stage, "seconds": round(seconds, 2),
-                                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    write_json(
+        stage_marker(out, date, stage),
+        {"stage": stage, "seconds": round(seconds, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+    )
 
 
 def clear_stages(out: str | os.PathLike, date: str) -> None:

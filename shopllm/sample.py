@@ -23,6 +23,7 @@ A share `dirty_rate` of the records are the kinds of bad records a real feed has
 and DIRTY_CATALOG_KINDS); they are extra catalog records with their own ids (no event refers to
 them) or altered event lines, so the clean products and users keep their counts.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -44,13 +45,22 @@ MANIFEST_FILE = "sample_manifest.json"
 CURRENCY = "CNY"
 
 DIRTY_EVENT_KINDS = (
-    "missing_user_id", "unknown_event_type", "unparseable_ts", "unknown_item_id",
-    "not_json", "invalid_utf8", "duplicate_event",
+    "missing_user_id",
+    "unknown_event_type",
+    "unparseable_ts",
+    "unknown_item_id",
+    "not_json",
+    "invalid_utf8",
+    "duplicate_event",
 )
 # Rejected by ingest; "too_long" is always exactly one product, the others share dirty_rate.
 DIRTY_CATALOG_KINDS = (
-    "negative_price", "missing_title", "empty_title_after_cleaning", "wrong_type_price",
-    "not_json", "invalid_utf8",
+    "negative_price",
+    "missing_title",
+    "empty_title_after_cleaning",
+    "wrong_type_price",
+    "not_json",
+    "invalid_utf8",
 )
 # Kept by ingest after cleaning (masked, normalised).
 CLEANABLE_CATALOG_KINDS = ("pii", "control_chars", "full_width")
@@ -145,88 +155,279 @@ ATTRIBUTES = {  # attribute -> (zh key, en key, values)
 
 # top category (zh, en) -> sub-categories: (zh, en, attributes, brands, (min price, max price))
 TAXONOMY = [
-    (("数码", "Electronics"), [
-        ("耳机", "Headphones", "connect color anc battery", "索尼=Sony|漫步者=Edifier|森海塞尔=Sennheiser|Bose|华为=Huawei", (99, 2999)),
-        ("手机", "Phones", "storage color screen", "苹果=Apple|华为=Huawei|小米=Xiaomi|三星=Samsung|OPPO", (1999, 8999)),
-        ("手机壳", "Phone Cases", "compat case_material color", "倍思=Baseus|图拉斯=Torras|Spigen|苹果=Apple", (19, 199)),
-        ("充电器", "Chargers", "power port color", "安克=Anker|倍思=Baseus|绿联=Ugreen|小米=Xiaomi", (39, 299)),
-        ("平板", "Tablets", "storage tab_screen color", "苹果=Apple|华为=Huawei|小米=Xiaomi|联想=Lenovo", (1499, 6999)),
-        ("智能手表", "Smartwatches", "case_size color battery", "苹果=Apple|华为=Huawei|小米=Xiaomi|佳明=Garmin", (299, 3999)),
-    ]),
-    (("服装", "Apparel"), [
-        ("T恤", "T-Shirts", "size color cloth", "优衣库=Uniqlo|李宁=Li-Ning|海澜之家=HLA|Levi's", (49, 299)),
-        ("牛仔裤", "Jeans", "size fit color", "Levi's|优衣库=Uniqlo|Lee|森马=Semir", (99, 699)),
-        ("外套", "Jackets", "size color jacket_material", "波司登=Bosideng|优衣库=Uniqlo|北面=The North Face|太平鸟=Peacebird", (199, 1999)),
-        ("袜子", "Socks", "pack color cloth", "优衣库=Uniqlo|浪莎=Langsha|南极人=Nanjiren", (19, 99)),
-    ]),
-    (("美妆", "Beauty"), [
-        ("口红", "Lipstick", "color finish", "迪奥=Dior|香奈儿=Chanel|完美日记=Perfect Diary|花西子=Florasis|阿玛尼=Armani", (89, 459)),
-        ("面霜", "Face Cream", "ml skin", "兰蔻=Lancôme|雅诗兰黛=Estée Lauder|珀莱雅=Proya|薇诺娜=Winona", (129, 1599)),
-        ("卸妆水", "Makeup Remover", "ml skin", "贝德玛=Bioderma|植村秀=Shu Uemura|芙丽芳丝=Freeplus", (59, 399)),
-        ("眼影", "Eyeshadow", "palette finish", "完美日记=Perfect Diary|3CE|花西子=Florasis|植村秀=Shu Uemura", (79, 599)),
-    ]),
-    (("家居", "Home"), [
-        ("台灯", "Desk Lamps", "light watt color", "飞利浦=Philips|小米=Xiaomi|欧普=OPPLE|明基=BenQ", (59, 899)),
-        ("灯泡", "Light Bulbs", "watt light base", "飞利浦=Philips|欧普=OPPLE|雷士=NVC|小米=Xiaomi", (9, 99)),
-        ("枕头", "Pillows", "filling color", "水星家纺=Mercury|罗莱=Luolai|富安娜=Fuanna|宜家=IKEA", (49, 599)),
-        ("床单", "Bed Sheets", "bed cloth color", "水星家纺=Mercury|罗莱=Luolai|宜家=IKEA|无印良品=MUJI", (79, 699)),
-    ]),
-    (("食品", "Food"), [
-        ("咖啡", "Coffee", "roast origin grams", "星巴克=Starbucks|雀巢=Nestlé|三顿半=Saturnbird|瑞幸=Luckin|illy", (39, 299)),
-        ("茶叶", "Tea", "tea grams", "立顿=Lipton|八马=Bama|小罐茶=Xiaoguan|大益=Dayi", (29, 899)),
-        ("零食", "Snacks", "flavor grams", "三只松鼠=Three Squirrels|良品铺子=Bestore|百草味=Be&Cheery", (15, 129)),
-    ]),
-    (("运动", "Sports"), [
-        ("跑鞋", "Running Shoes", "shoe_size color run_type", "耐克=Nike|阿迪达斯=Adidas|李宁=Li-Ning|安踏=Anta|亚瑟士=ASICS", (299, 1499)),
-        ("运动袜", "Sports Socks", "size color pack", "耐克=Nike|阿迪达斯=Adidas|李宁=Li-Ning|安德玛=Under Armour", (29, 129)),
-        ("瑜伽垫", "Yoga Mats", "mm mat color", "Keep|lululemon|迪卡侬=Decathlon", (59, 799)),
-        ("哑铃", "Dumbbells", "kg bell", "Keep|迪卡侬=Decathlon|舒华=Shuhua", (79, 999)),
-    ]),
-    (("母婴", "Baby"), [
-        ("纸尿裤", "Diapers", "diaper count", "帮宝适=Pampers|花王=Merries|好奇=Huggies|大王=Goo.N", (69, 299)),
-        ("湿巾", "Baby Wipes", "count scent", "好奇=Huggies|全棉时代=Purcotton|帮宝适=Pampers|babycare", (19, 99)),
-        ("奶瓶", "Baby Bottles", "bottle ml age", "贝亲=Pigeon|新安怡=Avent|可么多么=Comotomo|babycare", (59, 299)),
-    ]),
-    (("图书", "Books"), [
-        ("小说", "Novels", "genre binding", "人民文学出版社=People's Literature|中信出版社=CITIC Press|企鹅=Penguin|译林=Yilin", (25, 129)),
-        ("编程", "Programming", "topic binding", "机械工业出版社=China Machine Press|人民邮电出版社=Posts & Telecom Press|图灵=Turing|O'Reilly", (49, 199)),
-        ("绘本", "Picture Books", "age binding", "蒲蒲兰=Pupulan|信谊=Hsin-Yi|接力=Jieli", (19, 99)),
-    ]),
-    (("宠物", "Pets"), [
-        ("猫粮", "Cat Food", "cat_flavor cat_stage pet_kg", "皇家=Royal Canin|渴望=Orijen|麦富迪=Myfoodie|网易严选=Yanxuan", (49, 699)),
-        ("猫砂", "Cat Litter", "litter pet_kg", "洁客=Drymax|pidan|网易严选=Yanxuan", (29, 159)),
-        ("狗粮", "Dog Food", "cat_flavor dog_stage pet_kg", "皇家=Royal Canin|渴望=Orijen|冠能=Pro Plan|比瑞吉=Nature Bridge", (59, 799)),
-        ("宠物玩具", "Pet Toys", "toy color", "Kong|pidan|多格漫=Doglemi", (9, 129)),
-    ]),
-    (("户外", "Outdoor"), [
-        ("帐篷", "Tents", "people season color", "牧高笛=Mobi Garden|骆驼=Camel|北面=The North Face|挪客=Naturehike", (199, 2999)),
-        ("睡袋", "Sleeping Bags", "temp bag_filling color", "牧高笛=Mobi Garden|挪客=Naturehike|骆驼=Camel|黑冰=Blackice", (99, 1999)),
-        ("登山包", "Hiking Backpacks", "litres color", "始祖鸟=Arc'teryx|小鹰=Osprey|北面=The North Face|凯乐石=Kailas", (199, 2499)),
-    ]),
-    (("厨房", "Kitchen"), [
-        ("磨豆机", "Coffee Grinders", "burr color", "泰摩=Timemore|德龙=De'Longhi|小米=Xiaomi|百胜图=Barsetto", (99, 1999)),
-        ("锅具", "Cookware", "cm pot", "苏泊尔=Supor|双立人=Zwilling|爱仕达=ASD|酷彩=Le Creuset", (99, 2999)),
-        ("刀具", "Knives", "knife pot", "双立人=Zwilling|张小泉=Zhang Xiaoquan|十八子作=Shibazi", (39, 1299)),
-        ("茶具", "Tea Sets", "pieces tea_set", "景德镇=Jingdezhen|宜家=IKEA|苏泊尔=Supor", (59, 999)),
-    ]),
-    (("个护", "Personal Care"), [
-        ("电动牙刷", "Electric Toothbrushes", "modes color battery", "飞利浦=Philips|欧乐B=Oral-B|舒客=Saky|usmile", (99, 1299)),
-        ("牙刷头", "Brush Heads", "heads head_type", "飞利浦=Philips|欧乐B=Oral-B|usmile", (39, 299)),
-        ("洗发水", "Shampoo", "hair ml", "海飞丝=Head & Shoulders|潘婷=Pantene|施华蔻=Schwarzkopf|阿道夫=Adolph", (29, 159)),
-    ]),
-    (("办公", "Office"), [
-        ("笔记本", "Notebooks", "paper paper_size color", "国誉=KOKUYO|得力=Deli|Moleskine|晨光=M&G", (9, 199)),
-        ("钢笔", "Fountain Pens", "nib color", "百乐=Pilot|凌美=LAMY|英雄=Hero|派克=Parker", (49, 1599)),
-        ("墨水", "Ink", "color ml", "百乐=Pilot|凌美=LAMY|英雄=Hero|写乐=Sailor", (19, 199)),
-    ]),
+    (
+        ("数码", "Electronics"),
+        [
+            (
+                "耳机",
+                "Headphones",
+                "connect color anc battery",
+                "索尼=Sony|漫步者=Edifier|森海塞尔=Sennheiser|Bose|华为=Huawei",
+                (99, 2999),
+            ),
+            (
+                "手机",
+                "Phones",
+                "storage color screen",
+                "苹果=Apple|华为=Huawei|小米=Xiaomi|三星=Samsung|OPPO",
+                (1999, 8999),
+            ),
+            (
+                "手机壳",
+                "Phone Cases",
+                "compat case_material color",
+                "倍思=Baseus|图拉斯=Torras|Spigen|苹果=Apple",
+                (19, 199),
+            ),
+            ("充电器", "Chargers", "power port color", "安克=Anker|倍思=Baseus|绿联=Ugreen|小米=Xiaomi", (39, 299)),
+            (
+                "平板",
+                "Tablets",
+                "storage tab_screen color",
+                "苹果=Apple|华为=Huawei|小米=Xiaomi|联想=Lenovo",
+                (1499, 6999),
+            ),
+            (
+                "智能手表",
+                "Smartwatches",
+                "case_size color battery",
+                "苹果=Apple|华为=Huawei|小米=Xiaomi|佳明=Garmin",
+                (299, 3999),
+            ),
+        ],
+    ),
+    (
+        ("服装", "Apparel"),
+        [
+            ("T恤", "T-Shirts", "size color cloth", "优衣库=Uniqlo|李宁=Li-Ning|海澜之家=HLA|Levi's", (49, 299)),
+            ("牛仔裤", "Jeans", "size fit color", "Levi's|优衣库=Uniqlo|Lee|森马=Semir", (99, 699)),
+            (
+                "外套",
+                "Jackets",
+                "size color jacket_material",
+                "波司登=Bosideng|优衣库=Uniqlo|北面=The North Face|太平鸟=Peacebird",
+                (199, 1999),
+            ),
+            ("袜子", "Socks", "pack color cloth", "优衣库=Uniqlo|浪莎=Langsha|南极人=Nanjiren", (19, 99)),
+        ],
+    ),
+    (
+        ("美妆", "Beauty"),
+        [
+            (
+                "口红",
+                "Lipstick",
+                "color finish",
+                "迪奥=Dior|香奈儿=Chanel|完美日记=Perfect Diary|花西子=Florasis|阿玛尼=Armani",
+                (89, 459),
+            ),
+            (
+                "面霜",
+                "Face Cream",
+                "ml skin",
+                "兰蔻=Lancôme|雅诗兰黛=Estée Lauder|珀莱雅=Proya|薇诺娜=Winona",
+                (129, 1599),
+            ),
+            ("卸妆水", "Makeup Remover", "ml skin", "贝德玛=Bioderma|植村秀=Shu Uemura|芙丽芳丝=Freeplus", (59, 399)),
+            (
+                "眼影",
+                "Eyeshadow",
+                "palette finish",
+                "完美日记=Perfect Diary|3CE|花西子=Florasis|植村秀=Shu Uemura",
+                (79, 599),
+            ),
+        ],
+    ),
+    (
+        ("家居", "Home"),
+        [
+            ("台灯", "Desk Lamps", "light watt color", "飞利浦=Philips|小米=Xiaomi|欧普=OPPLE|明基=BenQ", (59, 899)),
+            ("灯泡", "Light Bulbs", "watt light base", "飞利浦=Philips|欧普=OPPLE|雷士=NVC|小米=Xiaomi", (9, 99)),
+            ("枕头", "Pillows", "filling color", "水星家纺=Mercury|罗莱=Luolai|富安娜=Fuanna|宜家=IKEA", (49, 599)),
+            (
+                "床单",
+                "Bed Sheets",
+                "bed cloth color",
+                "水星家纺=Mercury|罗莱=Luolai|宜家=IKEA|无印良品=MUJI",
+                (79, 699),
+            ),
+        ],
+    ),
+    (
+        ("食品", "Food"),
+        [
+            (
+                "咖啡",
+                "Coffee",
+                "roast origin grams",
+                "星巴克=Starbucks|雀巢=Nestlé|三顿半=Saturnbird|瑞幸=Luckin|illy",
+                (39, 299),
+            ),
+            ("茶叶", "Tea", "tea grams", "立顿=Lipton|八马=Bama|小罐茶=Xiaoguan|大益=Dayi", (29, 899)),
+            ("零食", "Snacks", "flavor grams", "三只松鼠=Three Squirrels|良品铺子=Bestore|百草味=Be&Cheery", (15, 129)),
+        ],
+    ),
+    (
+        ("运动", "Sports"),
+        [
+            (
+                "跑鞋",
+                "Running Shoes",
+                "shoe_size color run_type",
+                "耐克=Nike|阿迪达斯=Adidas|李宁=Li-Ning|安踏=Anta|亚瑟士=ASICS",
+                (299, 1499),
+            ),
+            (
+                "运动袜",
+                "Sports Socks",
+                "size color pack",
+                "耐克=Nike|阿迪达斯=Adidas|李宁=Li-Ning|安德玛=Under Armour",
+                (29, 129),
+            ),
+            ("瑜伽垫", "Yoga Mats", "mm mat color", "Keep|lululemon|迪卡侬=Decathlon", (59, 799)),
+            ("哑铃", "Dumbbells", "kg bell", "Keep|迪卡侬=Decathlon|舒华=Shuhua", (79, 999)),
+        ],
+    ),
+    (
+        ("母婴", "Baby"),
+        [
+            ("纸尿裤", "Diapers", "diaper count", "帮宝适=Pampers|花王=Merries|好奇=Huggies|大王=Goo.N", (69, 299)),
+            ("湿巾", "Baby Wipes", "count scent", "好奇=Huggies|全棉时代=Purcotton|帮宝适=Pampers|babycare", (19, 99)),
+            ("奶瓶", "Baby Bottles", "bottle ml age", "贝亲=Pigeon|新安怡=Avent|可么多么=Comotomo|babycare", (59, 299)),
+        ],
+    ),
+    (
+        ("图书", "Books"),
+        [
+            (
+                "小说",
+                "Novels",
+                "genre binding",
+                "人民文学出版社=People's Literature|中信出版社=CITIC Press|企鹅=Penguin|译林=Yilin",
+                (25, 129),
+            ),
+            (
+                "编程",
+                "Programming",
+                "topic binding",
+                "机械工业出版社=China Machine Press|人民邮电出版社=Posts & Telecom Press|图灵=Turing|O'Reilly",
+                (49, 199),
+            ),
+            ("绘本", "Picture Books", "age binding", "蒲蒲兰=Pupulan|信谊=Hsin-Yi|接力=Jieli", (19, 99)),
+        ],
+    ),
+    (
+        ("宠物", "Pets"),
+        [
+            (
+                "猫粮",
+                "Cat Food",
+                "cat_flavor cat_stage pet_kg",
+                "皇家=Royal Canin|渴望=Orijen|麦富迪=Myfoodie|网易严选=Yanxuan",
+                (49, 699),
+            ),
+            ("猫砂", "Cat Litter", "litter pet_kg", "洁客=Drymax|pidan|网易严选=Yanxuan", (29, 159)),
+            (
+                "狗粮",
+                "Dog Food",
+                "cat_flavor dog_stage pet_kg",
+                "皇家=Royal Canin|渴望=Orijen|冠能=Pro Plan|比瑞吉=Nature Bridge",
+                (59, 799),
+            ),
+            ("宠物玩具", "Pet Toys", "toy color", "Kong|pidan|多格漫=Doglemi", (9, 129)),
+        ],
+    ),
+    (
+        ("户外", "Outdoor"),
+        [
+            (
+                "帐篷",
+                "Tents",
+                "people season color",
+                "牧高笛=Mobi Garden|骆驼=Camel|北面=The North Face|挪客=Naturehike",
+                (199, 2999),
+            ),
+            (
+                "睡袋",
+                "Sleeping Bags",
+                "temp bag_filling color",
+                "牧高笛=Mobi Garden|挪客=Naturehike|骆驼=Camel|黑冰=Blackice",
+                (99, 1999),
+            ),
+            (
+                "登山包",
+                "Hiking Backpacks",
+                "litres color",
+                "始祖鸟=Arc'teryx|小鹰=Osprey|北面=The North Face|凯乐石=Kailas",
+                (199, 2499),
+            ),
+        ],
+    ),
+    (
+        ("厨房", "Kitchen"),
+        [
+            (
+                "磨豆机",
+                "Coffee Grinders",
+                "burr color",
+                "泰摩=Timemore|德龙=De'Longhi|小米=Xiaomi|百胜图=Barsetto",
+                (99, 1999),
+            ),
+            ("锅具", "Cookware", "cm pot", "苏泊尔=Supor|双立人=Zwilling|爱仕达=ASD|酷彩=Le Creuset", (99, 2999)),
+            ("刀具", "Knives", "knife pot", "双立人=Zwilling|张小泉=Zhang Xiaoquan|十八子作=Shibazi", (39, 1299)),
+            ("茶具", "Tea Sets", "pieces tea_set", "景德镇=Jingdezhen|宜家=IKEA|苏泊尔=Supor", (59, 999)),
+        ],
+    ),
+    (
+        ("个护", "Personal Care"),
+        [
+            (
+                "电动牙刷",
+                "Electric Toothbrushes",
+                "modes color battery",
+                "飞利浦=Philips|欧乐B=Oral-B|舒客=Saky|usmile",
+                (99, 1299),
+            ),
+            ("牙刷头", "Brush Heads", "heads head_type", "飞利浦=Philips|欧乐B=Oral-B|usmile", (39, 299)),
+            (
+                "洗发水",
+                "Shampoo",
+                "hair ml",
+                "海飞丝=Head & Shoulders|潘婷=Pantene|施华蔻=Schwarzkopf|阿道夫=Adolph",
+                (29, 159),
+            ),
+        ],
+    ),
+    (
+        ("办公", "Office"),
+        [
+            ("笔记本", "Notebooks", "paper paper_size color", "国誉=KOKUYO|得力=Deli|Moleskine|晨光=M&G", (9, 199)),
+            ("钢笔", "Fountain Pens", "nib color", "百乐=Pilot|凌美=LAMY|英雄=Hero|派克=Parker", (49, 1599)),
+            ("墨水", "Ink", "color ml", "百乐=Pilot|凌美=LAMY|英雄=Hero|写乐=Sailor", (19, 199)),
+        ],
+    ),
 ]
 
 # sub-category (zh) -> the sub-categories of its complements ("bought together")
 COMPLEMENTS = {
-    "手机": ["手机壳", "充电器"], "平板": ["充电器"], "智能手表": ["充电器"], "咖啡": ["磨豆机"],
-    "茶叶": ["茶具"], "台灯": ["灯泡"], "跑鞋": ["运动袜"], "纸尿裤": ["湿巾"], "奶瓶": ["湿巾"],
-    "口红": ["卸妆水"], "眼影": ["卸妆水"], "猫粮": ["猫砂"], "狗粮": ["宠物玩具"], "帐篷": ["睡袋"],
-    "钢笔": ["墨水"], "电动牙刷": ["牙刷头"], "锅具": ["刀具"], "床单": ["枕头"],
+    "手机": ["手机壳", "充电器"],
+    "平板": ["充电器"],
+    "智能手表": ["充电器"],
+    "咖啡": ["磨豆机"],
+    "茶叶": ["茶具"],
+    "台灯": ["灯泡"],
+    "跑鞋": ["运动袜"],
+    "纸尿裤": ["湿巾"],
+    "奶瓶": ["湿巾"],
+    "口红": ["卸妆水"],
+    "眼影": ["卸妆水"],
+    "猫粮": ["猫砂"],
+    "狗粮": ["宠物玩具"],
+    "帐篷": ["睡袋"],
+    "钢笔": ["墨水"],
+    "电动牙刷": ["牙刷头"],
+    "锅具": ["刀具"],
+    "床单": ["枕头"],
 }
 
 
@@ -250,9 +451,7 @@ class Sub:
 
 SUBS = [
     Sub(i, top, (zh, en), tuple(attrs.split()), tuple(_pairs(brands)), price)
-    for i, (top, zh, en, attrs, brands, price) in enumerate(
-        (top, *sub) for top, subs in TAXONOMY for sub in subs
-    )
+    for i, (top, zh, en, attrs, brands, price) in enumerate((top, *sub) for top, subs in TAXONOMY for sub in subs)
 ]
 SUB_BY_ZH = {s.name[0]: s for s in SUBS}
 ATTR_VALUES = {k: _pairs(v[2]) for k, v in ATTRIBUTES.items()}
@@ -277,6 +476,7 @@ def sub_category(path: str) -> str:
 
 
 # ---- products ----------------------------------------------------------------------------------
+
 
 @dataclass
 class Product:
@@ -314,14 +514,22 @@ def product_title(p: Product) -> str:
     return f"{p.brand} {p.series} {_cap(vals[0])} {p.noun()}{rest}"
 
 
-_ZH_INTRO = ["{b}{n}，为日常使用精心打造。", "这款{b}{n}兼顾颜值与品质。", "{b}出品的{n}，细节做工扎实。",
-             "{b}{n}口碑热销，回购率高。", "简约耐看的{b}{n}，百搭不挑人。"]
+_ZH_INTRO = [
+    "{b}{n}，为日常使用精心打造。",
+    "这款{b}{n}兼顾颜值与品质。",
+    "{b}出品的{n}，细节做工扎实。",
+    "{b}{n}口碑热销，回购率高。",
+    "简约耐看的{b}{n}，百搭不挑人。",
+]
 _ZH_ATTR = ["{k}为{v}，{x}。", "{k}：{v}。", "采用{v}设计（{k}），{x}。", "这一款的{k}是{v}。"]
 _ZH_BENEFIT = ["满足多种需求", "日常使用更安心", "品质看得见", "用起来更顺手"]
 _ZH_CLOSE = ["支持七天无理由退货。", "适合自用，也适合送礼。", "下单后48小时内发货。", "正品保障&amp;贴心售后。"]
-_EN_INTRO = ["The {b} {s} {n} is built for everyday use.", "A customer favourite: the {b} {n}.",
-             "Designed with care &amp; precision, the {b} {s} {n} just works.",
-             "Simple, durable and easy to love, this {b} {n} fits right in."]
+_EN_INTRO = [
+    "The {b} {s} {n} is built for everyday use.",
+    "A customer favourite: the {b} {n}.",
+    "Designed with care &amp; precision, the {b} {s} {n} just works.",
+    "Simple, durable and easy to love, this {b} {n} fits right in.",
+]
 _EN_ATTR = ["{K}: {v}.", "It comes in {v} ({k}).", "The {k} is {v}, {x}.", "Choose it for its {v} {k}."]
 _EN_BENEFIT = ["so it suits most needs", "made to last", "a detail you will notice", "which makes daily use easier"]
 _EN_CLOSE = ["Free returns within 7 days.", "A great gift &amp; an everyday essential.", "Ships within 48 hours."]
@@ -334,7 +542,8 @@ def product_description(p: Product, rng: random.Random) -> str:
     intro = rng.choice(_ZH_INTRO if zh else _EN_INTRO).format(b=esc(p.brand), s=esc(p.series), n=p.noun())
     attrs = [
         rng.choice(_ZH_ATTR if zh else _EN_ATTR).format(
-            k=k, K=k[:1].upper() + k[1:], v=esc(v), x=rng.choice(_ZH_BENEFIT if zh else _EN_BENEFIT))
+            k=k, K=k[:1].upper() + k[1:], v=esc(v), x=rng.choice(_ZH_BENEFIT if zh else _EN_BENEFIT)
+        )
         for k, v in p.attribute_map().items()
     ]
     close = rng.sample(_ZH_CLOSE if zh else _EN_CLOSE, rng.randint(0, 2))
@@ -429,6 +638,7 @@ def complement_map(cfg: SampleConfig) -> dict[str, str]:
 
 # ---- catalog records -----------------------------------------------------------------------------
 
+
 def _iso(ts_s: float, offset_min: int, millis: bool = False) -> str:
     tz = dt.timezone(dt.timedelta(minutes=offset_min))
     s = dt.datetime.fromtimestamp(ts_s, tz).isoformat(timespec="milliseconds" if millis else "seconds")
@@ -446,9 +656,15 @@ def _record(p: Product, rng: random.Random, updated_s: float) -> dict:
     if p.lang == "en" and rng.random() < 0.03:
         attributes = {k.title(): v for k, v in attributes.items()}
     return {
-        "item_id": p.item_id, "title": product_title(p), "description": product_description(p, rng),
-        "category": category, "brand": p.brand, "price": p.price, "currency": CURRENCY,
-        "attributes": attributes, "updated_at": _iso(updated_s, rng.choice(OFFSETS)),
+        "item_id": p.item_id,
+        "title": product_title(p),
+        "description": product_description(p, rng),
+        "category": category,
+        "brand": p.brand,
+        "price": p.price,
+        "currency": CURRENCY,
+        "attributes": attributes,
+        "updated_at": _iso(updated_s, rng.choice(OFFSETS)),
     }
 
 
@@ -476,9 +692,13 @@ def _make_cleanable(rec: dict, kind: str, rng: random.Random, n: int) -> None:
     zh = any("\u4e00" <= c <= "\u9fff" for c in rec["title"])
     if kind == "pii":
         email = f"service{n}@shop-example.com"
-        phone = rng.choice([f"138-{rng.randint(1000, 9999)}-{rng.randint(1000, 9999)}",
-                            f"+86 139 {rng.randint(1000, 9999)} {rng.randint(1000, 9999)}",
-                            f"(415) 555-{rng.randint(1000, 9999)}"])
+        phone = rng.choice(
+            [
+                f"138-{rng.randint(1000, 9999)}-{rng.randint(1000, 9999)}",
+                f"+86 139 {rng.randint(1000, 9999)} {rng.randint(1000, 9999)}",
+                f"(415) 555-{rng.randint(1000, 9999)}",
+            ]
+        )
         rec["description"] += f"<p>{(_ZH_PII if zh else _EN_PII).format(e=email, t=phone)}</p>"
     elif kind == "control_chars":
         c = rng.choice(["\x07", "\x1b", "\x0b", "\x1f"])
@@ -490,8 +710,9 @@ def _make_cleanable(rec: dict, kind: str, rng: random.Random, n: int) -> None:
 
 
 def _dirty_catalog(kind: str, rng: random.Random, idx: int, template: Product, window_start: float) -> bytes:
-    p = Product(f"D{idx:06d}", template.sub, template.lang, template.brand, template.series,
-                template.attrs, template.price)
+    p = Product(
+        f"D{idx:06d}", template.sub, template.lang, template.brand, template.series, template.attrs, template.price
+    )
     rec = _record(p, rng, window_start - 86400)
     if kind == "negative_price":
         rec["price"] = -round(p.price, 1)
@@ -534,8 +755,10 @@ def catalog_lines(catalog: Catalog, cfg: SampleConfig, window_start: float) -> t
     """Every catalog line (shuffled, so versions are out of order) and the counts for the manifest."""
     rng = random.Random(f"{cfg.seed}:catalog-records")
     records = [_versions(p, rng, window_start) for p in catalog.products]
-    cleanable = {k: (0 if cfg.dirty_rate <= 0 else max(2, round(cfg.items * cfg.dirty_rate / 2)))
-                 for k in CLEANABLE_CATALOG_KINDS}
+    cleanable = {
+        k: (0 if cfg.dirty_rate <= 0 else max(2, round(cfg.items * cfg.dirty_rate / 2)))
+        for k in CLEANABLE_CATALOG_KINDS
+    }
     picks = rng.sample(range(len(records)), min(len(records), sum(cleanable.values())))
     kinds = [k for k, n in cleanable.items() for _ in range(n)]
     for n, (i, kind) in enumerate(zip(picks, kinds)):
@@ -548,14 +771,18 @@ def catalog_lines(catalog: Catalog, cfg: SampleConfig, window_start: float) -> t
     lines += [_dirty_catalog(k, rng, i, rng.choice(catalog.products), window_start) for i, k in enumerate(kinds)]
     rng.shuffle(lines)
     counts = {
-        "items": len(records), "versions": n_versions,
+        "items": len(records),
+        "versions": n_versions,
         "multi_version_items": sum(1 for v in records if len(v) > 1),
-        "records": len(lines), "dirty": dirty, "cleanable": cleanable,
+        "records": len(lines),
+        "dirty": dirty,
+        "cleanable": cleanable,
     }
     return lines, counts
 
 
 # ---- users and sessions --------------------------------------------------------------------------
+
 
 @dataclass
 class User:
@@ -581,8 +808,9 @@ def _new_user(rng: random.Random, idx: int) -> User:
         if t in top_weight:
             w += 0.88 * top_weight[t] / sum(top_weight.values()) * (0.3 + rng.random()) / 1.3
         weights.append(w)
-    return User(f"U{idx:05d}", rng.choice(OFFSETS), list(itertools.accumulate(weights)),
-                activity=rng.lognormvariate(0, 0.9))
+    return User(
+        f"U{idx:05d}", rng.choice(OFFSETS), list(itertools.accumulate(weights)), activity=rng.lognormvariate(0, 0.9)
+    )
 
 
 def _pick(rng: random.Random, catalog: Catalog, sub: int, like: Product | None = None) -> Product:
@@ -615,7 +843,9 @@ def _matches(catalog: Catalog, p: Product, kind: str, a: int | None) -> list[Pro
     return pool
 
 
-def _funnel(rng: random.Random, catalog: Catalog, items: list[Product], clicked_already: bool) -> tuple[list, Product | None]:
+def _funnel(
+    rng: random.Random, catalog: Catalog, items: list[Product], clicked_already: bool
+) -> tuple[list, Product | None]:
     """view -> click -> add_to_cart over `items`; maybe one purchase at the end."""
     events, carted = [], []
     for p in items:
@@ -728,6 +958,7 @@ def _place_sessions(rng: random.Random, u: User, start: float, end: float) -> li
 
 # ---- events ------------------------------------------------------------------------------------
 
+
 @dataclass
 class Event:
     user: User
@@ -739,7 +970,9 @@ class Event:
     event_id: str = ""
 
 
-def generate_events(catalog: Catalog, cfg: SampleConfig, n_events: int, start: float, end: float) -> tuple[list[Event], list[User]]:
+def generate_events(
+    catalog: Catalog, cfg: SampleConfig, n_events: int, start: float, end: float
+) -> tuple[list[Event], list[User]]:
     """Exactly n_events clean events (every user gets a session first), sorted by time."""
     rng = random.Random(f"{cfg.seed}:events")
     users = [_new_user(rng, i) for i in range(cfg.users)]
@@ -809,7 +1042,9 @@ def _dirty_event(kind: str, rec: dict, rng: random.Random, n: int) -> bytes:
     return line
 
 
-def event_lines(events: list[Event], cfg: SampleConfig, n_duplicates: int, dirty: dict[str, int]) -> list[tuple[int, bytes]]:
+def event_lines(
+    events: list[Event], cfg: SampleConfig, n_duplicates: int, dirty: dict[str, int]
+) -> list[tuple[int, bytes]]:
     """(ts_ms, line) for every event line, the dirty ones altered and the duplicates added."""
     rng = random.Random(f"{cfg.seed}:event-records")
     recs = [event_record(e, rng) for e in events]
@@ -825,7 +1060,7 @@ def event_lines(events: list[Event], cfg: SampleConfig, n_duplicates: int, dirty
                 recs[i].pop("query", None)
                 recs[i]["event_type"] = "view"
             altered[i] = _dirty_event(kind, recs[i], rng, pos)
-    duplicated = set(candidates[pos: pos + n_duplicates])
+    duplicated = set(candidates[pos : pos + n_duplicates])
     lines = []
     for i, (e, rec) in enumerate(zip(events, recs)):
         line = altered.get(i) or _dumps(rec)
@@ -836,6 +1071,7 @@ def event_lines(events: list[Event], cfg: SampleConfig, n_duplicates: int, dirty
 
 
 # ---- writing -----------------------------------------------------------------------------------
+
 
 def _write_gz(path: Path, lines: list[bytes]) -> None:
     """Atomically, byte-for-byte reproducible (gzip mtime 0, no file name in the header)."""
@@ -858,7 +1094,9 @@ def validate(cfg: SampleConfig) -> dt.date:
     if cfg.events < 2 * cfg.users:
         raise ConfigError(f"--events must be at least 2 x --users ({2 * cfg.users}), got {cfg.events}")
     if cfg.events > cfg.users * cfg.days * 20:
-        raise ConfigError(f"--events {cfg.events} do not fit {cfg.users} users over {cfg.days} days (sessions stay hours apart)")
+        raise ConfigError(
+            f"--events {cfg.events} do not fit {cfg.users} users over {cfg.days} days (sessions stay hours apart)"
+        )
     if not 0 <= cfg.dirty_rate <= 0.2:
         raise ConfigError(f"--dirty-rate must be between 0 and 0.2, got {cfg.dirty_rate}")
     return end
@@ -889,7 +1127,7 @@ def write_sample(out_dir: str | os.PathLike, cfg: SampleConfig = SampleConfig())
     end = validate(cfg)
     out = Path(out_dir)
     first = end - dt.timedelta(days=cfg.days - 1)
-    start_s = dt.datetime.combine(first, dt.time(), dt.timezone.utc).timestamp()
+    start_s = dt.datetime.combine(first, dt.time(), dt.UTC).timestamp()
     end_s = start_s + cfg.days * 86400
 
     catalog = build_catalog(cfg)
@@ -904,12 +1142,21 @@ def write_sample(out_dir: str | os.PathLike, cfg: SampleConfig = SampleConfig())
     manifest = {
         "config": asdict(cfg),
         "window": {"first_day": first.isoformat(), "last_day": end.isoformat()},
-        "catalog": {"path": CATALOG_FILE, **cat_counts,
-                    "categories": len(TAXONOMY), "sub_categories": len(SUBS),
-                    "items_with_complement": sum(1 for p in catalog.products if p.complement)},
-        "events": {"files": files, "lines": len(lines), "users": len({e.user.user_id for e in events}),
-                   "sessions": sum(len(u.sessions) for u in users), "dirty": dirty,
-                   **_summarise_events(events)},
+        "catalog": {
+            "path": CATALOG_FILE,
+            **cat_counts,
+            "categories": len(TAXONOMY),
+            "sub_categories": len(SUBS),
+            "items_with_complement": sum(1 for p in catalog.products if p.complement),
+        },
+        "events": {
+            "files": files,
+            "lines": len(lines),
+            "users": len({e.user.user_id for e in events}),
+            "sessions": sum(len(u.sessions) for u in users),
+            "dirty": dirty,
+            **_summarise_events(events),
+        },
     }
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return manifest
@@ -917,7 +1164,7 @@ def write_sample(out_dir: str | os.PathLike, cfg: SampleConfig = SampleConfig())
 
 def _write_days(events_dir: Path, lines: list[tuple[int, bytes]], first: dt.date, days: int) -> list[str]:
     per_day: list[list[bytes]] = [[] for _ in range(days)]
-    first_ms = int(dt.datetime.combine(first, dt.time(), dt.timezone.utc).timestamp() * 1000)
+    first_ms = int(dt.datetime.combine(first, dt.time(), dt.UTC).timestamp() * 1000)
     for ts_ms, line in lines:
         per_day[(ts_ms - first_ms) // 86_400_000].append(line)
     names = [f"events-{first + dt.timedelta(days=d)}.jsonl.gz" for d in range(days)]

@@ -8,9 +8,10 @@
 Serving uses the same prefixes without what follows: ranking reads the next-token distribution over
 item tokens after `<hist> items` or after `<rec>`; describing generates text after `<desc>`.
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from shopllm.vocab import ATTR_ID, BOS_ID, DESC_ID, EOS_ID, HIST_ID, QUERY_ID, REC_ID
 
@@ -33,8 +34,12 @@ def search_sequence(query_tokens: Sequence[int], item_token: int) -> list[int]:
     return [*search_prompt(query_tokens), item_token, EOS_ID]
 
 
-def attribute_text(title: str, category: str | None, brand: str | None,
-                   attributes: Mapping[str, str] | Sequence[tuple[str, str]] | None) -> str:
+def attribute_text(
+    title: str,
+    category: str | None,
+    brand: str | None,
+    attributes: Mapping[str, str] | Sequence[tuple[str, str]] | None,
+) -> str:
     """The text a description is generated from: title · category · brand · k: v; k: v (sorted keys)."""
     pairs = attributes.items() if isinstance(attributes, Mapping) else (attributes or [])
     attrs = "; ".join(f"{k}: {v}" for k, v in sorted(pairs) if k and v)
@@ -51,8 +56,9 @@ def attribute_sequence(item_token: int, attr_tokens: Sequence[int], max_len: int
     return [BOS_ID, item_token, ATTR_ID, *attr_tokens][:max_len]
 
 
-def describe_sequence(item_token: int, attr_tokens: Sequence[int], desc_tokens: Sequence[int],
-                      max_len: int) -> list[int]:
+def describe_sequence(
+    item_token: int, attr_tokens: Sequence[int], desc_tokens: Sequence[int], max_len: int
+) -> list[int]:
     """Prompt + description + <eos>, cut to max_len (the <eos> is dropped when cut)."""
     seq = [*describe_prompt(item_token, attr_tokens), *desc_tokens, EOS_ID]
     return seq[:max_len]

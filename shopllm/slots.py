@@ -3,23 +3,24 @@
 A small model trained for minutes copies values from its prompt badly (another colour, another brand, a
 value under the wrong attribute). So the model is taught the shop's voice with the facts taken out: in every
 training description the item's own attribute values, brand, category name and model name (a code of its
-title, see `shopllm.faithfulness.model_name`) are replaced by slot tokens (`<key:颜色>`, `<slot:brand>`, `<slot:category>`,
-`<slot:model>`), and an attribute name written next to its own value by `<slot:name>`. Decoding may emit
-only the slots the item has, each value slot once, and the values are filled in after generation from the
-item's record (`realize`); a `<slot:name>` becomes the name of the value slot it is bound to (the nearer
-neighbour in the same clause, by the rule the faithfulness check uses), so a value can never be written
-under another attribute's name.
+title, see `shopllm.faithfulness.model_name`) are replaced by slot tokens (`<key:颜色>`, `<slot:brand>`,
+`<slot:category>`, `<slot:model>`), and an attribute name written next to its own value by `<slot:name>`.
+Decoding may emit only the slots the item has, each value slot once, and the values are filled in after
+generation from the item's record (`realize`); a `<slot:name>` becomes the name of the value slot it is
+bound to (the nearer neighbour in the same clause, by the rule the faithfulness check uses), so a value can
+never be written under another attribute's name.
 
 Slot tokens are special tokens appended to the text tokenizer (`add_slot_tokens`), never renumbering the ids
 before them: a model trained on an earlier night keeps its rows and gets new ones (`GPT.with_vocab`). A key
 gets a slot when enough items of the shop have it; the values of rarer keys stay plain text.
 """
+
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 import torch
 
@@ -60,7 +61,7 @@ class SlotVocab:
     by_name: Mapping[str, int]  # FIXED_SLOTS / key_slot(k) -> token id
 
     @classmethod
-    def of(cls, tokenizer) -> "SlotVocab":
+    def of(cls, tokenizer) -> SlotVocab:
         added = tokenizer.tk.get_added_tokens_decoder()
         names = {getattr(t, "content", str(t)): i for i, t in added.items()}
         return cls({n: i for n, i in names.items() if n in FIXED_SLOTS or n.startswith(KEY_SLOT_PREFIX)})
@@ -76,8 +77,9 @@ class SlotVocab:
     def name_id(self) -> int | None:
         return self.by_name.get(NAME_SLOT)
 
-    def facts(self, brand: str | None, category: str | None, attributes: Iterable[tuple[str, str]],
-              title: str | None = None) -> Facts:
+    def facts(
+        self, brand: str | None, category: str | None, attributes: Iterable[tuple[str, str]], title: str | None = None
+    ) -> Facts:
         """The slots this vocabulary has for one item."""
         values: dict[int, str] = {}
         names: dict[int, str] = {}
@@ -93,8 +95,11 @@ class SlotVocab:
         return Facts(values, names)
 
 
-def slot_keys(attributes: Iterable[Iterable[tuple[str, str]] | Mapping | None], min_items: int = MIN_SLOT_ITEMS,
-              max_keys: int = MAX_SLOT_KEYS) -> list[str]:
+def slot_keys(
+    attributes: Iterable[Iterable[tuple[str, str]] | Mapping | None],
+    min_items: int = MIN_SLOT_ITEMS,
+    max_keys: int = MAX_SLOT_KEYS,
+) -> list[str]:
     """The normalised keys that deserve a slot: had by at least `min_items` items, the `max_keys` most common."""
     counts: Counter = Counter()
     for attrs in attributes:
@@ -144,8 +149,9 @@ def delexicalize(text: str, facts: Facts, name_slot: int | None = None) -> list[
     return out
 
 
-def realize(ids: Sequence[int], facts: Facts, decode, name_slot: int | None = None,
-            capitalize: bool = False) -> tuple[str, int]:
+def realize(
+    ids: Sequence[int], facts: Facts, decode, name_slot: int | None = None, capitalize: bool = False
+) -> tuple[str, int]:
     """Generated ids -> (text, unbound names): runs of text tokens decoded, each value slot replaced by its
     value, each name slot by the name of the value slot it is bound to (counted and left out when none is).
     With `capitalize`, a fill that starts a sentence starts with a capital letter."""
@@ -199,8 +205,16 @@ class SlotConstraint:
     keyed (B, S) those that are attribute values (they take a name); clause_end (n_text,) the text tokens
     that end a clause; chars (n_text,) each text token's length in characters (at least 1)."""
 
-    def __init__(self, slot_ids: Sequence[int], allowed: torch.Tensor, keyed: torch.Tensor, name_id: int | None,
-                 clause_end: torch.Tensor, eos_id: int, chars: torch.Tensor | None = None):
+    def __init__(
+        self,
+        slot_ids: Sequence[int],
+        allowed: torch.Tensor,
+        keyed: torch.Tensor,
+        name_id: int | None,
+        clause_end: torch.Tensor,
+        eos_id: int,
+        chars: torch.Tensor | None = None,
+    ):
         value_cols = torch.tensor([i != name_id for i in slot_ids], dtype=torch.bool)
         # the name slot is ruled by its own state below, not by the rows' value slots
         self.ids = torch.as_tensor(list(slot_ids), dtype=torch.long)[value_cols]
@@ -236,7 +250,6 @@ class SlotConstraint:
     def _update(self, tok: torch.Tensor) -> None:
         hit = tok.unsqueeze(1) == self.ids.unsqueeze(0)  # (B, S)
         value = (hit & self.keyed).any(1)
-        other_slot = (hit & ~self.keyed).any(1)
         self.allowed &= ~hit
         if self.name is None:
             return
@@ -254,7 +267,7 @@ def clause_end_tokens(tokenizer) -> torch.Tensor:
     """(n_text,) bool: the text tokens whose text ends a clause (what binding never crosses)."""
     vocab = tokenizer.tk.get_vocab(with_added_tokens=True)
     out = torch.zeros(tokenizer.n_text, dtype=torch.bool)
-    for token, i in vocab.items():
+    for i in vocab.values():
         if i < tokenizer.n_text and CLAUSE_END.search(tokenizer.tk.decode([i], skip_special_tokens=True) or ""):
             out[i] = True
     return out

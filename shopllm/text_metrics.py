@@ -3,10 +3,11 @@
 A "unit" is one CJK character or one run of other letters/digits (a word), lower-cased: Chinese is
 not written with spaces, so n-grams over characters are the usual choice there.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _UNITS = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+")
@@ -19,7 +20,7 @@ def units(text: str) -> list[str]:
 
 
 def ngrams(seq: Sequence[str], n: int) -> list[tuple[str, ...]]:
-    return [tuple(seq[i:i + n]) for i in range(len(seq) - n + 1)]
+    return [tuple(seq[i : i + n]) for i in range(len(seq) - n + 1)]
 
 
 def distinct_n(texts: Iterable[str], n: int = 2) -> float:

@@ -4,11 +4,12 @@ Byte-level means every string encodes with no unknown token and `decode(encode(t
 tokens of `shopllm.vocab` take ids 0..S-1; they are never matched inside user text (a product whose
 text says "<desc>" gets the characters, not the control token) and never appear in decoded text.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -26,7 +27,7 @@ class TextTokenizer:
                 raise ValueError(f"tokenizer special token {tok!r} is not id {i}; retrain the tokenizer")
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2) -> "TextTokenizer":
+    def train(cls, texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2) -> TextTokenizer:
         tk = Tokenizer(models.BPE())
         tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
         tk.decoder = decoders.ByteLevel()
@@ -41,7 +42,7 @@ class TextTokenizer:
         return cls(tk)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "TextTokenizer":
+    def load(cls, path: str | os.PathLike) -> TextTokenizer:
         return cls(Tokenizer.from_file(str(path)))
 
     def save(self, path: str | os.PathLike) -> Path:

@@ -1,14 +1,16 @@
 """A small trainer that does not know the model (minGPT style).
 
-It needs only `model.training_loss(idx, targets, **loss_kwargs)` returning the mean loss over the
-targets that are not -1, a stream of `shopllm.data.Batch`, and optionally an `evaluate(model) ->
-dict` callback whose `score_key` (ndcg@10) drives early stopping. Under torchrun (an initialised
+It needs only `model(idx, targets, **loss_kwargs) -> (logits, loss)` with the mean loss over the
+targets that are not -1 (nanoGPT's signature; the logits are not used), a stream of
+`shopllm.data.Batch`, and optionally an `evaluate(model) -> dict` callback whose `score_key`
+(ndcg@10) drives early stopping. Under torchrun (an initialised
 process group) the model is wrapped in DDP and each rank trains on its slice of every global batch.
 
 Checkpoints hold everything a resumed run needs to continue exactly where the killed one stopped:
 weights, optimizer, step, RNG states, stream position, the best weights so far and the curves. They
 contain only tensors and plain types, so they load with `torch.load(weights_only=True)`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,9 +21,9 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 import torch.distributed as dist
@@ -58,17 +60,6 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: str = "cpu") -> t
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=fused)
 
 
-class _LossOnly(nn.Module):
-    """DDP syncs gradients through `forward`; this routes forward to the model's training_loss."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, idx, targets, **kwargs):
-        return self.model.training_loss(idx, targets, **kwargs)
-
-
 @dataclass
 class TrainResult:
     steps: int
@@ -101,11 +92,22 @@ class _State:
 
 
 class Trainer:
-    def __init__(self, model: nn.Module, cfg: TrainConfig, stream: Iterable[Batch] | object, *,
-                 evaluate: Callable[[nn.Module], dict] | None = None, score_key: str = "ndcg@10",
-                 checkpoint_path: str | os.PathLike | None = None, metrics_path: str | os.PathLike | None = None,
-                 device: str = "cpu", loss_kwargs: dict | None = None, log_every: int = 20, progress=sys.stderr,
-                 fingerprint: str = ""):
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        stream: Iterable[Batch] | object,
+        *,
+        evaluate: Callable[[nn.Module], dict] | None = None,
+        score_key: str = "ndcg@10",
+        checkpoint_path: str | os.PathLike | None = None,
+        metrics_path: str | os.PathLike | None = None,
+        device: str = "cpu",
+        loss_kwargs: dict | None = None,
+        log_every: int = 20,
+        progress=sys.stderr,
+        fingerprint: str = "",
+    ):
         self.model = model.to(device)
         self.cfg = cfg
         self.stream = stream
@@ -126,12 +128,11 @@ class Trainer:
         self.state = _State()
         self.resumed_from: int | None = None
         self.is_cuda = torch.device(device).type == "cuda"
-        loss_module = _LossOnly(self.model)
-        if self.distributed:
+        self.forward = self.model
+        if self.distributed:  # DDP syncs gradients through forward
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            loss_module = DDP(loss_module, device_ids=[torch.device(device).index] if self.is_cuda else None)
-        self.loss_module = loss_module
+            self.forward = DDP(self.model, device_ids=[torch.device(device).index] if self.is_cuda else None)
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def checkpoint(self) -> dict:
@@ -188,10 +189,18 @@ class Trainer:
         self.optimizer.load_state_dict(ck["optimizer"])
         best = ck["best"]
         self.state = _State(
-            step=int(ck["step"]), position=Position(*ck["position"]), tokens=int(ck["tokens"]),
-            losses=list(ck["losses"]), curve=json.loads(ck["curve"]), best_score=best["score"],
-            best_step=best["step"], bad_evals=int(best["bad_evals"]), best_model=ck["best_model"],
-            done=bool(ck["done"]), stopped_early=bool(ck["stopped_early"]), schedule=float(ck.get("schedule", 0.0)),
+            step=int(ck["step"]),
+            position=Position(*ck["position"]),
+            tokens=int(ck["tokens"]),
+            losses=list(ck["losses"]),
+            curve=json.loads(ck["curve"]),
+            best_score=best["score"],
+            best_step=best["step"],
+            bad_evals=int(best["bad_evals"]),
+            best_model=ck["best_model"],
+            done=bool(ck["done"]),
+            stopped_early=bool(ck["stopped_early"]),
+            schedule=float(ck.get("schedule", 0.0)),
             ema=None if ck.get("ema") is None else {k: v.to(self.device) for k, v in ck["ema"].items()},
         )
         torch.set_rng_state(ck["rng"]["torch"])
@@ -216,7 +225,7 @@ class Trainer:
         targets = batch.targets.to(self.device, non_blocking=True)
         local_tokens = int((batch.targets >= 0).sum())
         with self._autocast():
-            loss = self.loss_module(idx, targets, **self.loss_kwargs)
+            _, loss = self.forward(idx, targets, **self.loss_kwargs)
         # DDP averages gradients over ranks; weighting by this rank's share of the global batch's
         # tokens makes that average the gradient of the global batch's mean loss.
         scaled = loss * (local_tokens * self.world_size / max(1, batch.global_tokens))
@@ -268,8 +277,7 @@ class Trainer:
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
         return bool(flags[0].item()), float(flags[1].item())
 
-    def run(self, max_steps: int | None = None, max_minutes: float | None = None,
-            resume: bool = True) -> TrainResult:
+    def run(self, max_steps: int | None = None, max_minutes: float | None = None, resume: bool = True) -> TrainResult:
         """Train until cfg.max_steps (or `max_steps`, for a run cut short on purpose), the time limit
         or early stopping; then load the best evaluated weights into the model."""
         cfg = self.cfg
@@ -314,8 +322,10 @@ class Trainer:
                         self._bar.bar.set_postfix(loss=f"{s.losses[-1]:.4f}", lr=f"{lr:.1e}", tok_s=f"{tok_s:,.0f}")
                     else:
                         eta = (limit_steps - s.step) * (now - start) / max(s.step - first_step, 1)
-                        self._progress(f"step {s.step}/{limit_steps} loss {s.losses[-1]:.4f} lr {lr:.2e} "
-                                       f"tok/s {tok_s:,.0f} {now - start:.0f}s, ETA {min(eta, limit_s - (now - start)):.0f}s")
+                        self._progress(
+                            f"step {s.step}/{limit_steps} loss {s.losses[-1]:.4f} lr {lr:.2e} "
+                            f"tok/s {tok_s:,.0f} {now - start:.0f}s, ETA {min(eta, limit_s - (now - start)):.0f}s"
+                        )
                     window_t, window_tokens = now, 0
                 if eval_now:
                     self._evaluate(s.losses[-1], lr, time.perf_counter() - start)
@@ -324,8 +334,10 @@ class Trainer:
                 if not self.distributed or s.step % 10 == 0 or log_now or eval_now:
                     used = (time.perf_counter() - start) / limit_s if limit_s > 0 else 1.0
                     out_of_time = used >= 1.0
-                    stop, s.schedule = self._should_stop(out_of_time or s.stopped_early,
-                                                         max(s.schedule, first_schedule + (1 - first_schedule) * min(used, 1.0)))
+                    stop, s.schedule = self._should_stop(
+                        out_of_time or s.stopped_early,
+                        max(s.schedule, first_schedule + (1 - first_schedule) * min(used, 1.0)),
+                    )
                     if stop:
                         if out_of_time:
                             self._progress(f"time limit of {limit_s / 60:.1f} min reached at step {s.step}")
@@ -351,9 +363,16 @@ class Trainer:
             self.model.load_state_dict(s.ema)
         trained = s.tokens - start_tokens
         return TrainResult(
-            steps=s.step, tokens=s.tokens, wall_s=wall, tokens_per_s=trained / wall if wall > 0 else 0.0,
-            losses=list(s.losses), curve=list(s.curve), best_score=s.best_score, best_step=s.best_step,
-            stopped_early=s.stopped_early, resumed_from=self.resumed_from,
+            steps=s.step,
+            tokens=s.tokens,
+            wall_s=wall,
+            tokens_per_s=trained / wall if wall > 0 else 0.0,
+            losses=list(s.losses),
+            curve=list(s.curve),
+            best_score=s.best_score,
+            best_step=s.best_step,
+            stopped_early=s.stopped_early,
+            resumed_from=self.resumed_from,
         )
 
     def _flush(self, pending: list[torch.Tensor]) -> None:
@@ -372,8 +391,14 @@ class Trainer:
         with self._ema_weights():  # in full precision: bf16 logits tie, and ties count against the target
             metrics = self.evaluate(self.model)
         self.model.train()
-        row = {"step": s.step, "train_loss": loss, "lr": lr, "tokens": s.tokens, "elapsed_s": round(elapsed, 2),
-               **metrics}
+        row = {
+            "step": s.step,
+            "train_loss": loss,
+            "lr": lr,
+            "tokens": s.tokens,
+            "elapsed_s": round(elapsed, 2),
+            **metrics,
+        }
         s.curve.append(row)
         score = metrics.get(self.score_key)
         if score is not None and (s.best_score is None or score > s.best_score):

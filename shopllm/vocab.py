@@ -4,17 +4,26 @@ Special tokens take ids 0..len(SPECIAL_TOKENS)-1 inside the BPE tokenizer, so th
 tokenizer's whole vocabulary (`n_text`). Item `i` of the item vocabulary has token id `n_text + i`.
 The item vocabulary is append-only: a later night adds new items at the end and never renumbers.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 PAD, BOS, EOS, HIST, QUERY, REC, ATTR, DESC, SEP = (
-    "<pad>", "<bos>", "<eos>", "<hist>", "<query>", "<rec>", "<attr>", "<desc>", "<sep>",
+    "<pad>",
+    "<bos>",
+    "<eos>",
+    "<hist>",
+    "<query>",
+    "<rec>",
+    "<attr>",
+    "<desc>",
+    "<sep>",
 )
 SPECIAL_TOKENS = [PAD, BOS, EOS, HIST, QUERY, REC, ATTR, DESC, SEP]
 SPECIAL_ID = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
@@ -75,11 +84,11 @@ class ItemVocab:
         return path
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> "ItemVocab":
+    def load(cls, folder: str | os.PathLike) -> ItemVocab:
         path = Path(folder) / ITEM_VOCAB_FILE
         return cls(list(json.loads(path.read_text())["items"]))
 
     @classmethod
-    def load_or_empty(cls, folder: str | os.PathLike) -> "ItemVocab":
+    def load_or_empty(cls, folder: str | os.PathLike) -> ItemVocab:
         path = Path(folder) / ITEM_VOCAB_FILE
         return cls.load(folder) if path.exists() else cls([])

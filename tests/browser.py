@@ -1,5 +1,6 @@
 """Headless Chromium for tests that look at a page as a person would: found on PATH, or installed with
 apt-get where it is missing (Debian/Ubuntu, as root or through sudo)."""
+
 from __future__ import annotations
 
 import os
@@ -9,8 +10,17 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-quic", "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--hide-scrollbars",
+]
 
 
 def find() -> str | None:
@@ -36,8 +46,7 @@ def install() -> str:
     return found
 
 
-def render(binary: str, page: Path, profile: Path, screenshot: Path, width: int = 1366,
-           height: int = 900) -> str:
+def render(binary: str, page: Path, profile: Path, screenshot: Path, width: int = 1366, height: int = 900) -> str:
     """The DOM Chromium builds from `page` (after loading it), and a screenshot of the first screen."""
     url = page.resolve().as_uri()
     common = [binary, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}"]
@@ -69,8 +78,12 @@ class Page(HTMLParser):
         if tag == "figure":
             self._figure = a.get("aria-label", "")
             self.plots[self._figure] = {}
-        elif tag == "g" and self._figure is not None and self._series is None and (a.get("id") or "").startswith(
-                ("trend-", "validation-")):
+        elif (
+            tag == "g"
+            and self._figure is not None
+            and self._series is None
+            and (a.get("id") or "").startswith(("trend-", "validation-"))
+        ):
             self._series, self._series_depth = a["id"], 0
             self.plots[self._figure][self._series] = 0
         elif tag == "g" and self._series is not None:

@@ -1,4 +1,15 @@
-import os
+import pytest
 
-# as in jobs/cli.py: torch's OpenMP spin-waiting is very slow on a shared 2-core machine
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import jobs  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads, as every entry point does)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need CUDA: skipped, with the reason, where there is none."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (no GPU on this machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,4 +1,5 @@
 """The MovieLens benchmark's data path, on a tiny stand-in for ML-100k (the real data ships with recbole)."""
+
 from benchmarks.ml100k import DATE, DEFAULT_CONFIG, MovieLens, build_shards, read_config, write_toml
 from shopllm import storage
 from shopllm.schemas import TOKENS
@@ -7,8 +8,16 @@ from shopllm.vocab import ATTR_ID, BOS_ID, EOS_ID, HIST_ID, QUERY_ID, REC_ID, It
 
 TITLES = {str(k): f"Movie {k} (199{k}) · Drama, Comedy" for k in range(1, 9)}
 RATINGS = [  # (user, item, timestamp, file row) in file order
-    ("1", "5", 400, 0), ("1", "1", 100, 1), ("1", "2", 200, 2), ("1", "3", 200, 3), ("1", "4", 300, 4),
-    ("1", "6", 400, 5), ("2", "8", 50, 6), ("2", "7", 60, 7), ("2", "1", 70, 8), ("2", "2", 80, 9),
+    ("1", "5", 400, 0),
+    ("1", "1", 100, 1),
+    ("1", "2", 200, 2),
+    ("1", "3", 200, 3),
+    ("1", "4", 300, 4),
+    ("1", "6", 400, 5),
+    ("2", "8", 50, 6),
+    ("2", "7", 60, 7),
+    ("2", "1", 70, 8),
+    ("2", "2", 80, 9),
 ]
 
 
@@ -26,10 +35,16 @@ def test_ratings_go_through_ingest_and_prepare_split_by_time_with_ties_by_file_o
     # user 1: items 5 and 6 share the last second, 5 comes first in the file: valid 5, test 6
     assert held == {("valid", "1"): "5", ("test", "1"): "6", ("valid", "2"): "1", ("test", "2"): "2"}
 
-    histories = [[item_of(t) for t in r["input_ids"][2:]] for r in rows["train"]
-                 if r["kind"] == "history" and r["subject_id"] == "1"]
-    assert all(r["input_ids"][:2] == [BOS_ID, HIST_ID] and r["input_ids"][-1] != EOS_ID
-               for r in rows["train"] if r["kind"] == "history")  # history_eos = false
+    histories = [
+        [item_of(t) for t in r["input_ids"][2:]]
+        for r in rows["train"]
+        if r["kind"] == "history" and r["subject_id"] == "1"
+    ]
+    assert all(
+        r["input_ids"][:2] == [BOS_ID, HIST_ID] and r["input_ids"][-1] != EOS_ID
+        for r in rows["train"]
+        if r["kind"] == "history"
+    )  # history_eos = false
     # the original order and, among 7 random orders of items 2 and 3 (rated in the same second), the other one
     assert sorted(histories) == [["1", "2", "3", "4"], ["1", "3", "2", "4"]]
     assert [r["subject_id"] for r in rows["train"] if r["kind"] == "history"].count("2") == 1  # no ties: no copies
@@ -62,8 +77,10 @@ def test_prepare_ab_compares_two_source_trees(tmp_path, capsys):
     from benchmarks import prepare_ab
 
     root = str(Path(prepare_ab.__file__).resolve().parents[1])
-    assert prepare_ab.main([f"one={root}", f"two={root}", "--rounds", "1", "--size", "quick",
-                            "--work", str(tmp_path)]) == 0
+    assert (
+        prepare_ab.main([f"one={root}", f"two={root}", "--rounds", "1", "--size", "quick", "--work", str(tmp_path)])
+        == 0
+    )
     table = capsys.readouterr().out.splitlines()[-3:]
     assert table[0].split()[:5] == ["version", "baseline", "pipeline", "step", "step"]
     for line, name in zip(table[1:], ("one", "two")):
@@ -75,8 +92,13 @@ def test_bm25_baseline_finds_chinese_and_english_items_by_their_words():
     """The query benchmark's baseline (bm25s): Chinese found by its characters, ranks full, ties pessimistic."""
     from benchmarks.query_bench import bm25_ranks
 
-    docs = ["索尼 无线蓝牙耳机 黑色", "小米 手机 12GB", "Levi's slim jeans, blue", "Uniqlo loose jeans, black",
-            "绿联 充电器 65W"]
+    docs = [
+        "索尼 无线蓝牙耳机 黑色",
+        "小米 手机 12GB",
+        "Levi's slim jeans, blue",
+        "Uniqlo loose jeans, black",
+        "绿联 充电器 65W",
+    ]
     queries = ["蓝牙耳机", "loose jeans", "black", "65w 充电器", "咖啡豆"]
     # the last query shares no word with any item: every item ties with its target, which then ranks last
     assert bm25_ranks(docs, queries, [0, 3, 3, 4, 1]) == [1, 1, 1, 1, 5]

@@ -4,13 +4,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shopllm.cleaning import (EMAIL_MASK, PHONE_MASK, clean_attributes, clean_line, clean_query, clean_text,
-                              detect_language, normalize_category, source_hash)
+from shopllm.cleaning import (
+    EMAIL_MASK,
+    PHONE_MASK,
+    clean_attributes,
+    clean_line,
+    clean_query,
+    clean_text,
+    detect_language,
+    normalize_category,
+)
+from shopllm.hashing import source_hash
 
 TAG = re.compile(r"<\s*/?\s*[A-Za-z][^<>]*>")
 
 
 # ---- examples -----------------------------------------------------------------------------------
+
 
 def test_html_becomes_lines_of_text():
     html = "<div><p>Great&nbsp;sound &amp; bass</p><ul><li>BT 5.3</li><li>30h</li></ul>end<br/>last</div>"
@@ -35,7 +45,10 @@ def test_nfkc_controls_and_whitespace():
 
 
 def test_pii_is_masked_but_numbers_that_are_not_phones_stay():
-    text = "Mail sales.cn@example.com.cn or call +86 138-0013-8000 / (021) 6234 5678. 2024-01-15, ¥1999, 5000mAh, 13800138000"
+    text = (
+        "Mail sales.cn@example.com.cn or call +86 138-0013-8000 / (021) 6234 5678. "
+        "2024-01-15, ¥1999, 5000mAh, 13800138000"
+    )
     out = clean_text(text)
     assert "example.com" not in out and "0013" not in out and "6234" not in out and "13800138000" not in out
     assert out.count(EMAIL_MASK) == 1 and out.count(PHONE_MASK) == 3
@@ -51,7 +64,9 @@ def test_clean_line_joins_lines():
     assert clean_line(None) == "" and clean_text("") == ""
 
 
-@pytest.mark.parametrize("raw", ["数码>耳机 ", "数码 / 耳机", " 数码|耳机", "数码 &gt; 耳机", "数码 > > 耳机", "数码＞耳机"])
+@pytest.mark.parametrize(
+    "raw", ["数码>耳机 ", "数码 / 耳机", " 数码|耳机", "数码 &gt; 耳机", "数码 > > 耳机", "数码＞耳机"]
+)
 def test_category_paths_normalise(raw):
     assert normalize_category(raw) == "数码 > 耳机"
 
@@ -80,8 +95,32 @@ def test_source_hash_is_stable_and_sensitive():
 
 # ---- properties ---------------------------------------------------------------------------------
 
-TAGS = st.sampled_from(["<p>", "</p>", "<br/>", "<li>", "</li>", "<b>", "</b>", "<div class='x'>", "<", ">", "&amp;",
-                        "&lt;", "&gt;", "&nbsp;", "&#x4e2d;", "\n", "\t", "\x00", "\u200b", "＜", "＞", "  "])
+TAGS = st.sampled_from(
+    [
+        "<p>",
+        "</p>",
+        "<br/>",
+        "<li>",
+        "</li>",
+        "<b>",
+        "</b>",
+        "<div class='x'>",
+        "<",
+        ">",
+        "&amp;",
+        "&lt;",
+        "&gt;",
+        "&nbsp;",
+        "&#x4e2d;",
+        "\n",
+        "\t",
+        "\x00",
+        "\u200b",
+        "＜",
+        "＞",
+        "  ",
+    ]
+)
 CJK = st.characters(min_codepoint=0x4E00, max_codepoint=0x9FA5)
 EMOJI = st.sampled_from(["🎧", "👍", "🔥", "😀", "🛒", "❤️", "👍🏽"])
 MESSY = st.lists(st.one_of(st.text(max_size=8), TAGS, CJK, EMOJI), max_size=30).map("".join)
@@ -115,11 +154,16 @@ def test_chinese_and_emoji_kept(words, tags):
         assert w in out
 
 
-LOCAL = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789._", min_size=1, max_size=10).filter(lambda s: s[0].isalnum())
+LOCAL = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789._", min_size=1, max_size=10).filter(
+    lambda s: s[0].isalnum()
+)
 DOMAIN = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=8)
-PHONE = st.tuples(st.sampled_from(["", "+86 ", "+1 "]), st.integers(100, 999), st.integers(1000, 9999), st.integers(1000, 9999)
-                  ).map(lambda p: f"{p[0]}{p[1]}-{p[2]} {p[3]}")
-FILLER = st.text(alphabet=st.characters(min_codepoint=0x4E00, max_codepoint=0x4E50) | st.sampled_from(" ,:"), max_size=6)
+PHONE = st.tuples(
+    st.sampled_from(["", "+86 ", "+1 "]), st.integers(100, 999), st.integers(1000, 9999), st.integers(1000, 9999)
+).map(lambda p: f"{p[0]}{p[1]}-{p[2]} {p[3]}")
+FILLER = st.text(
+    alphabet=st.characters(min_codepoint=0x4E00, max_codepoint=0x4E50) | st.sampled_from(" ,:"), max_size=6
+)
 
 
 @settings(max_examples=200, deadline=None)

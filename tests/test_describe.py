@@ -1,12 +1,24 @@
 """Descriptions: generation with/without the KV cache, banned control tokens, degenerate checks, fallbacks."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from shopllm.describe import (BANNED_IDS, REPETITIVE, TOO_SHORT, UNKNOWN_ITEM, WRONG_SCRIPT, DescribeRequest,
-                              Describer, degenerate_reason, describe_batch, fallback_text, needs_generation,
-                              source_hash)
+from shopllm.describe import (
+    BANNED_IDS,
+    REPETITIVE,
+    TOO_SHORT,
+    UNKNOWN_ITEM,
+    WRONG_SCRIPT,
+    Describer,
+    DescribeRequest,
+    degenerate_reason,
+    describe_batch,
+    fallback_text,
+    needs_generation,
+)
+from shopllm.hashing import source_hash, source_hash_of
 from shopllm.model import GPT, GPTConfig
 from shopllm.sequences import attribute_text, describe_sequence
 from shopllm.text_metrics import distinct_n, repeated_ngram_rate, units
@@ -15,8 +27,10 @@ from shopllm.vocab import DESC_ID, EOS_ID, SEP_ID, SPECIAL_ID, ItemVocab
 
 EN = DescribeRequest("a1", "en", "Trail running shoes", "Sports > Shoes", "Fleet", (("color", "red"), ("size", "42")))
 ZH = DescribeRequest("b2", "zh", "无线蓝牙耳机", "数码 > 耳机", "声浪", (("颜色", "黑色"),))
-DESCRIPTIONS = {"a1": "Light red trail shoes with a grippy sole for long runs.",
-                "b2": "音质清晰，续航持久，佩戴舒适的黑色蓝牙耳机。"}
+DESCRIPTIONS = {
+    "a1": "Light red trail shoes with a grippy sole for long runs.",
+    "b2": "音质清晰，续航持久，佩戴舒适的黑色蓝牙耳机。",
+}
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +43,9 @@ def parts():
 
 def _model(tok, items, seed=0):
     torch.manual_seed(seed)
-    return GPT(GPTConfig(n_text=tok.n_text, n_items=len(items), block_size=128, n_layer=2, n_head=2, n_embd=48,
-                         dropout=0.0)).eval()
+    return GPT(
+        GPTConfig(n_text=tok.n_text, n_items=len(items), block_size=128, n_layer=2, n_head=2, n_embd=48, dropout=0.0)
+    ).eval()
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +56,16 @@ def trained(parts):
     seqs = []
     for req in (EN, ZH):
         attr = tok.encode(attribute_text(req.title, req.category, req.brand, req.attributes))
-        seqs.append(describe_sequence(items.token_id(req.item_id, tok.n_text), attr,
-                                      tok.encode(DESCRIPTIONS[req.item_id]), 128))
+        seqs.append(
+            describe_sequence(items.token_id(req.item_id, tok.n_text), attr, tok.encode(DESCRIPTIONS[req.item_id]), 128)
+        )
     length = max(map(len, seqs))
     idx = torch.tensor([s[:-1] + [0] * (length - len(s)) for s in seqs])
     tgt = torch.tensor([s[1:] + [-1] * (length - len(s)) for s in seqs])
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     model.train()
     for _ in range(100):
-        loss = model.training_loss(idx, tgt)
+        _, loss = model(idx, tgt)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -104,8 +120,14 @@ def test_degenerate_output_gets_the_fallback(parts):
 
     class Degenerate(Describer):  # loops in English; answers a Chinese item in English
         def generate_ids(self, prompts, reqs):
-            return [tok.encode("good good good good good good good good good" if r.language == "en"
-                               else "Comfortable red shoes for long runs.") for r in reqs]
+            return [
+                tok.encode(
+                    "good good good good good good good good good"
+                    if r.language == "en"
+                    else "Comfortable red shoes for long runs."
+                )
+                for r in reqs
+            ]
 
     res = describe_batch(Degenerate(_model(tok, items), tok, items), [EN, ZH, EN._replace(item_id="new")])
     assert [r.is_fallback for r in res] == [True, True, True]
@@ -127,12 +149,13 @@ def test_degenerate_reasons_and_fallback_language():
 
 def test_source_hash_decides_regeneration():
     item = {"item_id": "a1", "title": "Shoes", "category": None, "brand": "Fleet", "attributes": {"color": "red"}}
-    h = source_hash(item)
-    assert h == source_hash({**item, "attributes": [("color", "red")]})  # pyarrow dict or Beam pairs alike
-    assert h != source_hash({**item, "title": "Shoes 2"})
+    h = source_hash_of(item)
+    assert h == source_hash_of({**item, "attributes": [("color", "red")]})  # pyarrow dict or Beam pairs alike
+    assert h != source_hash_of({**item, "title": "Shoes 2"})
     assert not needs_generation(item, {"source_hash": h})
     assert needs_generation(item, {"source_hash": "old"}) and needs_generation(item, None)
-    assert source_hash({**item, "source_hash": "from-ingest"}) == "from-ingest"
+    assert source_hash_of({**item, "source_hash": "from-ingest"}) == "from-ingest"
+    assert h == source_hash("Shoes", None, None, "Fleet", [("color", "red")], None)  # ingest's algorithm
 
 
 def test_text_metrics():
@@ -149,7 +172,18 @@ def test_a_description_that_drifts_from_the_item_attributes_is_not_published():
     item = Item("小米", {"颜色": "红色", "容量": "256GB"})
     good = "这款红色手机存储256GB，轻薄耐用。"
     assert degenerate_reason(good, "zh", check(good, item, lex)) is None
-    assert degenerate_reason("这款蓝色手机存储256GB，轻薄耐用。", "zh", check("这款蓝色手机存储256GB，轻薄耐用。", item, lex)) == "contradiction"
-    assert degenerate_reason("华为红色手机，256GB，轻薄耐用。", "zh", check("华为红色手机，256GB，轻薄耐用。", item, lex)) == "wrong_brand"
-    assert degenerate_reason("这款枕头柔软舒适，适合送礼。", "zh", check("这款枕头柔软舒适，适合送礼。", item, lex)) == "low_coverage"
+    assert (
+        degenerate_reason(
+            "这款蓝色手机存储256GB，轻薄耐用。", "zh", check("这款蓝色手机存储256GB，轻薄耐用。", item, lex)
+        )
+        == "contradiction"
+    )
+    assert (
+        degenerate_reason("华为红色手机，256GB，轻薄耐用。", "zh", check("华为红色手机，256GB，轻薄耐用。", item, lex))
+        == "wrong_brand"
+    )
+    assert (
+        degenerate_reason("这款枕头柔软舒适，适合送礼。", "zh", check("这款枕头柔软舒适，适合送礼。", item, lex))
+        == "low_coverage"
+    )
     assert degenerate_reason("这款枕头柔软舒适，适合送礼。", "zh") is None  # no findings, no faithfulness check

@@ -1,20 +1,19 @@
 """The evaluate stage on the tiny shop: ranks checked against a hand computation with the model."""
+
 from __future__ import annotations
 
 import json
 import math
 
-import pyarrow as pa
 import pytest
 import torch
+from test_score_pipeline import DATE, VERSION, _item, tiny_model, write_curated, write_partition
 
 from shopllm import modelstore, storage
 from shopllm.config import ScoreConfig
 from shopllm.schemas import TOKENS, TOKENS_SCHEMA
 from shopllm.sequences import attribute_text, describe_sequence, history_prompt, search_prompt
 from shopllm.tokenizer import TextTokenizer
-
-from test_score_pipeline import DATE, VERSION, _item, tiny_model, write_curated, write_partition
 
 
 def _hand_rank(model, prompt, target_tok, catalog_toks, masked_toks=()):
@@ -28,7 +27,7 @@ def _hand_rank(model, prompt, target_tok, catalog_toks, masked_toks=()):
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
     from jobs.cli import main
-    from pipelines.score import run_score
+    from jobs.score import run_score
 
     out = tmp_path_factory.mktemp("eval")
     items, _ = write_curated(out)
@@ -39,19 +38,44 @@ def evaluated(tmp_path_factory):
     n = tok.n_text
     t = lambda i: lm.items.token_id(i, n)  # noqa: E731
     by_id = {i["item_id"]: i for i in items}
-    attr = tok.encode(attribute_text(by_id["i01"]["title"], by_id["i01"]["category"], by_id["i01"]["brand"],
-                                     by_id["i01"]["attributes"]))
+    attr = tok.encode(
+        attribute_text(
+            by_id["i01"]["title"], by_id["i01"]["category"], by_id["i01"]["brand"], by_id["i01"]["attributes"]
+        )
+    )
     rows = [
-        {"kind": "history", "subject_id": "u1", "input_ids": history_prompt([t("i00"), t("i01"), t("i02")]),
-         "target_item": "i03", "target_id": t("i03"), "history_ids": [t("i00"), t("i01"), t("i02")]},
-        {"kind": "history", "subject_id": "u9", "input_ids": history_prompt([t("i04")]),
-         "target_item": "gone-item", "target_id": t("gone-item"), "history_ids": [t("i04")]},
-        {"kind": "search", "subject_id": "wireless headphones",
-         "input_ids": search_prompt(tok.encode("wireless headphones")), "target_item": "i05",
-         "target_id": t("i05"), "history_ids": []},
-        {"kind": "describe", "subject_id": "i01",
-         "input_ids": describe_sequence(t("i01"), attr[:30], tok.encode("great sound, long battery"), 64),
-         "target_item": "i01", "target_id": t("i01"), "history_ids": []},
+        {
+            "kind": "history",
+            "subject_id": "u1",
+            "input_ids": history_prompt([t("i00"), t("i01"), t("i02")]),
+            "target_item": "i03",
+            "target_id": t("i03"),
+            "history_ids": [t("i00"), t("i01"), t("i02")],
+        },
+        {
+            "kind": "history",
+            "subject_id": "u9",
+            "input_ids": history_prompt([t("i04")]),
+            "target_item": "gone-item",
+            "target_id": t("gone-item"),
+            "history_ids": [t("i04")],
+        },
+        {
+            "kind": "search",
+            "subject_id": "wireless headphones",
+            "input_ids": search_prompt(tok.encode("wireless headphones")),
+            "target_item": "i05",
+            "target_id": t("i05"),
+            "history_ids": [],
+        },
+        {
+            "kind": "describe",
+            "subject_id": "i01",
+            "input_ids": describe_sequence(t("i01"), attr[:30], tok.encode("great sound, long battery"), 64),
+            "target_item": "i01",
+            "target_id": t("i01"),
+            "history_ids": [],
+        },
     ]
     write_partition(out, f"{TOKENS}/test", DATE, rows, TOKENS_SCHEMA)
     assert main(["evaluate", "--out", str(out), "--date", DATE]) == 0
@@ -63,8 +87,9 @@ def evaluated(tmp_path_factory):
 def test_user_scope_ranks_from_the_test_history(evaluated):
     s, model, t, _, catalog = evaluated
     user = s["ranking"]["user"]
-    r = _hand_rank(model, history_prompt([t("i00"), t("i01"), t("i02")]), t("i03"), catalog,
-                   {t("i00"), t("i01"), t("i02")})
+    r = _hand_rank(
+        model, history_prompt([t("i00"), t("i01"), t("i02")]), t("i03"), catalog, {t("i00"), t("i01"), t("i02")}
+    )
     # u1's rank r, and u9's target left the catalog: a miss at rank C + 1
     assert user["n"] == 2 and user["target_not_in_catalog"] == 1
     assert user["mrr"] == pytest.approx((1 / r + 1 / 13) / 2)
@@ -97,12 +122,14 @@ def test_description_metrics(evaluated):
     assert every["distinct-2"] is None and d["examples"] == []  # nothing generated was published
     assert d["catalog_model_share"] == 0.0  # no item of the catalog has the model's text
     assert {k for k in d if k not in ("heldout_items", "perplexity", "examples", "all", "catalog_model_share")} <= {
-        "en", "zh"}
+        "en",
+        "zh",
+    }
 
 
 def test_missing_test_split_is_a_clear_error(tmp_path, capsys):
     from jobs.cli import main
-    from pipelines.score import run_score
+    from jobs.score import run_score
 
     items, _ = write_curated(tmp_path, items=[_item(i) for i in range(4)])
     tiny_model(tmp_path, items)

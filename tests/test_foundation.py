@@ -1,14 +1,14 @@
 """Config, storage publishing, the run lock and stage markers."""
+
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-from shopllm import config, runstate, schemas, storage
+from shopllm import config, runstate, storage
 from shopllm.errors import ConfigError
 
 
@@ -32,6 +32,25 @@ def test_config_file_overrides_and_rejects_unknown(tmp_path):
         config.load(str(bad))
     with pytest.raises(ConfigError, match="not found"):
         config.load(str(tmp_path / "missing.toml"))
+
+
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ("[train]\nmax_steps = 0\n", "config.train.max_steps"),
+        ("[train]\nema_decay = 1.0\n", "config.train.ema_decay"),
+        ("[score]\ntop_k = 0\n", "config.score.top_k"),
+        ("[score]\ntop_p = 1.5\n", "top_p"),
+        ("[prepare]\ntie_shuffles = 65\n", "config.prepare.tie_shuffles"),
+        ("[prepare]\nsearch_holdout = 1.0\n", "config.prepare.search_holdout"),
+        ("[ingest]\nshards = 0\n", "config.ingest.shards"),
+    ],
+)
+def test_an_impossible_setting_fails_on_load_naming_it(tmp_path, text, named):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError, match=named):
+        config.load(str(bad))
 
 
 def test_publish_replaces_partition_whole_and_leaves_no_staging(tmp_path):
@@ -71,7 +90,7 @@ def test_lock_refuses_second_run_and_takes_over_stale(tmp_path):
     # a lock left by a dead process is taken over
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     lock = runstate.RunLock(tmp_path)
-    lock.path.write_text('{"pid": %s, "host": "%s", "started": "x"}' % (dead.stdout.strip(), os.uname().nodename))
+    lock.path.write_text(f'{{"pid": {dead.stdout.strip()}, "host": "{os.uname().nodename}", "started": "x"}}')
     with lock:
         assert lock.took_over["pid"] == int(dead.stdout)
     assert not lock.path.exists()

@@ -1,17 +1,35 @@
 """The query blend: our BM25 against bm25s, the blend's effect, and the weight fitted on held-out searches."""
+
 import numpy as np
 import pytest
 import torch
 
 from shopllm.lexical import LexicalIndex, blend, fit_weight, item_text, terms
 
-DOCS = ["索尼 无线蓝牙耳机 黑色 数码 > 耳机", "小米 手机 12GB 数码 > 手机", "Levi's slim jeans, blue Apparel > Jeans",
-        "Uniqlo loose jeans, black Apparel > Jeans", "绿联 充电器 65W 数码 > 充电器", "Uniqlo cotton T-shirt, black"]
+DOCS = [
+    "索尼 无线蓝牙耳机 黑色 数码 > 耳机",
+    "小米 手机 12GB 数码 > 手机",
+    "Levi's slim jeans, blue Apparel > Jeans",
+    "Uniqlo loose jeans, black Apparel > Jeans",
+    "绿联 充电器 65W 数码 > 充电器",
+    "Uniqlo cotton T-shirt, black",
+]
 
 
 def test_terms_split_latin_words_and_chinese_characters_and_bigrams():
-    assert terms("索尼 WH-1000XM5 无线耳机") == ["wh-1000xm5", "索", "尼", "索尼", "无", "线", "耳", "机",
-                                               "无线", "线耳", "耳机"]
+    assert terms("索尼 WH-1000XM5 无线耳机") == [
+        "wh-1000xm5",
+        "索",
+        "尼",
+        "索尼",
+        "无",
+        "线",
+        "耳",
+        "机",
+        "无线",
+        "线耳",
+        "耳机",
+    ]
     assert terms("ＵＮＩＱＬＯ Jeans") == ["uniqlo", "jeans"]  # NFKC folds full-width letters
 
 
@@ -53,6 +71,11 @@ def test_the_weight_is_fitted_on_held_out_searches():
 
 
 def test_item_text_holds_what_a_search_finds_an_item_by():
-    row = {"title": "Sony WH-1000XM5", "category": "Electronics > Headphones", "brand": "Sony",
-           "attributes": {"color": "black", "battery life": "30 hours"}, "description": "not searched"}
+    row = {
+        "title": "Sony WH-1000XM5",
+        "category": "Electronics > Headphones",
+        "brand": "Sony",
+        "attributes": {"color": "black", "battery life": "30 hours"},
+        "description": "not searched",
+    }
     assert item_text(row) == "Sony WH-1000XM5 Electronics > Headphones Sony battery life 30 hours color black"

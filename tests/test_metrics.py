@@ -1,4 +1,5 @@
 """Full-ranking metrics against values worked out by hand."""
+
 import math
 
 import numpy as np
@@ -29,11 +30,13 @@ def test_ties_are_pessimistic():
 
 def test_hand_computed_hr_ndcg_mrr():
     # target ranks 1, 3 and 12 (k = 10)
-    scores = torch.tensor([
-        [5.0] + [0.0] * 14,
-        [3.0, 2.0, 1.0] + [0.0] * 12,
-        [float(15 - i) for i in range(15)],
-    ])
+    scores = torch.tensor(
+        [
+            [5.0] + [0.0] * 14,
+            [3.0, 2.0, 1.0] + [0.0] * 12,
+            [float(15 - i) for i in range(15)],
+        ]
+    )
     m = rank_metrics(scores, torch.tensor([0, 2, 11]), ks=(10,))
     assert m["hr@10"] == pytest.approx(2 / 3)
     assert m["ndcg@10"] == pytest.approx((1.0 + 1.0 / math.log2(4)) / 3)
@@ -58,8 +61,8 @@ def test_perplexity_of_a_uniform_model_is_the_vocabulary_size():
         def train(self, mode=True):
             pass
 
-        def training_loss(self, idx, targets):
-            return torch.tensor(math.log(50.0))
+        def __call__(self, idx, targets):
+            return None, torch.tensor(math.log(50.0))
 
     batches = [(torch.zeros(2, 3, dtype=torch.long), torch.tensor([[1, 2, -1], [3, -1, -1]]))]
     assert perplexity(Uniform(), batches) == pytest.approx(50.0)
@@ -69,7 +72,9 @@ def test_evaluate_rows_matches_the_models_own_next_item_logprobs():
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_text=20, n_items=30, block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.0)).eval()
     prompts = [np.array([1, 3, 25, 30]), np.array([1, 3, 40, 41, 42, 43])]
-    rows = EvalRows(prompts, ["history", "history"], np.array([33, 45]), [np.array([25, 30]), np.array([40, 41, 42, 43])], [])
+    rows = EvalRows(
+        prompts, ["history", "history"], np.array([33, 45]), [np.array([25, 30]), np.array([40, 41, 42, 43])], []
+    )
     got = evaluate_rows(model, rows, batch_size=2)
     ranks = []
     for p, t, h in zip(prompts, rows.targets, rows.histories):

@@ -1,5 +1,4 @@
 """The transformer: loss over the right part of the vocabulary, padding, KV cache, warm start."""
-import math
 
 import pytest
 import torch
@@ -15,13 +14,24 @@ def tiny(**kw) -> GPT:
     return GPT(GPTConfig(**cfg)).eval()
 
 
-def test_forward_shapes_and_training_loss_agree():
+def loss_of(m, idx, targets, **kw) -> torch.Tensor:
+    return m(idx, targets, **kw)[1]
+
+
+def test_forward_gives_the_mean_loss_with_targets_and_last_logits_without():
     m = tiny()
     idx = torch.tensor([[1, 3, 22, 25], [1, 3, 27, 0]])
     targets = torch.tensor([[3, 22, 25, 2], [3, 27, 2, -1]])
     logits, loss = m(idx, targets)
-    assert logits.shape == (2, 4, 30)
-    assert m.training_loss(idx, targets).item() == pytest.approx(loss.item(), abs=1e-6)
+    assert logits is None  # training never builds the (B, T, V) logits
+    h = m.hidden(idx)
+    nll = [
+        -F.log_softmax(m.item_logits(h[b, t]) if y >= 20 else m.text_logits(h[b, t]), -1)[y - 20 if y >= 20 else y]
+        for b, row in enumerate(targets.tolist())
+        for t, y in enumerate(row)
+        if y >= 0
+    ]
+    assert loss.item() == pytest.approx(torch.stack(nll).mean().item(), abs=1e-5)
     last, none = m(idx)
     assert last.shape == (2, 1, 30) and none is None
 
@@ -32,28 +42,29 @@ def test_item_targets_are_scored_over_items_and_text_over_text():
     targets = torch.tensor([[-1, -1, 25]])  # one item target
     h = m.hidden(idx)[0, -1]
     expected = -F.log_softmax(m.item_logits(h), -1)[25 - 20]
-    assert m.training_loss(idx, targets).item() == pytest.approx(expected.item(), abs=1e-5)
+    assert loss_of(m, idx, targets).item() == pytest.approx(expected.item(), abs=1e-5)
     targets = torch.tensor([[-1, -1, 7]])  # one text target
     expected = -F.log_softmax(m.text_logits(h), -1)[7]
-    assert m.training_loss(idx, targets).item() == pytest.approx(expected.item(), abs=1e-5)
+    assert loss_of(m, idx, targets).item() == pytest.approx(expected.item(), abs=1e-5)
 
 
 def test_label_smoothing_is_off_by_default_and_softens_item_targets_only():
     m = tiny()
     idx = torch.tensor([[1, 3, 22, 23]])
     targets = torch.tensor([[3, 22, 23, 24]])
-    plain = m.training_loss(idx, targets)
-    assert m.training_loss(idx, targets, label_smoothing=0.0).item() == plain.item()
-    assert m.training_loss(idx, targets, label_smoothing=0.5).item() != pytest.approx(plain.item())
+    plain = loss_of(m, idx, targets)
+    assert loss_of(m, idx, targets, label_smoothing=0.0).item() == plain.item()
+    assert loss_of(m, idx, targets, label_smoothing=0.5).item() != pytest.approx(plain.item())
     text_only = torch.tensor([[3, 4, 5, 6]])
-    assert m.training_loss(idx, text_only, label_smoothing=0.5).item() == m.training_loss(idx, text_only).item()
+    assert loss_of(m, idx, text_only, label_smoothing=0.5).item() == loss_of(m, idx, text_only).item()
 
 
 def test_left_padded_prompt_ranks_like_the_unpadded_one():
     m = tiny()
     alone = m.next_item_logprobs(torch.tensor([[1, 3, 22, 25]]))
-    padded = m.next_item_logprobs(torch.tensor([[0, 0, 1, 3, 22, 25]]),
-                                  attention_mask=torch.tensor([[0, 0, 1, 1, 1, 1]]))
+    padded = m.next_item_logprobs(
+        torch.tensor([[0, 0, 1, 3, 22, 25]]), attention_mask=torch.tensor([[0, 0, 1, 1, 1, 1]])
+    )
     torch.testing.assert_close(alone, padded, atol=1e-5, rtol=1e-5)
 
 
@@ -89,7 +100,7 @@ def test_flops_per_token_agrees_with_torchs_flop_counter(item_share):
     n_text_targets = int(B * T * (1 - item_share))
     targets.view(-1)[:n_text_targets] = torch.randint(10, c.n_text, (n_text_targets,))
     with FlopCounterMode(display=False) as counter:
-        m.training_loss(idx, targets).backward()
+        loss_of(m, idx, targets).backward()
     attention = 12 * c.n_layer * c.n_embd * c.block_size
     assert m.flops_per_token(item_share) - attention == pytest.approx(counter.get_total_flops() / (B * T), rel=0.01)
 
@@ -108,10 +119,10 @@ def test_future_items_adds_the_items_further_ahead():
     logp = F.log_softmax(m.item_logits(h), -1)  # (T, n_items)
     # item positions are 1, 2, 3 (next = 22, 23, 24); two ahead of them: 23, 24, <eos> (not an item)
     future = -(logp[1, 23 - 20] + logp[2, 24 - 20]) / 2
-    plain = m.training_loss(idx, targets)
-    got = m.training_loss(idx, targets, future_items=2, future_weight=0.5)
+    plain = loss_of(m, idx, targets)
+    got = loss_of(m, idx, targets, future_items=2, future_weight=0.5)
     assert got.item() == pytest.approx(plain.item() + 0.5 * future.item(), abs=1e-5)
-    assert m.training_loss(idx, targets, future_items=1).item() == pytest.approx(plain.item())
+    assert loss_of(m, idx, targets, future_items=1).item() == pytest.approx(plain.item())
 
 
 def brute_unseen_loss(m, idx, targets, label_smoothing):
@@ -138,10 +149,10 @@ def test_mask_seen_items_scores_each_item_over_the_items_not_yet_in_the_row(labe
     # row 1 repeats item 25 (as target, then as input) and item 22 appears before and after text tokens
     idx = torch.tensor([[1, 3, 22, 23, 24, 0, 0], [1, 3, 25, 25, 22, 7, 22]])
     targets = torch.tensor([[3, 22, 23, 24, 2, -1, -1], [3, 25, 25, 22, 7, 22, 26]])
-    got = m.training_loss(idx, targets, label_smoothing=label_smoothing, mask_seen_items=True)
+    got = loss_of(m, idx, targets, label_smoothing=label_smoothing, mask_seen_items=True)
     expected = brute_unseen_loss(m, idx, targets, label_smoothing)
     assert got.item() == pytest.approx(expected.item(), abs=1e-5)
-    plain = m.training_loss(idx, targets, label_smoothing=label_smoothing)
+    plain = loss_of(m, idx, targets, label_smoothing=label_smoothing)
     assert got.item() < plain.item()  # the seen items' probability mass went to the rest
 
 
@@ -151,7 +162,7 @@ def test_mask_seen_items_stays_exact_when_a_seen_item_dominates():
     targets = torch.tensor([[-1, -1, 23, 24]])
     with torch.no_grad():
         m.wte.weight[22] *= 60  # item 22 (seen) now scores far above every other item
-    got = m.training_loss(idx, targets, mask_seen_items=True)
+    got = loss_of(m, idx, targets, mask_seen_items=True)
     assert got.item() == pytest.approx(brute_unseen_loss(m, idx, targets, 0.0).item(), rel=1e-4)
     assert got.item() > 0.1
 
@@ -162,7 +173,7 @@ def test_mask_seen_items_with_future_items_cannot_go_below_zero():
     targets = torch.tensor([[3, 22, 23, 24, 22, 2]])
     with torch.no_grad():
         m.wte.weight[22] *= 40
-    loss = m.training_loss(idx, targets, mask_seen_items=True, future_items=3, future_weight=0.5)
+    loss = loss_of(m, idx, targets, mask_seen_items=True, future_items=3, future_weight=0.5)
     assert torch.isfinite(loss) and loss.item() > 0
 
 
@@ -178,6 +189,6 @@ def test_no_repeat_ngram_blocks_loops_and_keeps_cache_equal():
     assert any(len(set(map(tuple, row.unfold(0, 3, 1).tolist()))) < 28 for row in plain)  # it loops
     blocked = m.generate(idx, 30, no_repeat_ngram=3)
     for row in blocked.tolist():
-        grams = [tuple(row[i:i + 3]) for i in range(len(row) - 2)]
+        grams = [tuple(row[i : i + 3]) for i in range(len(row) - 2)]
         assert len(grams) == len(set(grams))
     assert torch.equal(blocked, m.generate(idx, 30, no_repeat_ngram=3, use_cache=False))

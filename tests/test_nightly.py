@@ -1,9 +1,9 @@
 """The nightly job end to end on a tiny sample shop: reruns, a second and third night, the report, kills, locks,
 bad input."""
+
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import html
 import os
 import re
@@ -46,9 +46,17 @@ max_new_tokens = 16
 top_k = 5
 min_query_count = 2
 """
-PUBLISHED = [schemas.CURATED_ITEMS, schemas.CURATED_EVENTS, schemas.CURATED_SESSIONS, schemas.REJECTS_CATALOG,
-             schemas.REJECTS_EVENTS, *(f"{schemas.TOKENS}/{s}" for s in schemas.SPLITS), schemas.RECOMMENDATIONS,
-             schemas.DESCRIPTIONS, schemas.REPORTS]
+PUBLISHED = [
+    schemas.CURATED_ITEMS,
+    schemas.CURATED_EVENTS,
+    schemas.CURATED_SESSIONS,
+    schemas.REJECTS_CATALOG,
+    schemas.REJECTS_EVENTS,
+    *(f"{schemas.TOKENS}/{s}" for s in schemas.SPLITS),
+    schemas.RECOMMENDATIONS,
+    schemas.DESCRIPTIONS,
+    schemas.REPORTS,
+]
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +68,20 @@ def shop(tmp_path_factory):
 
 
 def nightly_argv(shop: Path, out: Path, date: str = DATE, *extra: str) -> list[str]:
-    return ["nightly", "--catalog", str(shop / "input/catalog/*.jsonl.gz"), "--events",
-            str(shop / "input/events/*.jsonl.gz"), "--out", str(out), "--date", date,
-            "--config", str(shop / "tiny.toml"), *extra]
+    return [
+        "nightly",
+        "--catalog",
+        str(shop / "input/catalog/*.jsonl.gz"),
+        "--events",
+        str(shop / "input/events/*.jsonl.gz"),
+        "--out",
+        str(out),
+        "--date",
+        date,
+        "--config",
+        str(shop / "tiny.toml"),
+        *extra,
+    ]
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -118,7 +137,6 @@ def test_rerun_of_the_same_date_gives_identical_partitions(shop, first_night):
 
 def test_rerun_without_force_resumes_and_skips_completed_stages(shop, first_night, capsys):
     assert main(nightly_argv(shop, first_night)) == 0
-    killed_inside = []
     for stage in ("ingest", "prepare", "train", "score", "evaluate", "report"):
         assert runstate.stage_done(first_night, DATE, stage)
 
@@ -157,8 +175,9 @@ def test_the_report_of_a_third_night_reads_at_a_glance(shop, first_night):
     cells = re.findall(r"<td>(.*?)</td>", page, flags=re.S)
     assert cells and not [c for c in cells if html.unescape(c).lstrip().startswith(("{", "["))]
     shown = data["summaries"]["evaluate"]["descriptions"]["examples"] + data["fallback_examples"]
-    assert shown and all(e.get("flags") and html.escape(e.get("description") or e["published instead"]) in page
-                         for e in shown)
+    assert shown and all(
+        e.get("flags") and html.escape(e.get("description") or e["published instead"]) in page for e in shown
+    )
     assert all(html.escape(e["model text (not published)"]) in page for e in data["fallback_examples"])
     reasons = {(r["source"], r["reason"]) for r in data["reject_examples"]}
     ingest = data["summaries"]["ingest"]
@@ -176,8 +195,17 @@ def test_second_concurrent_run_is_refused(shop, tmp_path, capsys):
 
 def test_missing_input_fails_fast_and_publishes_nothing(tmp_path, capsys):
     out = tmp_path / "out"
-    argv = ["nightly", "--catalog", str(tmp_path / "nope/*.jsonl"), "--events", str(tmp_path / "none.jsonl"),
-            "--out", str(out), "--date", DATE]
+    argv = [
+        "nightly",
+        "--catalog",
+        str(tmp_path / "nope/*.jsonl"),
+        "--events",
+        str(tmp_path / "none.jsonl"),
+        "--out",
+        str(out),
+        "--date",
+        DATE,
+    ]
     assert main(argv) != 0
     err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "ingest" in err[0] and "nope" in err[0]
@@ -237,9 +265,24 @@ def three_nights(tmp_path_factory) -> Path:
         for f in sorted((root / "input/events").glob("events-*.jsonl.gz")):
             if f.name.removeprefix("events-")[:10] <= date:
                 shutil.copy(f, events / f.name)
-        assert main(["nightly", "--catalog", str(root / "input/catalog/*.jsonl.gz"), "--events",
-                     str(events / "*.jsonl.gz"), "--out", str(root / "out"), "--date", date,
-                     "--config", str(root / "tiny.toml")]) == 0
+        assert (
+            main(
+                [
+                    "nightly",
+                    "--catalog",
+                    str(root / "input/catalog/*.jsonl.gz"),
+                    "--events",
+                    str(events / "*.jsonl.gz"),
+                    "--out",
+                    str(root / "out"),
+                    "--date",
+                    date,
+                    "--config",
+                    str(root / "tiny.toml"),
+                ]
+            )
+            == 0
+        )
     return storage.partition_dir(root / "out", schemas.REPORTS, THIRD)
 
 
@@ -254,19 +297,33 @@ def test_the_third_night_report_in_headless_chromium(three_nights, tmp_path):
     assert shot.stat().st_size > 20_000  # a drawn page, not a blank one
     cards = {c["label"]: c for c in page.cards}
     assert len(cards) >= 10 and all(c.get("value") for c in cards.values())
-    for label in ("catalog items", "events kept", "records rejected", "user ndcg@10", "session ndcg@10",
-                  "search ndcg@10", "catalog with a model description", "run time before the report"):
+    for label in (
+        "catalog items",
+        "events kept",
+        "records rejected",
+        "user ndcg@10",
+        "session ndcg@10",
+        "search ndcg@10",
+        "catalog with a model description",
+        "run time before the report",
+    ):
         assert cards[label]["value"] != "n/a" and cards[label]["change"][:1] in "+-", cards[label]
     assert int(cards["events kept"]["change"].replace(",", "")) > 0  # the feed grew since last night
     tonight = cards["tonight's descriptions published as generated"]  # the catalog did not change: none new
     assert (tonight["value"], tonight["change"]) == ("n/a", "not measured tonight")
-    assert set(page.plots) >= {"Metrics over nights", "Rejects by reason", "Training loss", "Validation ndcg@10",
-                               "Time per stage"}
+    assert set(page.plots) >= {
+        "Metrics over nights",
+        "Rejects by reason",
+        "Training loss",
+        "Validation ndcg@10",
+        "Time per stage",
+    }
     trends = page.plots["Metrics over nights"]
     assert len(trends) == 5 and all(points == 3 for points in trends.values()), trends  # a point per night
     assert page.plots["Validation ndcg@10"] and all(page.plots["Validation ndcg@10"].values())
-    cells = [cell for t in page.tables for row in t["rows"] for column, cell in zip(t["columns"], row)
-             if column != "raw"]  # the raw column shows a rejected record as it came in (JSON Lines, here)
+    cells = [
+        cell for t in page.tables for row in t["rows"] for column, cell in zip(t["columns"], row) if column != "raw"
+    ]  # the raw column shows a rejected record as it came in (JSON Lines, here)
     assert cells and not [c for c in cells if c.startswith(("{", "["))]
     for heading in ("Ten published at random", "Fallbacks"):
         table = page.table(heading)

@@ -3,6 +3,7 @@ searches that repeat, about half of them sharing no word with the item they led 
 
 The checks read the written files as a user (or the ingest) would.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -50,8 +51,24 @@ def test_same_seed_same_bytes(tmp_path):
 
 def test_every_record_passes_the_real_ingest(shop, tmp_path):
     out, date = tmp_path / "out", SMALL.end_date
-    assert cli.main(["ingest", "--catalog", str(shop / "catalog/*.jsonl.gz"), "--events", str(shop / "events/*.jsonl.gz"),
-                     "--out", str(out), "--date", date, "--shards", "2"]) == 0
+    assert (
+        cli.main(
+            [
+                "ingest",
+                "--catalog",
+                str(shop / "catalog/*.jsonl.gz"),
+                "--events",
+                str(shop / "events/*.jsonl.gz"),
+                "--out",
+                str(out),
+                "--date",
+                date,
+                "--shards",
+                "2",
+            ]
+        )
+        == 0
+    )
     summary = storage.read_json(storage.summary_path(out, date, "ingest"))
     assert summary["catalog"]["read"] == summary["catalog"]["kept"] == SMALL.items
     assert summary["events"]["read"] == summary["events"]["kept"] == SMALL.events
@@ -91,7 +108,9 @@ def test_searches_repeat_and_about_half_share_no_word_with_their_target(shop):
     no_word = 0
     for q, item in searches:
         assert bool(CJK.search(q)) == bool(CJK.search(item["title"])) and (CJK.search(q) or q == q.lower())
-        text = " ".join([item["title"], item["category"], item["brand"], *item["attributes"], *item["attributes"].values()])
+        text = " ".join(
+            [item["title"], item["category"], item["brand"], *item["attributes"], *item["attributes"].values()]
+        )
         no_word += not shares_word(q, text)
     share = no_word / len(searches)
     assert 0.35 <= share <= 0.65, share

@@ -1,4 +1,5 @@
 """The prepare pipeline: the example-building transform on tiny inputs, and `shopllm prepare` end to end."""
+
 import datetime as dt
 import json
 import random
@@ -16,45 +17,84 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from jobs.cli import main
 from pipelines.prepare import BuildExamples, Fanout
-from shopllm import examples, storage
+from shopllm import hashing, storage, training_rows
 from shopllm.config import PrepareConfig
-from shopllm.examples import Example
 from shopllm.schemas import CURATED_EVENTS, CURATED_ITEMS, CURATED_SESSIONS, EVENTS, ITEMS, SESSIONS, TOKENS
+from shopllm.sequences import (
+    attribute_sequence,
+    attribute_text,
+    describe_sequence,
+    history_prompt,
+    history_sequence,
+    search_prompt,
+)
 from shopllm.slots import BRAND_SLOT, CATEGORY_SLOT, NAME_SLOT, SlotVocab, delexicalize
-from shopllm.sequences import attribute_sequence, attribute_text, describe_sequence, history_prompt, history_sequence, search_prompt
 from shopllm.tokenizer import TextTokenizer
 from shopllm.vocab import EOS_ID, ItemVocab
+from tests import reference_rows
+from tests.reference_rows import Example
 
 DATE = "2024-05-01"
-T0 = dt.datetime(2024, 5, 1, 8, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2024, 5, 1, 8, tzinfo=dt.UTC)
 
 
 # ---- tiny curated partitions ---------------------------------------------------------------------
 
+
 def item(item_id, title, description="", category="数码 > 耳机", brand="Acme", attributes=None, language="zh"):
-    return {"item_id": item_id, "title": title, "description": description, "category": category, "brand": brand,
-            "price": 9.9, "currency": "CNY", "attributes": list((attributes or {}).items()), "language": language,
-            "updated_at": T0, "source_hash": "h"}
+    return {
+        "item_id": item_id,
+        "title": title,
+        "description": description,
+        "category": category,
+        "brand": brand,
+        "price": 9.9,
+        "currency": "CNY",
+        "attributes": list((attributes or {}).items()),
+        "language": language,
+        "updated_at": T0,
+        "source_hash": "h",
+    }
 
 
 def event(n, user, session, etype, item_id=None, query=None, minutes=None):
-    return {"event_id": f"e{n}", "user_id": user, "session_id": session, "event_type": etype, "item_id": item_id,
-            "query": query, "ts": T0 + dt.timedelta(minutes=n if minutes is None else minutes), "arrival": n}
+    return {
+        "event_id": f"e{n}",
+        "user_id": user,
+        "session_id": session,
+        "event_type": etype,
+        "item_id": item_id,
+        "query": query,
+        "ts": T0 + dt.timedelta(minutes=n if minutes is None else minutes),
+        "arrival": n,
+    }
 
 
 def sessions_of(events):
     by_session = {}
     for e in sorted(events, key=lambda e: (e["ts"], e["arrival"])):
         by_session.setdefault(e["session_id"], []).append(e)
-    return [{"session_id": s, "user_id": evs[0]["user_id"], "start_ts": evs[0]["ts"], "end_ts": evs[-1]["ts"],
-             "n_events": len(evs), "event_types": [e["event_type"] for e in evs],
-             "item_ids": [e["item_id"] for e in evs], "queries": [e["query"] for e in evs]}
-            for s, evs in by_session.items()]
+    return [
+        {
+            "session_id": s,
+            "user_id": evs[0]["user_id"],
+            "start_ts": evs[0]["ts"],
+            "end_ts": evs[-1]["ts"],
+            "n_events": len(evs),
+            "event_types": [e["event_type"] for e in evs],
+            "item_ids": [e["item_id"] for e in evs],
+            "queries": [e["query"] for e in evs],
+        }
+        for s, evs in by_session.items()
+    ]
 
 
 def write_curated(out, date, items, events):
-    for dataset, schema, rows in ((CURATED_ITEMS, ITEMS, items), (CURATED_EVENTS, EVENTS, events),
-                                  (CURATED_SESSIONS, SESSIONS, sessions_of(events))):
+    for dataset, schema, rows in (
+        (CURATED_ITEMS, ITEMS, items),
+        (CURATED_EVENTS, EVENTS, events),
+        (CURATED_SESSIONS, SESSIONS, sessions_of(events)),
+    ):
         with storage.publishing(out, dataset, date) as tmp:
             storage.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
 
@@ -72,8 +112,15 @@ def realistic_shop(n_items=60, n_users=40, seed=7):
         words = rng.sample(ZH_WORDS if zh else EN_WORDS, 3)
         title = ("" if zh else " ").join(words)
         desc = "".join(rng.choices(ZH_WORDS, k=12)) if zh else " ".join(rng.choices(EN_WORDS, k=12))
-        items.append(item(f"sku-{k:03d}", title, desc if k % 7 else "", language="zh" if zh else "en",
-                          attributes={"颜色": rng.choice(["黑色", "白色"]), "size": rng.choice(["S", "M", "L"])}))
+        items.append(
+            item(
+                f"sku-{k:03d}",
+                title,
+                desc if k % 7 else "",
+                language="zh" if zh else "en",
+                attributes={"颜色": rng.choice(["黑色", "白色"]), "size": rng.choice(["S", "M", "L"])},
+            )
+        )
     events, n = [], 0
     for u in range(n_users):
         for s in range(rng.randint(1, 3)):
@@ -82,12 +129,28 @@ def realistic_shop(n_items=60, n_users=40, seed=7):
             for _ in range(rng.randint(1, 8)):
                 n += 1
                 if rng.random() < 0.25:
-                    events.append(event(n, f"u{u}", session, "search", query=" ".join(rng.sample(ZH_WORDS, 2)),
-                                        minutes=base + n // 2 % 90))  # pairs of events share a minute
+                    events.append(
+                        event(
+                            n,
+                            f"u{u}",
+                            session,
+                            "search",
+                            query=" ".join(rng.sample(ZH_WORDS, 2)),
+                            minutes=base + n // 2 % 90,
+                        )
+                    )  # pairs of events share a minute
                 else:
                     etype = rng.choice(["view", "view", "click", "add_to_cart", "purchase"])
-                    events.append(event(n, f"u{u}", session, etype, item_id=f"sku-{rng.randrange(n_items):03d}",
-                                        minutes=base + n // 2 % 90))  # pairs of events share a minute
+                    events.append(
+                        event(
+                            n,
+                            f"u{u}",
+                            session,
+                            etype,
+                            item_id=f"sku-{rng.randrange(n_items):03d}",
+                            minutes=base + n // 2 % 90,
+                        )
+                    )  # pairs of events share a minute
     return items, events
 
 
@@ -106,13 +169,22 @@ def prepare(out, *extra, config=None):
 
 # ---- the example-building transform --------------------------------------------------------------
 
+
 @pytest.mark.parametrize("spread", [Fanout(), Fanout(user_shards=1, sort_groups=1)])
 def test_build_examples_transform_on_tiny_input(tmp_path, spread):
-    items = [item("a", "蓝牙耳机", "音质好"), item("b", "保温杯", "不锈钢"), item("c", "键盘", ""),
-             item("d", "Mouse", "silent", language="en")]
-    events = [event(1, "u1", "s1", "view", "a"), event(2, "u1", "s1", "search", query="杯子"),
-              event(3, "u1", "s1", "click", "b"), event(4, "u1", "s1", "purchase", "c"),
-              event(5, "u2", "s2", "view", "d")]
+    items = [
+        item("a", "蓝牙耳机", "音质好"),
+        item("b", "保温杯", "不锈钢"),
+        item("c", "键盘", ""),
+        item("d", "Mouse", "silent", language="en"),
+    ]
+    events = [
+        event(1, "u1", "s1", "view", "a"),
+        event(2, "u1", "s1", "search", query="杯子"),
+        event(3, "u1", "s1", "click", "b"),
+        event(4, "u1", "s1", "purchase", "c"),
+        event(5, "u2", "s2", "view", "d"),
+    ]
     tokenizer = TextTokenizer.train(["蓝牙耳机 音质好", "保温杯 不锈钢", "杯子 Mouse silent"] * 5, vocab_size=400)
     tokenizer_path = tokenizer.save(tmp_path / "tokenizer.json")
     vocab = ItemVocab([])
@@ -124,9 +196,15 @@ def test_build_examples_transform_on_tiny_input(tmp_path, spread):
 
     def describe(token, it):
         attrs = tokenizer.encode(attribute_text(it["title"], it["category"], it["brand"], it["attributes"]))
-        return Example("train", "describe", it["item_id"],
-                       describe_sequence(token, attrs, tokenizer.encode(it["description"]), cfg.max_describe_tokens),
-                       None, -1, [])
+        return Example(
+            "train",
+            "describe",
+            it["item_id"],
+            describe_sequence(token, attrs, tokenizer.encode(it["description"]), cfg.max_describe_tokens),
+            None,
+            -1,
+            [],
+        )
 
     expected = [
         # u1: a, b, c -> valid b, test c; the search "杯子" led to b, a held-out event, so it is not trained on
@@ -134,17 +212,37 @@ def test_build_examples_transform_on_tiny_input(tmp_path, spread):
         Example("test", "history", "u1", history_prompt([a, b]), "c", c, [a, b]),
         Example("train", "history", "u1", history_sequence([a]), None, -1, []),
         Example("train", "history", "u2", history_sequence([d]), None, -1, []),  # short user
-        describe(a, items[0]), describe(b, items[1]), describe(d, items[3]),
-        Example("train", "describe", "c", attribute_sequence(c, tokenizer.encode(attribute_text(
-            items[2]["title"], items[2]["category"], items[2]["brand"], items[2]["attributes"])),
-            cfg.max_describe_tokens), None, -1, []),  # c has no description: its attribute text alone
+        describe(a, items[0]),
+        describe(b, items[1]),
+        describe(d, items[3]),
+        Example(
+            "train",
+            "describe",
+            "c",
+            attribute_sequence(
+                c,
+                tokenizer.encode(
+                    attribute_text(items[2]["title"], items[2]["category"], items[2]["brand"], items[2]["attributes"])
+                ),
+                cfg.max_describe_tokens,
+            ),
+            None,
+            -1,
+            [],
+        ),  # c has no description: its attribute text alone
     ]
     with BeamTestPipeline(runner=FnApiRunner()) as p:
-        tables = p | beam.Create([("items", pa.Table.from_pylist(items, schema=ITEMS)),
-                                  ("events", pa.Table.from_pylist(events, schema=EVENTS))])
-        rows = (tables
-                | BuildExamples(str(tokenizer_path), str(tmp_path), n, cfg, spread)
-                | beam.FlatMap(lambda kv: examples.table_examples(kv[1])))
+        tables = p | beam.Create(
+            [
+                ("items", pa.Table.from_pylist(items, schema=ITEMS)),
+                ("events", pa.Table.from_pylist(events, schema=EVENTS)),
+            ]
+        )
+        rows = (
+            tables
+            | BuildExamples(str(tokenizer_path), str(tmp_path), n, cfg, spread)
+            | beam.FlatMap(lambda kv: reference_rows.table_examples(kv[1]))
+        )
         assert_that(rows, equal_to(expected))
 
 
@@ -157,25 +255,42 @@ def test_search_holdout_transform_gives_prompt_rows(tmp_path):
     vocab.save(tmp_path)
     cfg = PrepareConfig(search_holdout=0.999999, describe_holdout=0.0, history_eos=True, catalog_search_rows=False)
     a = tokenizer.n_text
-    split = examples.holdout_split("耳机", cfg.search_holdout)
+    split = hashing.holdout_split("耳机", cfg.search_holdout)
     with BeamTestPipeline(runner=FnApiRunner()) as p:
-        rows = (p | beam.Create([("items", pa.Table.from_pylist(items, schema=ITEMS)),
-                                 ("events", pa.Table.from_pylist(events, schema=EVENTS))])
-                | BuildExamples(str(tmp_path / "tokenizer.json"), str(tmp_path), a, cfg)
-                | beam.FlatMap(lambda kv: examples.table_examples(kv[1]))
-                | beam.Filter(lambda ex: ex.kind == "search"))
-        assert_that(rows, equal_to([Example(split, "search", "耳机", search_prompt(tokenizer.encode("耳机")), "a", a, [])]))
+        rows = (
+            p
+            | beam.Create(
+                [
+                    ("items", pa.Table.from_pylist(items, schema=ITEMS)),
+                    ("events", pa.Table.from_pylist(events, schema=EVENTS)),
+                ]
+            )
+            | BuildExamples(str(tmp_path / "tokenizer.json"), str(tmp_path), a, cfg)
+            | beam.FlatMap(lambda kv: reference_rows.table_examples(kv[1]))
+            | beam.Filter(lambda ex: ex.kind == "search")
+        )
+        assert_that(
+            rows, equal_to([Example(split, "search", "耳机", search_prompt(tokenizer.encode("耳机")), "a", a, [])])
+        )
 
 
 # ---- shopllm prepare end to end ------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def night_one(tmp_path_factory):
     out = tmp_path_factory.mktemp("shop") / "out"
     items, events = realistic_shop()
     write_curated(out, DATE, items, events)
-    config = {"shard_rows": 25, "vocab_size": 600, "search_holdout": 0.3, "describe_holdout": 0.2, "tie_shuffles": 2,
-              "history_eos": "true", "catalog_search_rows": "false"}
+    config = {
+        "shard_rows": 25,
+        "vocab_size": 600,
+        "search_holdout": 0.3,
+        "describe_holdout": 0.2,
+        "tie_shuffles": 2,
+        "history_eos": "true",
+        "catalog_search_rows": "false",
+    }
     assert prepare(out, config=config) == 0
     return out, items, events, config
 
@@ -186,8 +301,15 @@ def night_plain(tmp_path_factory):
     out = tmp_path_factory.mktemp("shop") / "out"
     items, events = realistic_shop()
     write_curated(out, DATE, items, events)
-    config = {"shard_rows": 25, "vocab_size": 600, "search_holdout": 0.3, "describe_holdout": 0.2, "tie_shuffles": 0,
-              "history_eos": "false", "catalog_search_rows": "false"}
+    config = {
+        "shard_rows": 25,
+        "vocab_size": 600,
+        "search_holdout": 0.3,
+        "describe_holdout": 0.2,
+        "tie_shuffles": 0,
+        "history_eos": "false",
+        "catalog_search_rows": "false",
+    }
     assert prepare(out, config=config) == 0
     return out, items, events, config
 
@@ -211,17 +333,22 @@ def test_prepare_writes_three_published_splits_readable_by_pandas(night_one):
     tokenizer = TextTokenizer.load(out / "vocab" / "tokenizer.json")
     described = [i for i in items if i["description"]]
     searched = pd.concat(frames.values()).query("kind == 'search'")["subject_id"]
-    attr_tokens = {i["item_id"]: len(tokenizer.encode(attribute_text(i["title"], i["category"], i["brand"],
-                                                                     i["attributes"]))) for i in items}
+    attr_tokens = {
+        i["item_id"]: len(tokenizer.encode(attribute_text(i["title"], i["category"], i["brand"], i["attributes"])))
+        for i in items
+    }
     desc_tokens = {i["item_id"]: len(description_ids(tokenizer, i)) for i in described}
-    assert summary["text_tokens"] == (sum(attr_tokens.values()) + sum(desc_tokens.values())
-                                      + sum(len(tokenizer.encode(q)) for q in searched))
+    assert summary["text_tokens"] == (
+        sum(attr_tokens.values()) + sum(desc_tokens.values()) + sum(len(tokenizer.encode(q)) for q in searched)
+    )
     assert summary["tie_copy_rows"] > 0  # histories with same-minute events have copies
     zh = [i for i in items if i["language"] == "zh"]
-    zh_chars = sum(len(attribute_text(i["title"], i["category"], i["brand"], i["attributes"])) + len(i["description"])
-                   for i in zh)
+    zh_chars = sum(
+        len(attribute_text(i["title"], i["category"], i["brand"], i["attributes"])) + len(i["description"]) for i in zh
+    )
     assert summary["zh_tokens_per_char"] == round(
-        sum(attr_tokens[i["item_id"]] + desc_tokens.get(i["item_id"], 0) for i in zh) / zh_chars, 4)
+        sum(attr_tokens[i["item_id"]] + desc_tokens.get(i["item_id"], 0) for i in zh) / zh_chars, 4
+    )
     assert 0 < summary["zh_tokens_per_char"] < 1.0
 
 
@@ -229,8 +356,11 @@ def description_ids(tokenizer, item) -> list[int]:
     """The describe target of an item as prepare builds it: its own facts as slot tokens."""
     slots = SlotVocab.of(tokenizer)
     facts = slots.facts(item["brand"], item["category"], sorted(item["attributes"]), item["title"])
-    return [i for p in delexicalize(item["description"], facts, slots.name_id)
-            for i in (tokenizer.encode(p) if isinstance(p, str) else [p])]
+    return [
+        i
+        for p in delexicalize(item["description"], facts, slots.name_id)
+        for i in (tokenizer.encode(p) if isinstance(p, str) else [p])
+    ]
 
 
 def test_describe_targets_hold_the_items_facts_as_slot_tokens(night_one):
@@ -238,16 +368,21 @@ def test_describe_targets_hold_the_items_facts_as_slot_tokens(night_one):
     tokenizer = TextTokenizer.load(out / "vocab" / "tokenizer.json")
     slots = SlotVocab.of(tokenizer)
     assert {BRAND_SLOT, CATEGORY_SLOT, NAME_SLOT} <= set(slots.by_name)
-    rows = pd.concat(pd.read_parquet(storage.partition_dir(out, f"{TOKENS}/{s}", DATE)) for s in ("train", "valid", "test"))
+    rows = pd.concat(
+        pd.read_parquet(storage.partition_dir(out, f"{TOKENS}/{s}", DATE)) for s in ("train", "valid", "test")
+    )
     rows = rows[rows.kind == "describe"]
     by_id = {i["item_id"]: i for i in items}
     seen_slots = 0
     for subject, ids in zip(rows.subject_id, rows.input_ids):
         ids = list(ids)
-        if examples.DESC_ID not in ids:
+        if training_rows.DESC_ID not in ids:
             continue  # an attribute-only row
-        target = ids[ids.index(examples.DESC_ID) + 1:]
-        assert target[:len(description_ids(tokenizer, by_id[subject]))] == description_ids(tokenizer, by_id[subject])[:len(target)]
+        target = ids[ids.index(training_rows.DESC_ID) + 1 :]
+        assert (
+            target[: len(description_ids(tokenizer, by_id[subject]))]
+            == description_ids(tokenizer, by_id[subject])[: len(target)]
+        )
         text = tokenizer.decode(target)  # slot tokens decode to nothing
         assert "耳机" not in text  # the category name ("数码 > 耳机") only as its slot
         seen_slots += target.count(slots.by_name[CATEGORY_SLOT])
@@ -300,8 +435,11 @@ def test_spreading_the_work_writes_the_same_files(night_one, tmp_path, monkeypat
     user shards and sort groups and a user's events are gathered from several reads: the same bytes."""
     out, items, events, config = night_one
     rerun = tmp_path / "out"
-    for dataset, schema, rows, parts in ((CURATED_ITEMS, ITEMS, items, 2), (CURATED_EVENTS, EVENTS, events, 3),
-                                         (CURATED_SESSIONS, SESSIONS, sessions_of(events), 1)):
+    for dataset, schema, rows, parts in (
+        (CURATED_ITEMS, ITEMS, items, 2),
+        (CURATED_EVENTS, EVENTS, events, 3),
+        (CURATED_SESSIONS, SESSIONS, sessions_of(events), 1),
+    ):
         with storage.publishing(rerun, dataset, DATE) as tmp:
             for i in range(parts):  # rows dealt round-robin: a user's events land in several files
                 storage.write_table(pa.Table.from_pylist(rows[i::parts], schema=schema), tmp, f"part-{i:05d}.parquet")
@@ -330,9 +468,14 @@ def test_split_is_leak_free(night, request):
         if row["kind"] == "history":
             assert (row["input_ids"][-1] == EOS_ID) == (config.get("history_eos") != "false")
             trained.setdefault(row["subject_id"], []).append(
-                Counter(item_of(t) for t in row["input_ids"][2:] if t != EOS_ID))
-    targets = {(split, r["subject_id"]): r["target_item"]
-               for split, rows in (("valid", valid), ("test", test)) for r in rows if r["kind"] == "history"}
+                Counter(item_of(t) for t in row["input_ids"][2:] if t != EOS_ID)
+            )
+    targets = {
+        (split, r["subject_id"]): r["target_item"]
+        for split, rows in (("valid", valid), ("test", test))
+        for r in rows
+        if r["kind"] == "history"
+    }
 
     held_events = set()
     for user in {e["user_id"] for e in events}:
@@ -352,10 +495,15 @@ def test_split_is_leak_free(night, request):
             assert all(total[item] >= n for item, n in train_runs.items())
 
     expected_pairs = Counter(
-        (query, target["item_id"]) for query, target in search_pairs(events)
-        if examples.holdout_split(query, config["search_holdout"]) == "train" and target["event_id"] not in held_events)
+        (query, target["item_id"])
+        for query, target in search_pairs(events)
+        if hashing.holdout_split(query, config["search_holdout"]) == "train" and target["event_id"] not in held_events
+    )
     assert expected_pairs and any(t["event_id"] in held_events for _, t in search_pairs(events))
-    assert Counter((r["subject_id"], item_of(r["input_ids"][-2])) for r in train if r["kind"] == "search") == expected_pairs
+    assert (
+        Counter((r["subject_id"], item_of(r["input_ids"][-2])) for r in train if r["kind"] == "search")
+        == expected_pairs
+    )
     held_queries = {r["subject_id"] for r in valid + test if r["kind"] == "search"}
     assert held_queries and not held_queries & {r["subject_id"] for r in train if r["kind"] == "search"}
     held_items = {r["subject_id"] for r in valid + test if r["kind"] == "describe"}
@@ -383,7 +531,7 @@ def search_pairs(events):
     for i, e in enumerate(evs):
         if e["event_type"] != "search":
             continue
-        for nxt in evs[i + 1:]:
+        for nxt in evs[i + 1 :]:
             if nxt["session_id"] != e["session_id"]:
                 continue
             if nxt["event_type"] == "search":
@@ -405,9 +553,9 @@ def test_item_ids_stay_stable_when_the_catalog_grows(tmp_path):
     write_curated(out, "2024-05-02", bigger, events)
     assert main(["prepare", "--out", str(out), "--date", "2024-05-02"]) == 0
     second = ItemVocab.load(out / "vocab").items
-    assert second[:len(first)] == first
+    assert second[: len(first)] == first
     new = sorted({it["item_id"] for it in bigger} - set(first))
-    assert second[len(first):] == new
+    assert second[len(first) :] == new
     summary = json.loads(storage.summary_path(out, "2024-05-02", "prepare").read_text())
     assert summary["item_vocab"] == {"size": len(second), "added": len(new)}
     assert summary["tokenizer"]["trained"] is False
@@ -492,10 +640,13 @@ def test_a_failed_shard_write_publishes_no_split_and_leaves_no_staging_folder(ni
         rmtree(path, *args, **kwargs)
 
     monkeypatch.setattr(prepare_module, "write_shard_file", failing)
-    monkeypatch.setattr(prepare_module.shutil, "rmtree", timed_rmtree)
+    monkeypatch.setattr(shutil, "rmtree", timed_rmtree)  # publishing_together removes the staging folders
     # the step itself must wait: teardown's shutdown(wait=True) would otherwise hide a step that did not
-    monkeypatch.setattr(prepare_module.BuildShardExamples, "teardown",
-                        lambda self: self.helper.shutdown(wait=False, cancel_futures=True))
+    monkeypatch.setattr(
+        prepare_module.BuildShardExamples,
+        "teardown",
+        lambda self: self.helper.shutdown(wait=False, cancel_futures=True),
+    )
     with pytest.raises(Exception, match="disk full"):
         prepare(night, config=config)
     assert helper_done and removed and max(helper_done) < min(removed)

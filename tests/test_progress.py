@@ -1,4 +1,5 @@
 """Progress of long work: plain lines at a bounded rate off a terminal, a bar with rate and ETA on one."""
+
 import io
 
 from shopllm.progress import Progress

@@ -1,4 +1,5 @@
 """top_k, the subjects (user / session / query requests) and batch ranking with a two-layer model."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -7,19 +8,28 @@ import pytest
 import torch
 
 from shopllm.model import GPT, GPTConfig
-from shopllm.ranking import (NO_HISTORY, UNKNOWN_ITEMS, RankRequest, Ranker, collapse_repeats, day_bounds,
-                             rank_batch, session_on_day, session_request, top_k, user_request)
+from shopllm.ranking import (
+    NO_HISTORY,
+    UNKNOWN_ITEMS,
+    Ranker,
+    RankRequest,
+    collapse_repeats,
+    day_bounds,
+    rank_batch,
+    session_on_day,
+    session_request,
+    top_k,
+    user_request,
+)
 from shopllm.tokenizer import TextTokenizer
 from shopllm.vocab import ItemVocab
 
-T0 = dt.datetime(2024, 5, 10, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2024, 5, 10, tzinfo=dt.UTC)
 
 
 def test_top_k_breaks_ties_by_column_and_respects_the_mask():
-    logp = torch.tensor([[-1.0, -0.5, -1.0, -0.5, -3.0],
-                         [-2.0, -2.0, -2.0, -2.0, -2.0]])
-    exclude = torch.tensor([[False, False, False, True, False],
-                            [True, False, False, False, False]])
+    logp = torch.tensor([[-1.0, -0.5, -1.0, -0.5, -3.0], [-2.0, -2.0, -2.0, -2.0, -2.0]])
+    exclude = torch.tensor([[False, False, False, True, False], [True, False, False, False, False]])
     scores, ids = top_k(logp, 3, exclude)
     assert ids.tolist() == [[1, 0, 2], [1, 2, 3]]
     assert scores.dtype == torch.float32 and scores.shape == (2, 3)
@@ -38,8 +48,14 @@ def _e(ts_h, etype, item=None, arrival=0):
 
 
 def test_user_request_orders_collapses_and_masks_purchases():
-    events = [_e(3, "view", "b"), _e(1, "view", "a"), _e(2, "view", "a"), _e(2, "view", "c", arrival=1),
-              _e(4, "search"), _e(5, "purchase", "b")]
+    events = [
+        _e(3, "view", "b"),
+        _e(1, "view", "a"),
+        _e(2, "view", "a"),
+        _e(2, "view", "c", arrival=1),
+        _e(4, "search"),
+        _e(5, "purchase", "b"),
+    ]
     req = user_request(events, active_since=T0)
     # a(1) a(2) c(2, later arrival) b(3) b(5): consecutive repeats collapse
     assert req == RankRequest("history", items=("a", "c", "b"), exclude=("b",))
@@ -49,8 +65,11 @@ def test_user_request_orders_collapses_and_masks_purchases():
 
 def test_sessions_of_the_day():
     start, end = day_bounds("2024-05-10")
-    s = {"start_ts": start - dt.timedelta(minutes=10), "end_ts": start + dt.timedelta(minutes=5),
-         "item_ids": ["a", None, "b", "a"]}
+    s = {
+        "start_ts": start - dt.timedelta(minutes=10),
+        "end_ts": start + dt.timedelta(minutes=5),
+        "item_ids": ["a", None, "b", "a"],
+    }
     assert session_on_day(s, start, end)
     assert not session_on_day({**s, "end_ts": start - dt.timedelta(minutes=1)}, start, end)
     assert session_request(s) == RankRequest("history", items=("a", "b", "a"), exclude=("a", "b"))
@@ -61,17 +80,20 @@ def ranker():
     tok = TextTokenizer.train(["red shoes", "blue shirt", "红色 鞋子"] * 3, vocab_size=280, min_frequency=1)
     items = ItemVocab([f"i{i}" for i in range(10)])
     torch.manual_seed(0)
-    model = GPT(GPTConfig(n_text=tok.n_text, n_items=len(items), block_size=40, n_layer=2, n_head=2,
-                          n_embd=32, dropout=0.0)).eval()
+    model = GPT(
+        GPTConfig(n_text=tok.n_text, n_items=len(items), block_size=40, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
+    ).eval()
     catalog = [f"i{i}" for i in range(8)] + ["not-in-model"]  # i8, i9 left the catalog
     return Ranker(model, tok, items, catalog)
 
 
 def test_rank_batch_respects_catalog_mask_and_k(ranker):
-    reqs = [RankRequest("history", items=("i1", "i2"), exclude=("i3", "i9")),
-            RankRequest("search", query="red shoes"),
-            RankRequest("history", items=()),
-            RankRequest("history", items=("zzz",))]
+    reqs = [
+        RankRequest("history", items=("i1", "i2"), exclude=("i3", "i9")),
+        RankRequest("search", query="red shoes"),
+        RankRequest("history", items=()),
+        RankRequest("history", items=("zzz",)),
+    ]
     res = rank_batch(ranker, reqs, k=5)
     assert len(res[0].item_ids) == 5 and len(set(res[0].item_ids)) == 5
     assert not {"i3", "i8", "i9"} & set(res[0].item_ids)

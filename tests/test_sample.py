@@ -3,6 +3,7 @@
 Every check reads the written files the way a user (or the ingest) would; the only thing taken from
 the generator is the complement map, which is not part of the data.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -157,7 +158,7 @@ def test_sizes_are_respected(shop):
     names = [f.name for f in shop.event_files]
     assert names == [f"events-{dt.date(2026, 11, 28) - dt.timedelta(days=d)}.jsonl.gz" for d in range(29, -1, -1)]
     for e in shop.events:  # each event sits in the file of its UTC day
-        day = dt.datetime.fromtimestamp(e["ts_ms"] / 1000, dt.timezone.utc).date()
+        day = dt.datetime.fromtimestamp(e["ts_ms"] / 1000, dt.UTC).date()
         assert e["file"] == f"events-{day}.jsonl.gz"
 
 
@@ -171,14 +172,30 @@ def test_every_category_is_present_in_both_languages(shop):
 
 def test_records_have_the_contract_fields(shop):
     for r in shop.items.values():
-        assert {"item_id", "title", "description", "category", "brand", "price", "currency", "attributes", "updated_at"} <= set(r)
+        assert {
+            "item_id",
+            "title",
+            "description",
+            "category",
+            "brand",
+            "price",
+            "currency",
+            "attributes",
+            "updated_at",
+        } <= set(r)
         assert all(isinstance(k, str) and isinstance(v, str) for k, v in r["attributes"].items())
         assert parse_ts(r["updated_at"]) is not None
     for e in shop.events:
         assert ("query" in e) == (e["event_type"] == "search") and ("item_id" in e) != ("query" in e)
     forms = Counter(
-        "ms" if isinstance(e["ts"], int) and e["ts"] >= 10**11 else "s" if isinstance(e["ts"], int)
-        else "Z" if e["ts"].endswith("Z") else "offset" for e in shop.events
+        "ms"
+        if isinstance(e["ts"], int) and e["ts"] >= 10**11
+        else "s"
+        if isinstance(e["ts"], int)
+        else "Z"
+        if e["ts"].endswith("Z")
+        else "offset"
+        for e in shop.events
     )
     assert all(forms[f] > 0.1 * len(shop.events) for f in ("ms", "s", "offset")) and forms["Z"] > 0
 
@@ -241,7 +258,7 @@ def test_complements_are_bought_after_their_item_far_above_base_rate(shop):
         for k, item in enumerate(items):
             if item in complement:
                 trials += 1
-                hits += complement[item] in items[k + 1:]
+                hits += complement[item] in items[k + 1 :]
                 base.append(buyers[complement[item]] / len(purchases))
     assert trials >= 30
     rate, base_rate = hits / trials, sum(base) / len(base)
@@ -254,7 +271,7 @@ def test_queries_name_the_items_clicked_after_them(shop):
         for k, e in enumerate(events):
             if e["event_type"] != "search":
                 continue
-            click = next((n for n in events[k + 1:] if n["event_type"] == "click"), None)
+            click = next((n for n in events[k + 1 :] if n["event_type"] == "click"), None)
             if click is None or click["ts_ms"] - e["ts_ms"] > 10 * 60_000:
                 continue
             checked += 1
@@ -314,13 +331,29 @@ def test_zero_dirty_rate_writes_only_the_one_long_description(tmp_path):
 
 
 def test_cli_writes_the_files_and_a_summary(tmp_path, capsys):
-    args = ["sample", "--out", str(tmp_path), "--items", "60", "--users", "10", "--events", "600",
-            "--days", "3", "--end-date", "2026-01-01"]
+    args = [
+        "sample",
+        "--out",
+        str(tmp_path),
+        "--items",
+        "60",
+        "--users",
+        "10",
+        "--events",
+        "600",
+        "--days",
+        "3",
+        "--end-date",
+        "2026-01-01",
+    ]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "60 items" in out and "600 lines" in out
     assert sorted(p.name for p in (tmp_path / "events").iterdir()) == [
-        "events-2025-12-30.jsonl.gz", "events-2025-12-31.jsonl.gz", "events-2026-01-01.jsonl.gz"]
+        "events-2025-12-30.jsonl.gz",
+        "events-2025-12-31.jsonl.gz",
+        "events-2026-01-01.jsonl.gz",
+    ]
     assert json.loads((tmp_path / "sample_manifest.json").read_text())["catalog"]["items"] == 60
 
 

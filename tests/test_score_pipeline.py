@@ -1,4 +1,5 @@
 """The score pipeline end to end on a tiny shop and a two-layer model (and its ModelHandler in a TestPipeline)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -14,14 +15,22 @@ from shopllm import modelstore, storage
 from shopllm.config import ScoreConfig
 from shopllm.errors import ShopllmError
 from shopllm.model import GPT, GPTConfig
-from shopllm.schemas import (CURATED_EVENTS, CURATED_ITEMS, CURATED_SESSIONS, DESCRIPTIONS, DESCRIPTIONS_SCHEMA,
-                             EVENTS, ITEMS, RECOMMENDATIONS, SESSIONS)
+from shopllm.schemas import (
+    CURATED_EVENTS,
+    CURATED_ITEMS,
+    CURATED_SESSIONS,
+    DESCRIPTIONS,
+    EVENTS,
+    ITEMS,
+    RECOMMENDATIONS,
+    SESSIONS,
+)
 from shopllm.sequences import attribute_text
 from shopllm.tokenizer import TextTokenizer
 from shopllm.vocab import ItemVocab
 
 DATE = "2024-05-10"
-DAY = dt.datetime(2024, 5, 10, tzinfo=dt.timezone.utc)
+DAY = dt.datetime(2024, 5, 10, tzinfo=dt.UTC)
 VERSION = "v-test"
 K = 5
 
@@ -44,8 +53,16 @@ def _item(i: int, title_suffix: str = "") -> dict:
 
 
 def _event(n, user, session, etype, item=None, query=None, hours=0.0):
-    return {"event_id": f"e{n}", "user_id": user, "session_id": session, "event_type": etype, "item_id": item,
-            "query": query, "ts": DAY + dt.timedelta(hours=hours), "arrival": n}
+    return {
+        "event_id": f"e{n}",
+        "user_id": user,
+        "session_id": session,
+        "event_type": etype,
+        "item_id": item,
+        "query": query,
+        "ts": DAY + dt.timedelta(hours=hours),
+        "arrival": n,
+    }
 
 
 def shop_events() -> list[dict]:
@@ -77,10 +94,19 @@ def sessions_of(events: list[dict]) -> list[dict]:
     by = {}
     for e in sorted(events, key=lambda e: (e["ts"], e["arrival"])):
         by.setdefault(e["session_id"], []).append(e)
-    return [{"session_id": s, "user_id": es[0]["user_id"], "start_ts": es[0]["ts"], "end_ts": es[-1]["ts"],
-             "n_events": len(es), "event_types": [x["event_type"] for x in es],
-             "item_ids": [x["item_id"] for x in es], "queries": [x["query"] for x in es]}
-            for s, es in sorted(by.items())]
+    return [
+        {
+            "session_id": s,
+            "user_id": es[0]["user_id"],
+            "start_ts": es[0]["ts"],
+            "end_ts": es[-1]["ts"],
+            "n_events": len(es),
+            "event_types": [x["event_type"] for x in es],
+            "item_ids": [x["item_id"] for x in es],
+            "queries": [x["query"] for x in es],
+        }
+        for s, es in sorted(by.items())
+    ]
 
 
 def write_partition(out, dataset, date, rows, schema):
@@ -105,15 +131,18 @@ def tiny_model(out, items, version=VERSION, extra_items=("gone-item",), seed=0, 
     tok_path = tok.save(Path(out) / "tmp_tokenizer.json")
     vocab = ItemVocab(sorted([i["item_id"] for i in items] + list(extra_items)))
     torch.manual_seed(seed)
-    model = GPT(GPTConfig(n_text=tok.n_text, n_items=len(vocab), block_size=block_size, n_layer=2, n_head=2,
-                          n_embd=32, dropout=0.0))
+    model = GPT(
+        GPTConfig(
+            n_text=tok.n_text, n_items=len(vocab), block_size=block_size, n_layer=2, n_head=2, n_embd=32, dropout=0.0
+        )
+    )
     return modelstore.save(out, version, model, tokenizer_json=tok_path, items=vocab, metrics={})
 
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     """A shop scored once (plus a rerun into a second folder for the determinism check)."""
-    from pipelines.score import run_score
+    from jobs.score import run_score
 
     out = tmp_path_factory.mktemp("shop")
     items, _ = write_curated(out)
@@ -132,8 +161,15 @@ def test_every_subject_gets_exactly_k_distinct_eligible_items(scored):
     recs = read(out, RECOMMENDATIONS)
     catalog = {f"i{i:02d}" for i in range(12)}
     subjects = {(s, x) for s, x in zip(recs.scope, recs.subject_id)}
-    assert subjects == {("user", "u1"), ("user", "u4"), ("session", "s2"), ("session", "s5"), ("query", "蓝牙 耳机"), ("query", "wireless headphones")}
-    for (scope, subject), g in recs.groupby(["scope", "subject_id"]):
+    assert subjects == {
+        ("user", "u1"),
+        ("user", "u4"),
+        ("session", "s2"),
+        ("session", "s5"),
+        ("query", "蓝牙 耳机"),
+        ("query", "wireless headphones"),
+    }
+    for _, g in recs.groupby(["scope", "subject_id"]):
         assert list(g["rank"]) == list(range(1, K + 1))
         assert g.item_id.nunique() == K
         assert set(g.item_id) <= catalog  # never "gone-item", which the model knows but the catalog dropped
@@ -171,12 +207,14 @@ def test_descriptions_never_blank_and_flagged(scored):
 
 
 def test_rerun_gives_identical_parquet(scored):
-    from pipelines.score import run_score
+    from jobs.score import run_score
 
     out, _, cfg = scored
     before = {ds: read(out, ds) for ds in (RECOMMENDATIONS, DESCRIPTIONS)}
-    files = {ds: [Path(f).read_bytes() for f in storage.partition_files(out, ds, DATE)]
-             for ds in (RECOMMENDATIONS, DESCRIPTIONS)}
+    files = {
+        ds: [Path(f).read_bytes() for f in storage.partition_files(out, ds, DATE)]
+        for ds in (RECOMMENDATIONS, DESCRIPTIONS)
+    }
     run_score(str(out), DATE, VERSION, cfg)
     for ds in (RECOMMENDATIONS, DESCRIPTIONS):
         pd.testing.assert_frame_equal(read(out, ds), before[ds])
@@ -184,7 +222,7 @@ def test_rerun_gives_identical_parquet(scored):
 
 
 def test_unchanged_item_carried_over_changed_one_regenerated(tmp_path):
-    from pipelines.score import run_score
+    from jobs.score import run_score
 
     items, events = write_curated(tmp_path)
     tiny_model(tmp_path, items)
@@ -208,7 +246,7 @@ def test_unchanged_item_carried_over_changed_one_regenerated(tmp_path):
 
 def test_missing_inputs_and_model_are_clear_errors(tmp_path):
     from jobs.cli import main
-    from pipelines.score import run_score
+    from jobs.score import run_score
 
     with pytest.raises(ShopllmError, match="curated/items/dt=2024-05-10 is not published"):
         items = [_item(0)]
@@ -231,10 +269,12 @@ def test_model_handler_in_a_test_pipeline(tmp_path):
     folder = tiny_model(tmp_path, items)
     catalog = [i["item_id"] for i in items]
     handler = ShopModelHandler(str(folder), "rank", top_k=3, catalog=catalog, batch_size=2)
-    requests = [("a", RankRequest("history", items=("i00", "i01"), exclude=("i02",))),
-                ("b", RankRequest("history", items=("i03",) * 1)),
-                ("c", RankRequest("search", query="wireless headphones")),
-                ("d", RankRequest("history", items=("nope",)))]
+    requests = [
+        ("a", RankRequest("history", items=("i00", "i01"), exclude=("i02",))),
+        ("b", RankRequest("history", items=("i03",) * 1)),
+        ("c", RankRequest("search", query="wireless headphones")),
+        ("d", RankRequest("history", items=("nope",))),
+    ]
 
     def summary(kv):
         key, pred = kv
@@ -242,24 +282,49 @@ def test_model_handler_in_a_test_pipeline(tmp_path):
         return key, len(res.item_ids), len(set(res.item_ids)), "i02" in res.item_ids, res.skipped
 
     with TestPipeline(runner=make_pipeline().runner) as p:
-        out = (p | beam.Create(requests) | RunInference(KeyedModelHandler(handler)) | beam.Map(summary))
-        assert_that(out, equal_to([("a", 3, 3, False, None), ("b", 3, 3, False, None),
-                                   ("c", 3, 3, False, None), ("d", 0, 0, False, "unknown_items")]))
+        out = p | beam.Create(requests) | RunInference(KeyedModelHandler(handler)) | beam.Map(summary)
+        assert_that(
+            out,
+            equal_to(
+                [
+                    ("a", 3, 3, False, None),
+                    ("b", 3, 3, False, None),
+                    ("c", 3, 3, False, None),
+                    ("d", 0, 0, False, "unknown_items"),
+                ]
+            ),
+        )
 
 
 def test_the_gates_lexicon_knows_the_catalogs_brands_values_and_model_names(tmp_path):
     """What the score stage's gate checks against: a neighbour's series name in a text is not published."""
     import pyarrow.parquet as pq
 
-    from pipelines.score import catalog_lexicon
+    from jobs.score import catalog_lexicon
     from shopllm.faithfulness import Item, check
 
-    rows = [{"item_id": "a", "title": "【Whiskerly】青柠 猫粮 老年猫", "category": "宠物 > 猫粮", "brand": "Whiskerly",
-             "attributes": [("适用猫龄", "老年猫")], "description": "青柠猫粮，适用猫龄老年猫。"},
-            {"item_id": "b", "title": "【Whiskerly】云朵 猫粮 幼猫", "category": "宠物 > 猫粮", "brand": "Whiskerly",
-             "attributes": [("适用猫龄", "幼猫")], "description": "云朵猫粮，适用猫龄幼猫。"}]
+    rows = [
+        {
+            "item_id": "a",
+            "title": "【Whiskerly】青柠 猫粮 老年猫",
+            "category": "宠物 > 猫粮",
+            "brand": "Whiskerly",
+            "attributes": [("适用猫龄", "老年猫")],
+            "description": "青柠猫粮，适用猫龄老年猫。",
+        },
+        {
+            "item_id": "b",
+            "title": "【Whiskerly】云朵 猫粮 幼猫",
+            "category": "宠物 > 猫粮",
+            "brand": "Whiskerly",
+            "attributes": [("适用猫龄", "幼猫")],
+            "description": "云朵猫粮，适用猫龄幼猫。",
+        },
+    ]
     table = pa.table({k: [r[k] for r in rows] for k in ("item_id", "title", "category", "brand", "description")})
-    table = table.append_column("attributes", pa.array([r["attributes"] for r in rows], pa.map_(pa.string(), pa.string())))
+    table = table.append_column(
+        "attributes", pa.array([r["attributes"] for r in rows], pa.map_(pa.string(), pa.string()))
+    )
     pq.write_table(table, tmp_path / "items.parquet")
     lexicon = catalog_lexicon([str(tmp_path / "items.parquet")])
     item = Item.of("Whiskerly", {"适用猫龄": "老年猫"}, rows[0]["title"])

@@ -1,23 +1,41 @@
 """Slot tokens: delexicalised targets, constrained decoding, fill-in, repair, the gate, and a grown vocabulary."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from shopllm.describe import DescribeRequest, Describer, complete, describe_batch, fallback_text
+from shopllm.describe import Describer, DescribeRequest, complete, describe_batch, fallback_text
 from shopllm.faithfulness import Lexicon
 from shopllm.model import GPT, GPTConfig
-from shopllm.slots import (BRAND_SLOT, CATEGORY_SLOT, MODEL_SLOT, NAME_SLOT, SlotVocab, add_slot_tokens, delexicalize,
-                           key_slot, model_name, realize, slot_keys)
+from shopllm.slots import (
+    SlotVocab,
+    add_slot_tokens,
+    delexicalize,
+    key_slot,
+    model_name,
+    realize,
+    slot_keys,
+)
 from shopllm.tokenizer import TextTokenizer
 from shopllm.vocab import ItemVocab
 
-EN = DescribeRequest("a1", "en", "Sony WH-1000XM5 Black Headphones", "Electronics > Headphones", "Sony",
-                     (("battery life", "30 hours"), ("color", "black")))
+EN = DescribeRequest(
+    "a1",
+    "en",
+    "Sony WH-1000XM5 Black Headphones",
+    "Electronics > Headphones",
+    "Sony",
+    (("battery life", "30 hours"), ("color", "black")),
+)
 ZH = DescribeRequest("b2", "zh", "小米 R10 耳机 白色", "数码 > 耳机", "小米", (("续航", "24小时"), ("颜色", "白色")))
 OTHER = DescribeRequest("c3", "en", "Keep Yoga Mat", "Sports > Yoga Mats", "Keep", (("thickness", "6mm"),))
-TEXTS = ["The Sony WH-1000XM5 Headphones. The color is black. Battery life: 30 hours.",
-         "小米耳机，颜色为白色，续航24小时。", "A Keep mat, 6mm thick.", "red blue green grey 8mm 7天"]
+TEXTS = [
+    "The Sony WH-1000XM5 Headphones. The color is black. Battery life: 30 hours.",
+    "小米耳机，颜色为白色，续航24小时。",
+    "A Keep mat, 6mm thick.",
+    "red blue green grey 8mm 7天",
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +61,14 @@ def test_slot_tokens_are_appended_without_renumbering(tok):
 def test_model_name_is_a_book_title_a_code_or_a_name_word_of_the_title():
     assert model_name("Sony WH-1000XM5 Black Headphones", ["Sony", "black"]) == "WH-1000XM5"
     assert model_name("《星河旅人》 科幻 平装", ["科幻"]) == "《星河旅人》"
-    assert model_name("Willow Houseplants by Leafy Lane – Expert, 120cm", ["Leafy Lane", "expert", "120cm"],
-                      "Garden > Houseplants") == "Willow"  # not the brand, a value or the category
+    assert (
+        model_name(
+            "Willow Houseplants by Leafy Lane – Expert, 120cm",
+            ["Leafy Lane", "expert", "120cm"],
+            "Garden > Houseplants",
+        )
+        == "Willow"
+    )  # not the brand, a value or the category
     assert model_name("【Barkbite】暖冬 狗零食 小型犬 500g", ["Barkbite", "小型犬", "500g"], "宠物 > 狗零食") == "暖冬"
     assert model_name("Apple iPhone 16 Case", ["Apple", "iPhone 16"], "Electronics > Phone Cases") == ""
     assert model_name("宜家 床单 1.5米 纯棉", ["宜家", "1.5米", "纯棉"], "家居 > 床单") == ""
@@ -69,8 +93,9 @@ def test_a_name_far_from_any_value_stays_text_and_an_unbound_name_is_counted(tok
     facts = _facts(slots, EN)
     pieces = delexicalize("Pick a color you like. It is black.", facts, slots.name_id)
     assert slots.name_id not in pieces and "color" in "".join(p for p in pieces if isinstance(p, str))
-    text, unbound = realize([*tok.encode("The "), slots.name_id, *tok.encode(" is great.")], facts, tok.decode,
-                            slots.name_id)
+    text, unbound = realize(
+        [*tok.encode("The "), slots.name_id, *tok.encode(" is great.")], facts, tok.decode, slots.name_id
+    )
     assert unbound == 1 and "color" not in text
 
 
@@ -78,8 +103,9 @@ def _slot_loving_model(tok, items, seed=0, name_first=False):
     """A random model that would rather emit any slot token than text (with `name_first`, an attribute name
     whenever it may)."""
     torch.manual_seed(seed)
-    model = GPT(GPTConfig(n_text=tok.n_text, n_items=len(items), block_size=160, n_layer=2, n_head=2, n_embd=32,
-                          dropout=0.0)).eval()
+    model = GPT(
+        GPTConfig(n_text=tok.n_text, n_items=len(items), block_size=160, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
+    ).eval()
     ids = SlotVocab.of(tok).ids
     real = model.text_logits
 
@@ -115,7 +141,9 @@ def test_constrained_decoding_emits_only_the_items_own_slots_each_once(tok, seed
 
 
 def test_complete_adds_a_plain_sentence_for_what_the_shop_usually_names():
-    lex = Lexicon({"color": ["black", "white"], "battery life": ["30 hours"]}, ["Sony"], {"color": 1.0, "battery life": 0.9})
+    lex = Lexicon(
+        {"color": ["black", "white"], "battery life": ["30 hours"]}, ["Sony"], {"color": 1.0, "battery life": 0.9}
+    )
     assert complete("The Sony Headphones in black.", EN, lex) == "The Sony Headphones in black. Battery life: 30 hours."
     assert complete("The Sony Headphones", EN, lex) == "The Sony Headphones. Battery life: 30 hours. Color: black."
     zh_lex = Lexicon({"颜色": ["白色"], "续航": ["24小时"]}, ["小米"], {"颜色": 1.0, "续航": 0.2})
@@ -124,11 +152,20 @@ def test_complete_adds_a_plain_sentence_for_what_the_shop_usually_names():
 
 def test_the_gate_publishes_nothing_with_a_contradiction_a_wrong_brand_or_a_misbinding(tok):
     items = ItemVocab(["a1", "b2", "c3"])
-    lex = Lexicon({"color": ["black", "white"], "battery life": ["30 hours", "24 hours"], "颜色": ["白色", "黑色"],
-                   "续航": ["24小时", "7天"]}, ["Sony", "Bose", "小米", "华为"])
-    said = {"a1": "The Sony Headphones in white, a joy to wear every day.",  # contradiction
-            "b2": "华为耳机，颜色为白色，续航24小时。",  # wrong brand
-            "c3": "Battery life: black, a mat for every day."}  # misbinding (and a key the item lacks)
+    lex = Lexicon(
+        {
+            "color": ["black", "white"],
+            "battery life": ["30 hours", "24 hours"],
+            "颜色": ["白色", "黑色"],
+            "续航": ["24小时", "7天"],
+        },
+        ["Sony", "Bose", "小米", "华为"],
+    )
+    said = {
+        "a1": "The Sony Headphones in white, a joy to wear every day.",  # contradiction
+        "b2": "华为耳机，颜色为白色，续航24小时。",  # wrong brand
+        "c3": "Battery life: black, a mat for every day.",
+    }  # misbinding (and a key the item lacks)
 
     class Says(Describer):
         def generate_ids(self, prompts, reqs):

@@ -1,4 +1,5 @@
 """TextTokenizer: byte-level round trip, no unknown tokens, special tokens never parsed from text."""
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -7,10 +8,19 @@ from shopllm.tokenizer import TextTokenizer
 from shopllm.vocab import DESC_ID, SPECIAL_TOKENS
 
 CORPUS = [
-    "无线蓝牙耳机 降噪 长续航", "蓝牙耳机 入耳式 运动", "机械键盘 青轴 RGB 背光", "无线鼠标 静音 办公",
-    "Wireless Bluetooth earbuds with noise cancelling", "Mechanical keyboard, blue switches, RGB",
-    "不锈钢保温杯 500ml 大容量", "保温杯 316不锈钢 儿童", "Stainless steel water bottle 750 ml",
-    "数码 > 耳机", "家居 > 厨房 > 水杯", "颜色: 黑色; 尺寸: 大号", "color: black; size: L",
+    "无线蓝牙耳机 降噪 长续航",
+    "蓝牙耳机 入耳式 运动",
+    "机械键盘 青轴 RGB 背光",
+    "无线鼠标 静音 办公",
+    "Wireless Bluetooth earbuds with noise cancelling",
+    "Mechanical keyboard, blue switches, RGB",
+    "不锈钢保温杯 500ml 大容量",
+    "保温杯 316不锈钢 儿童",
+    "Stainless steel water bottle 750 ml",
+    "数码 > 耳机",
+    "家居 > 厨房 > 水杯",
+    "颜色: 黑色; 尺寸: 大号",
+    "color: black; size: L",
 ] * 20
 
 SAMPLES = {

@@ -1,9 +1,8 @@
 """The trainer, the token stream and the train job, on tiny shards built here with the real schemas."""
+
 from __future__ import annotations
 
 import json
-import math
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,15 +29,17 @@ def cycle_histories(n_users: int, n_items: int, n_text: int, length: int = 8, se
     """Users walk the items in a cycle (i -> i+1): an easy, learnable next-item rule."""
     g = torch.Generator().manual_seed(seed)
     rows = []
-    for u in range(n_users):
+    for _ in range(n_users):
         start = int(torch.randint(n_items, (1,), generator=g))
         rows.append([n_text + (start + k) % n_items for k in range(length)])
     return rows
 
 
 def token_table(rows: list[dict]) -> pa.Table:
-    full = [{"kind": "history", "subject_id": None, "target_item": None, "target_id": -1, "history_ids": [], **r}
-            for r in rows]
+    full = [
+        {"kind": "history", "subject_id": None, "target_item": None, "target_id": -1, "history_ids": [], **r}
+        for r in rows
+    ]
     return pa.Table.from_pylist(full, schema=TOKENS_SCHEMA)
 
 
@@ -54,23 +55,52 @@ def train_rows(histories) -> list[dict]:
 
 
 def valid_rows(histories) -> list[dict]:
-    return [{"subject_id": f"u{i}", "input_ids": history_prompt(h[:-1]), "target_item": "x",
-             "target_id": h[-1], "history_ids": h[:-1]} for i, h in enumerate(histories)]
+    return [
+        {
+            "subject_id": f"u{i}",
+            "input_ids": history_prompt(h[:-1]),
+            "target_item": "x",
+            "target_id": h[-1],
+            "history_ids": h[:-1],
+        }
+        for i, h in enumerate(histories)
+    ]
 
 
 def tiny_cfg(**kw) -> TrainConfig:
-    base = TrainConfig(model=ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, dropout=0.1),
-                       batch_size=8, max_steps=40, warmup_steps=4, lr=1e-2, min_lr=1e-3, eval_every=0,
-                       checkpoint_every=0, max_minutes=5.0, weight_decay=0.0, patience=3,
-                       label_smoothing=0.0, mask_seen_items=False, ema_decay=0.0)  # plain; tests turn each on
+    base = TrainConfig(
+        model=ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, dropout=0.1),
+        batch_size=8,
+        max_steps=40,
+        warmup_steps=4,
+        lr=1e-2,
+        min_lr=1e-3,
+        eval_every=0,
+        checkpoint_every=0,
+        max_minutes=5.0,
+        weight_decay=0.0,
+        patience=3,
+        label_smoothing=0.0,
+        mask_seen_items=False,
+        ema_decay=0.0,
+    )  # plain; tests turn each on
     return replace(base, **kw)
 
 
 def tiny_model(cfg: TrainConfig, seed: int = 0) -> GPT:
     torch.manual_seed(seed)
     m = cfg.model
-    return GPT(GPTConfig(n_text=N_TEXT, n_items=N_ITEMS, block_size=m.block_size, n_layer=m.n_layer,
-                         n_head=m.n_head, n_embd=m.n_embd, dropout=m.dropout))
+    return GPT(
+        GPTConfig(
+            n_text=N_TEXT,
+            n_items=N_ITEMS,
+            block_size=m.block_size,
+            n_layer=m.n_layer,
+            n_head=m.n_head,
+            n_embd=m.n_embd,
+            dropout=m.dropout,
+        )
+    )
 
 
 @pytest.fixture
@@ -136,8 +166,14 @@ def test_loss_falls_and_tiny_set_is_overfit(shards):
     first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
     assert last < 0.5 * first
     # overfit: the cycle rule is learned, every next item is predicted (after <bos> <hist> first item)
-    valid = read_eval_rows(write_split(Path(shards[0]).parents[2].parent / "v", "valid", "2024-01-01",
-                                       valid_rows(cycle_histories(10, N_ITEMS, N_TEXT, seed=9))))
+    valid = read_eval_rows(
+        write_split(
+            Path(shards[0]).parents[2].parent / "v",
+            "valid",
+            "2024-01-01",
+            valid_rows(cycle_histories(10, N_ITEMS, N_TEXT, seed=9)),
+        )
+    )
     metrics = evaluate_rows(model, valid)
     assert metrics["hr@10"] == 1.0 and metrics["mrr"] > 0.95
 
@@ -147,13 +183,35 @@ def test_bf16_on_cpu_and_mask_seen_items_still_learn(shards):
 
     cfg = tiny_cfg(max_steps=60, precision="bf16", mask_seen_items=True, model=replace(tiny_cfg().model, dropout=0.0))
     assert loss_kwargs(cfg) == {"mask_seen_items": True}
-    bf16 = Trainer(tiny_model(cfg), cfg, TokenStream(shards, 8, 16, seed=0), progress=None,
-                   loss_kwargs=loss_kwargs(cfg)).run()
+    bf16 = Trainer(
+        tiny_model(cfg), cfg, TokenStream(shards, 8, 16, seed=0), progress=None, loss_kwargs=loss_kwargs(cfg)
+    ).run()
     assert sum(bf16.losses[-5:]) < 0.6 * sum(bf16.losses[:5])
     fp32_cfg = replace(cfg, precision="fp32", max_steps=3)
-    fp32 = Trainer(tiny_model(cfg), fp32_cfg, TokenStream(shards, 8, 16, seed=0), progress=None,
-                   loss_kwargs=loss_kwargs(cfg)).run()
+    fp32 = Trainer(
+        tiny_model(cfg), fp32_cfg, TokenStream(shards, 8, 16, seed=0), progress=None, loss_kwargs=loss_kwargs(cfg)
+    ).run()
     assert fp32.losses[:3] != pytest.approx(bf16.losses[:3], abs=1e-6)  # bf16 really was used
+
+
+@pytest.mark.gpu
+def test_training_on_cuda_learns_and_ranks_as_on_the_cpu(shards):
+    """bf16 autocast on CUDA (precision auto): the loss falls; the trained model ranks the same on either device."""
+    cfg = tiny_cfg(max_steps=120, model=replace(tiny_cfg().model, dropout=0.0))
+    model = tiny_model(cfg)
+    result = Trainer(model, cfg, TokenStream(shards, 8, 16, seed=0), device="cuda", progress=None).run()
+    assert sum(result.losses[-5:]) < 0.5 * sum(result.losses[:5])
+    valid = read_eval_rows(
+        write_split(
+            Path(shards[0]).parents[2].parent / "v_gpu",
+            "valid",
+            "2024-01-01",
+            valid_rows(cycle_histories(10, N_ITEMS, N_TEXT, seed=9)),
+        )
+    )
+    on_gpu = evaluate_rows(model, valid, device="cuda")
+    on_cpu = evaluate_rows(model.to("cpu"), valid)
+    assert on_gpu["hr@10"] == on_cpu["hr@10"] and on_gpu["mrr"] == pytest.approx(on_cpu["mrr"], abs=1e-3)
 
 
 class Killed(Exception):
@@ -175,15 +233,18 @@ class KillAfter:
 
 def test_killed_and_resumed_run_matches_uninterrupted(shards, tmp_path):
     cfg = tiny_cfg(max_steps=16, checkpoint_every=5)  # dropout on: RNG state must be restored too
-    full = Trainer(tiny_model(cfg), cfg, TokenStream(shards, 8, 16), checkpoint_path=tmp_path / "a.pt",
-                   progress=None).run()
+    full = Trainer(
+        tiny_model(cfg), cfg, TokenStream(shards, 8, 16), checkpoint_path=tmp_path / "a.pt", progress=None
+    ).run()
     ck = tmp_path / "b.pt"
     with pytest.raises(Killed):
-        Trainer(tiny_model(cfg), cfg, KillAfter(TokenStream(shards, 8, 16), 13), checkpoint_path=ck,
-                progress=None).run()
+        Trainer(
+            tiny_model(cfg), cfg, KillAfter(TokenStream(shards, 8, 16), 13), checkpoint_path=ck, progress=None
+        ).run()
     assert torch.load(ck, weights_only=True)["step"] == 10
-    resumed_trainer = Trainer(tiny_model(cfg, seed=99), cfg, TokenStream(shards, 8, 16), checkpoint_path=ck,
-                              progress=None)
+    resumed_trainer = Trainer(
+        tiny_model(cfg, seed=99), cfg, TokenStream(shards, 8, 16), checkpoint_path=ck, progress=None
+    )
     resumed = resumed_trainer.run()
     assert resumed.resumed_from == 10 and len(resumed.losses) == 16
     assert resumed.losses == pytest.approx(full.losses, abs=1e-5)
@@ -208,8 +269,14 @@ def test_weight_average_is_what_is_evaluated_kept_and_resumed(shards, tmp_path):
 
     ck = tmp_path / "ema.pt"
     with pytest.raises(Killed):
-        Trainer(tiny_model(cfg), cfg, KillAfter(TokenStream(shards, 8, 16), 13), evaluate=evaluate,
-                checkpoint_path=ck, progress=None).run()
+        Trainer(
+            tiny_model(cfg),
+            cfg,
+            KillAfter(TokenStream(shards, 8, 16), 13),
+            evaluate=evaluate,
+            checkpoint_path=ck,
+            progress=None,
+        ).run()
     resumed = tiny_model(cfg, seed=99)
     Trainer(resumed, cfg, TokenStream(shards, 8, 16), evaluate=evaluate, checkpoint_path=ck, progress=None).run()
     assert torch.allclose(resumed.wte.weight, full_model.wte.weight, atol=1e-6)
@@ -296,8 +363,17 @@ def test_train_job_saves_model_summary_and_warm_starts(tmp_path):
 
     out = tmp_path / "out"
     tk = shop_out(out, "2024-01-01", n_items=10)
-    conf = write_config(tmp_path / "c.toml", batch_size=8, max_steps=30, warmup_steps=3, eval_every=10,
-                        checkpoint_every=10, lr=0.01, min_lr=0.001, log_every=10)
+    conf = write_config(
+        tmp_path / "c.toml",
+        batch_size=8,
+        max_steps=30,
+        warmup_steps=3,
+        eval_every=10,
+        checkpoint_every=10,
+        lr=0.01,
+        min_lr=0.001,
+        log_every=10,
+    )
     assert main(["--out", str(out), "--date", "2024-01-01", "--config", conf, "--device", "cpu"]) == 0
     loaded = modelstore.load(out, "v2024-01-01")
     assert loaded.model.config.n_items == 10 and len(loaded.items) == 10

@@ -1,4 +1,4 @@
-"""Training examples of the three kinds (history, search, describe) and their leak-free splits.
+"""Training rows of the three kinds (history, search, describe) and their leak-free splits.
 
 Plain functions, no Beam: `pipelines/prepare.py` wires them. Token layouts come from
 `shopllm.sequences`; an item's token id is `n_text + index` in the append-only `ItemVocab`.
@@ -12,25 +12,26 @@ Splits:
 
 The pipeline works on Arrow tables, many users or items at a time: events are sorted once, users and
 runs of repeated items are found with numpy, and the rows' token lists are built as flat arrays
-(`Ragged`). The per-row functions (`search_example`, `describe_example`, `chunk_from_end`) state the
-layouts one example at a time; tests check that the vectorised code agrees with them.
+(`Ragged`). The layouts one example at a time (`search_example`, `describe_example`, `chunk_from_end`,
+`build_user_examples`) are a reference in tests/reference_rows.py; tests check that the vectorised code here
+agrees with them. Every hash a split, bucket or shuffle is decided by is in `shopllm.hashing`.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import itertools
-from array import array
-from dataclasses import dataclass, field
-from typing import Iterable, Mapping, NamedTuple, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from shopllm import sequences
-from shopllm.errors import ConfigError
+from shopllm.config import MAX_TIE_SHUFFLES
+from shopllm.hashing import holdout_splits, mix64, per_distinct, stable_fractions, stable_hash64
 from shopllm.schemas import TOKENS_SCHEMA
 from shopllm.slots import delexicalize
 from shopllm.vocab import ATTR_ID, BOS_ID, DESC_ID, EOS_ID, HIST_ID, QUERY_ID, REC_ID
@@ -39,7 +40,6 @@ ITEM_EVENT_TYPES = frozenset({"view", "click", "add_to_cart", "purchase"})
 SEARCH_TARGET_TYPES = frozenset({"click", "add_to_cart", "purchase"})  # a view is not an answer to a query
 NO_TARGET = -1
 NULL_STRING = pa.scalar(None, pa.string())
-MAX_TIE_SHUFFLES = 64  # prepare.tie_shuffles at most (a copy's random order keys on position * 65 + copy)
 BUCKETS = 64  # rows are ordered by (bucket of kind+subject, then content): the unit of parallel sorting
 
 EVENT_COLUMNS = ["user_id", "ts", "arrival", "session_id", "event_type", "item_id", "query"]
@@ -53,166 +53,8 @@ ITEM_COLUMNS = ["item_id", "title", "description", "category", "brand", "attribu
 ROWS_SCHEMA = pa.schema([("split", pa.string()), ("bucket", pa.int32()), *TOKENS_SCHEMA])
 
 
-class Event(NamedTuple):
-    """One curated event of a user (the per-user view used by `build_user_examples`)."""
-
-    ts: int  # microseconds since the epoch, UTC
-    arrival: int  # tie-breaker after ts
-    session_id: str
-    event_type: str
-    item_id: str | None
-    query: str | None
-
-
-EVENT_FIELD_TYPES = [("ts", pa.int64()), ("arrival", pa.int64()), ("session_id", pa.string()),
-                     ("event_type", pa.string()), ("item_id", pa.string()), ("query", pa.string())]
-
-
-class Example(NamedTuple):
-    """One row of tokens/<split> as Python values."""
-
-    split: str
-    kind: str
-    subject_id: str
-    input_ids: Sequence[int]
-    target_item: str | None
-    target_id: int
-    history_ids: Sequence[int]
-
-
-class SearchPair(NamedTuple):
-    """A search and the item it led to, before the query is tokenized."""
-
-    split: str
-    query: str
-    item_id: str
-    item_token: int
-
-
-@dataclass
-class UserExamples:
-    """Everything one user's events give: history rows, search pairs and the counts of what was left out."""
-
-    history: list[Example] = field(default_factory=list)
-    searches: list[SearchPair] = field(default_factory=list)
-    short: bool = False  # fewer than min_history items: train only
-    unknown_item_events: int = 0  # item events whose item is not in the item vocabulary
-    searches_without_target: int = 0  # no click/cart/purchase followed in the session
-    searches_withheld: int = 0  # train pairs whose target is a held-out history event
-
-
-# ---- deterministic hashing -----------------------------------------------------------------------
-
-def stable_hash64(key: str) -> int:
-    """A 64-bit number from `key`, the same on every machine and run (unlike Python's hash())."""
-    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big")
-
-
-def stable_fraction(key: str) -> float:
-    """A number in [0, 1) from `key`, the same on every machine and run."""
-    return stable_hash64(key) / 2**64
-
-
-def mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: well-spread 64-bit values, also from consecutive integers (wrapping around)."""
-    x = np.atleast_1d(np.asarray(x)).astype(np.uint64)
-    with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def holdout_split(key: str, holdout: float) -> str:
-    """'valid' or 'test' for a `holdout` share of keys (half each), else 'train'."""
-    f = stable_fraction(key)
-    if f < holdout / 2:
-        return "valid"
-    if f < holdout:
-        return "test"
-    return "train"
-
-
-def stable_bucket(key: str, n: int) -> int:
-    return int(stable_fraction(key) * n)
-
-
-def stable_fractions(keys: Sequence[str]) -> np.ndarray:
-    """stable_fraction of many keys, one loop without per-key function calls (it runs for every distinct
-    user, item and query of a night)."""
-    blake2b = hashlib.blake2b
-    hashes = np.fromiter((int.from_bytes(blake2b(k.encode("utf-8"), digest_size=8).digest(), "big") for k in keys),
-                         np.uint64, len(keys))
-    return hashes / 2**64  # uint64 -> nearest float64, then an exact division: the same value as int / 2**64
-
-
-def per_distinct(keys: pa.Array, fn) -> pa.Array:
-    """fn(distinct keys as a list) -> one value per distinct key, spread back over `keys` (keys repeat a lot)."""
-    distinct = pc.unique(keys)
-    return pa.array(fn(distinct.to_pylist())).take(pc.index_in(keys, value_set=distinct))
-
-
-def holdout_splits(keys: pa.Array, holdout: float) -> pa.Array:
-    """holdout_split of every key."""
-    def splits(distinct: list[str]) -> np.ndarray:
-        f = stable_fractions(distinct)
-        return np.where(f < holdout / 2, "valid", np.where(f < holdout, "test", "train"))
-    return per_distinct(keys, splits).cast(pa.string())
-
-
-def check_config(cfg) -> None:
-    """Reject PrepareConfig values that would give wrong or empty output."""
-    if cfg.history_window < 1:
-        raise ConfigError(f"prepare.history_window must be >= 1, got {cfg.history_window}")
-    if not 0 <= cfg.tie_shuffles <= MAX_TIE_SHUFFLES:
-        raise ConfigError(f"prepare.tie_shuffles must be in [0, {MAX_TIE_SHUFFLES}], got {cfg.tie_shuffles}")
-    if cfg.shard_rows < 1:
-        raise ConfigError(f"prepare.shard_rows must be >= 1, got {cfg.shard_rows}")
-    for name in ("describe_holdout", "search_holdout"):
-        value = getattr(cfg, name)
-        if not 0.0 <= value < 1.0:
-            raise ConfigError(f"prepare.{name} must be in [0, 1), got {value}")
-    if cfg.max_describe_tokens < 8:
-        raise ConfigError(f"prepare.max_describe_tokens must be >= 8, got {cfg.max_describe_tokens}")
-    if cfg.vocab_size < 300:
-        raise ConfigError(f"prepare.vocab_size must be >= 300 (256 bytes + special tokens), got {cfg.vocab_size}")
-
-
-# ---- per-row forms (the layouts, one example at a time) ------------------------------------------
-
-def chunk_from_end(items: Sequence[int], window: int) -> list[list[int]]:
-    """Consecutive chunks of `window` items; the oldest chunk is the short one, so the recent ones are full."""
-    chunks = []
-    end = len(items)
-    while end > 0:
-        chunks.append(list(items[max(0, end - window):end]))
-        end -= window
-    return chunks[::-1]
-
-
-def search_example(pair: SearchPair, query_ids: Sequence[int]) -> Example:
-    if pair.split == "train":
-        return Example("train", "search", pair.query, sequences.search_sequence(query_ids, pair.item_token),
-                       None, NO_TARGET, [])
-    return Example(pair.split, "search", pair.query, sequences.search_prompt(query_ids), pair.item_id,
-                   pair.item_token, [])
-
-
-def describe_example(item_id: str, item_token: int, attr_ids: Sequence[int], desc_ids: Sequence[int],
-                     cfg) -> Example:
-    """The full describe sequence. Valid/test rows name the item in target_item but keep target_id -1:
-    they are scored by perplexity, and readers treat a target_id >= 0 as a ranking prompt."""
-    split = holdout_split(item_id, cfg.describe_holdout)
-    seq = sequences.describe_sequence(item_token, attr_ids, desc_ids, cfg.max_describe_tokens)
-    return Example(split, "describe", item_id, seq, None if split == "train" else item_id, NO_TARGET, [])
-
-
-def attribute_example(item_id: str, item_token: int, attr_ids: Sequence[int], cfg) -> Example:
-    """An item without a description: a training row of its attribute text alone."""
-    return Example("train", "describe", item_id, sequences.attribute_sequence(item_token, attr_ids,
-                                                                              cfg.max_describe_tokens), None, NO_TARGET, [])
-
-
 # ---- ragged id lists, one per row, as flat numpy arrays ------------------------------------------
+
 
 @dataclass
 class Ragged:
@@ -222,18 +64,18 @@ class Ragged:
     lengths: np.ndarray  # int64, one per row
 
     @classmethod
-    def from_lists(cls, lists: Sequence[Sequence[int]]) -> "Ragged":
+    def from_lists(cls, lists: Sequence[Sequence[int]]) -> Ragged:
         lengths = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
         values = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int32, count=int(lengths.sum()))
         return cls(values, lengths)
 
     @classmethod
-    def of_rows(cls, values: np.ndarray, rows: np.ndarray, n_rows: int) -> "Ragged":
+    def of_rows(cls, values: np.ndarray, rows: np.ndarray, n_rows: int) -> Ragged:
         """`values[k]` belongs to row `rows[k]`; `rows` is non-decreasing."""
         return cls(values.astype(np.int32), np.bincount(rows, minlength=n_rows).astype(np.int64))
 
     @classmethod
-    def constant(cls, value, n_rows: int) -> "Ragged":
+    def constant(cls, value, n_rows: int) -> Ragged:
         """One id per row: `value` (an int, or an array with one id per row)."""
         return cls(np.broadcast_to(np.asarray(value, np.int32), (n_rows,)).copy(), np.ones(n_rows, np.int64))
 
@@ -244,14 +86,14 @@ class Ragged:
     def position_in_row(self) -> np.ndarray:
         return np.arange(len(self.values)) - np.repeat(self.offsets[:-1], self.lengths)
 
-    def take(self, rows: np.ndarray) -> "Ragged":
+    def take(self, rows: np.ndarray) -> Ragged:
         """Row k of the result = row `rows[k]` of this one (rows may repeat)."""
         lengths = self.lengths[rows]
         out_start = np.repeat(np.cumsum(lengths) - lengths, lengths)
         src_start = np.repeat(self.offsets[:-1][rows], lengths)
         return Ragged(self.values[src_start + np.arange(len(out_start)) - out_start], lengths)
 
-    def truncate(self, max_len: int) -> "Ragged":
+    def truncate(self, max_len: int) -> Ragged:
         return Ragged(self.values[self.position_in_row() < max_len], np.minimum(self.lengths, max_len))
 
     def to_arrow(self) -> pa.ListArray:
@@ -260,7 +102,9 @@ class Ragged:
 
 def concat_ragged(*parts: Ragged) -> Ragged:
     """The rows of several Raggeds, one after the other."""
-    return Ragged(np.concatenate([p.values for p in parts]).astype(np.int32), np.concatenate([p.lengths for p in parts]))
+    return Ragged(
+        np.concatenate([p.values for p in parts]).astype(np.int32), np.concatenate([p.lengths for p in parts])
+    )
 
 
 def concat_rows(n_rows: int, *parts) -> Ragged:
@@ -279,15 +123,24 @@ def concat_rows(n_rows: int, *parts) -> Ragged:
 def ids_as_bytes(ids: pa.ListArray) -> pa.BinaryArray:
     """Each row's int32 ids as one native-endian byte string (a sort key that orders like the old packed rows)."""
     offsets = ids.offsets.to_numpy().astype(np.int64)
-    values = ids.values.to_numpy()[offsets[0]:offsets[-1]]
+    values = ids.values.to_numpy()[offsets[0] : offsets[-1]]
     byte_offsets = ((offsets - offsets[0]) * 4).astype(np.int32)
     return pa.Array.from_buffers(pa.binary(), len(ids), [None, pa.py_buffer(byte_offsets), pa.py_buffer(values)])
 
 
 # ---- tables of rows ------------------------------------------------------------------------------
 
-def rows_table(split, kind: str, subject: pa.Array, input_ids: Ragged, target_item: pa.Array | None = None,
-               target_id=NO_TARGET, history_ids: Ragged | None = None, bucket: pa.Array | None = None) -> pa.Table:
+
+def rows_table(
+    split,
+    kind: str,
+    subject: pa.Array,
+    input_ids: Ragged,
+    target_item: pa.Array | None = None,
+    target_id=NO_TARGET,
+    history_ids: Ragged | None = None,
+    bucket: pa.Array | None = None,
+) -> pa.Table:
     """A ROWS_SCHEMA table; `split` is one string or one per row, the bucket is computed from kind+subject
     unless given."""
     n = len(subject)
@@ -306,8 +159,9 @@ def rows_table(split, kind: str, subject: pa.Array, input_ids: Ragged, target_it
 
 def sort_buckets(kind: str, subject: pa.Array) -> pa.Array:
     """stable_bucket(f"{kind}\\x00{subject}", BUCKETS) of every row."""
-    return per_distinct(subject, lambda distinct: (
-        stable_fractions([f"{kind}\x00{s}" for s in distinct]) * BUCKETS).astype(np.int32)).cast(pa.int32())
+    return per_distinct(
+        subject, lambda distinct: (stable_fractions([f"{kind}\x00{s}" for s in distinct]) * BUCKETS).astype(np.int32)
+    ).cast(pa.int32())
 
 
 def sort_rows(rows: pa.Table) -> pa.Table:
@@ -318,18 +172,25 @@ def sort_rows(rows: pa.Table) -> pa.Table:
 
 def sort_keys(rows: pa.Table) -> pa.Table:
     """The columns that order rows (see sort_rows), the id lists as byte strings."""
-    return pa.table({
-        "bucket": rows["bucket"], "kind": rows["kind"], "subject_id": rows["subject_id"],
-        "input_ids": ids_as_bytes(rows["input_ids"].combine_chunks()),
-        "target_item": pc.fill_null(rows["target_item"], ""), "target_id": rows["target_id"],
-        "history_ids": ids_as_bytes(rows["history_ids"].combine_chunks()),
-    })
+    return pa.table(
+        {
+            "bucket": rows["bucket"],
+            "kind": rows["kind"],
+            "subject_id": rows["subject_id"],
+            "input_ids": ids_as_bytes(rows["input_ids"].combine_chunks()),
+            "target_item": pc.fill_null(rows["target_item"], ""),
+            "target_id": rows["target_id"],
+            "history_ids": ids_as_bytes(rows["history_ids"].combine_chunks()),
+        }
+    )
 
 
 def sorted_order(keys: pa.Table, rows: np.ndarray | None = None) -> np.ndarray:
     """The rows of `keys` (or those listed in `rows`) in sort_rows order, as row numbers of `keys`."""
     if rows is not None:
-        return rows[pc.sort_indices(keys.take(pa.array(rows)), [(n, "ascending") for n in keys.column_names]).to_numpy()]
+        return rows[
+            pc.sort_indices(keys.take(pa.array(rows)), [(n, "ascending") for n in keys.column_names]).to_numpy()
+        ]
     return pc.sort_indices(keys, [(n, "ascending") for n in keys.column_names]).to_numpy()
 
 
@@ -338,15 +199,12 @@ def tokens_table(rows: pa.Table) -> pa.Table:
     return rows.select(TOKENS_SCHEMA.names).cast(TOKENS_SCHEMA).combine_chunks()
 
 
-def table_examples(rows: pa.Table) -> list[Example]:
-    return [Example(**r) for r in rows.select(list(Example._fields)).to_pylist()]
-
-
 def tokens_in(rows: pa.Table) -> int:
     return int(pc.sum(pc.list_value_length(rows["input_ids"])).as_py() or 0)
 
 
 # ---- history and search, many users at once ------------------------------------------------------
+
 
 @dataclass
 class ItemTokens:
@@ -356,7 +214,7 @@ class ItemTokens:
     n_text: int
 
     @classmethod
-    def from_index(cls, item_index: Mapping[str, int], n_text: int) -> "ItemTokens":
+    def from_index(cls, item_index: Mapping[str, int], n_text: int) -> ItemTokens:
         items = sorted(item_index, key=item_index.__getitem__)
         if [item_index[i] for i in items] != list(range(len(items))):
             raise ValueError("item index must number the items 0..n-1")
@@ -391,18 +249,25 @@ def sorted_events(table: pa.Table) -> pa.Table:
     per user. String columns may come plain or dictionary-encoded; `event_type` comes back dictionary-encoded
     (a few distinct values, which `is_in` tests once each)."""
     users = pc.dictionary_encode(pc.fill_null(table["user_id"], "").combine_chunks())
-    events = pa.table({
-        "user": users.indices, "user_id": pc.fill_null(table["user_id"], ""),
-        "ts": table["ts"].cast(pa.int64()), "arrival": pc.fill_null(table["arrival"], 0),
-        "session_id": pc.fill_null(table["session_id"], ""), "event_type": table["event_type"],
-        "item_id": table["item_id"], "query": table["query"],
-    })
+    events = pa.table(
+        {
+            "user": users.indices,
+            "user_id": pc.fill_null(table["user_id"], ""),
+            "ts": table["ts"].cast(pa.int64()),
+            "arrival": pc.fill_null(table["arrival"], 0),
+            "session_id": pc.fill_null(table["session_id"], ""),
+            "event_type": table["event_type"],
+            "item_id": table["item_id"],
+            "query": table["query"],
+        }
+    )
     if not in_event_order(events):  # curated files are in order already
         keys = pa.table({c: plain_strings(events[c]) for c in EVENT_ORDER})  # (no sorting by a dictionary)
         events = events.take(pc.sort_indices(keys, [(c, "ascending") for c in EVENT_ORDER]))
     events = events.unify_dictionaries().combine_chunks()
-    return events.set_column(events.schema.get_field_index("event_type"), "event_type",
-                             pc.dictionary_encode(events["event_type"]))
+    return events.set_column(
+        events.schema.get_field_index("event_type"), "event_type", pc.dictionary_encode(events["event_type"])
+    )
 
 
 def plain_strings(column):
@@ -514,15 +379,14 @@ def tie_shuffled(events: pa.Table, runs: Runs, n_train: np.ndarray, copies: int)
     for copy in range(1, copies + 1):
         noise = mix64(seed[runs.user] ^ mix64(pos * np.uint64(MAX_TIE_SHUFFLES + 1) + np.uint64(copy)))
         order = np.lexsort((np.where(train, noise, pos), ts, ~train, runs.user))  # only train ties move
-        shuffled.append(collapse_repeats(dataclasses.replace(runs, token=runs.token[order]), train, n_train))
+        shuffled.append(collapse_repeated_runs(dataclasses.replace(runs, token=runs.token[order]), train, n_train))
     return shuffled
 
 
-def collapse_repeats(runs: Runs, train: np.ndarray, n_train: np.ndarray) -> tuple[Runs, np.ndarray]:
+def collapse_repeated_runs(runs: Runs, train: np.ndarray, n_train: np.ndarray) -> tuple[Runs, np.ndarray]:
     """(runs without a training run that repeats the one before it, n_train less what was dropped)."""
     repeat = np.zeros(len(runs.token), bool)
-    repeat[1:] = ((runs.user[1:] == runs.user[:-1]) & (runs.token[1:] == runs.token[:-1])
-                  & train[1:] & train[:-1])
+    repeat[1:] = (runs.user[1:] == runs.user[:-1]) & (runs.token[1:] == runs.token[:-1]) & train[1:] & train[:-1]
     if not repeat.any():
         return runs, n_train
     keep = ~repeat
@@ -538,8 +402,13 @@ def new_rows(original: pa.Table, copies: Sequence[pa.Table]) -> pa.Table:
     if not copies:  # the usual night (tie_shuffles = 0): nothing to compare
         return original.slice(0, 0)
     every = pa.concat_tables([original, *copies])
-    keys = pa.table({"subject": every["subject_id"], "ids": ids_as_bytes(every["input_ids"].combine_chunks()),
-                     "row": np.arange(every.num_rows)})
+    keys = pa.table(
+        {
+            "subject": every["subject_id"],
+            "ids": ids_as_bytes(every["input_ids"].combine_chunks()),
+            "row": np.arange(every.num_rows),
+        }
+    )
     first = keys.group_by(["subject", "ids"], use_threads=False).aggregate([("row", "min")])["row_min"].to_numpy()
     return every.take(pa.array(np.sort(first[first >= original.num_rows])))
 
@@ -553,8 +422,9 @@ def first_occurrences(runs: Runs) -> np.ndarray:
     return first
 
 
-def held_out_history_rows(split: str, back: int, events: pa.Table, runs: Runs, long_users: np.ndarray,
-                          first: np.ndarray, window: int) -> pa.Table:
+def held_out_history_rows(
+    split: str, back: int, events: pa.Table, runs: Runs, long_users: np.ndarray, first: np.ndarray, window: int
+) -> pa.Table:
     """valid (back=2) or test (back=1) rows of the long users: the prompt of the last `window` items before
     the target, and every distinct item before it (masked when ranking; `first`: first_occurrences(runs))."""
     row_of_user = np.full(len(runs.n_of_user), -1)
@@ -569,9 +439,15 @@ def held_out_history_rows(split: str, back: int, events: pa.Table, runs: Runs, l
     first_run = np.cumsum(runs.n_of_user) - runs.n_of_user
     target = first_run[long_users] + runs.n_of_user[long_users] - back
     target_event = pa.array(runs.event[target])
-    return rows_table(split, "history", events["user_id"].take(target_event),
-                      concat_rows(n_rows, BOS_ID, HIST_ID, prompt), events["item_id"].take(target_event),
-                      runs.token[target], history)
+    return rows_table(
+        split,
+        "history",
+        events["user_id"].take(target_event),
+        concat_rows(n_rows, BOS_ID, HIST_ID, prompt),
+        events["item_id"].take(target_event),
+        runs.token[target],
+        history,
+    )
 
 
 def search_answers(events: pa.Table) -> tuple[np.ndarray, np.ndarray, int]:
@@ -586,7 +462,8 @@ def search_answers(events: pa.Table) -> tuple[np.ndarray, np.ndarray, int]:
     order, user, session = relevant[by_session], user[by_session], session[by_session]
     is_search = search[order]
     has_query = pc.fill_null(pc.not_equal(events["query"].take(pa.array(order)), ""), False).to_numpy(
-        zero_copy_only=False)
+        zero_copy_only=False
+    )
     is_target = target[order]
     answered = np.zeros(len(order), bool)
     answered[:-1] = (user[1:] == user[:-1]) & (session[1:] == session[:-1]) & is_target[1:]
@@ -595,8 +472,9 @@ def search_answers(events: pa.Table) -> tuple[np.ndarray, np.ndarray, int]:
     return order[hits], order[hits + 1], int(source.sum()) - len(hits)
 
 
-def search_pairs(events: pa.Table, tokens: np.ndarray, held_out: np.ndarray,
-                 holdout: float) -> tuple[pa.Table, int, int]:
+def search_pairs(
+    events: pa.Table, tokens: np.ndarray, held_out: np.ndarray, holdout: float
+) -> tuple[pa.Table, int, int]:
     """(search pairs, searches without target, train pairs withheld because their answer is held out)."""
     source, answer, without_target = search_answers(events)
     known = tokens[answer] >= 0  # an unknown answer item is already counted as an unknown item event
@@ -605,9 +483,14 @@ def search_pairs(events: pa.Table, tokens: np.ndarray, held_out: np.ndarray,
     split = holdout_splits(query, holdout)
     withheld = pc.equal(split, "train").to_numpy(zero_copy_only=False) & held_out[answer]
     keep = np.argsort(source[~withheld], kind="stable")  # time order
-    pairs = pa.table({"split": split.filter(pa.array(~withheld)), "query": query.filter(pa.array(~withheld)),
-                      "item_id": plain_strings(events["item_id"].take(pa.array(answer[~withheld]))),
-                      "item_token": pa.array(tokens[answer[~withheld]], pa.int32())})
+    pairs = pa.table(
+        {
+            "split": split.filter(pa.array(~withheld)),
+            "query": query.filter(pa.array(~withheld)),
+            "item_id": plain_strings(events["item_id"].take(pa.array(answer[~withheld]))),
+            "item_token": pa.array(tokens[answer[~withheld]], pa.int32()),
+        }
+    )
     return pairs.take(pa.array(keep)), without_target, int(withheld.sum())
 
 
@@ -621,18 +504,34 @@ def shard_examples(table: pa.Table, item_tokens: ItemTokens, cfg) -> ShardExampl
     n_train = np.where(long_user, runs.n_of_user - 2, runs.n_of_user)
     first = first_occurrences(runs)
     train = train_history_rows(events, runs, n_train, cfg.history_window, cfg.history_eos)
-    copies = new_rows(train, [train_history_rows(events, c, n, cfg.history_window, cfg.history_eos)
-                              for c, n in tie_shuffled(events, runs, n_train, cfg.tie_shuffles)])
-    history = pa.concat_tables([
-        held_out_history_rows("valid", 2, events, runs, long_users, first, cfg.history_window),
-        held_out_history_rows("test", 1, events, runs, long_users, first, cfg.history_window),
-        train, copies,
-    ])
+    copies = new_rows(
+        train,
+        [
+            train_history_rows(events, c, n, cfg.history_window, cfg.history_eos)
+            for c, n in tie_shuffled(events, runs, n_train, cfg.tie_shuffles)
+        ],
+    )
+    history = pa.concat_tables(
+        [
+            held_out_history_rows("valid", 2, events, runs, long_users, first, cfg.history_window),
+            held_out_history_rows("test", 1, events, runs, long_users, first, cfg.history_window),
+            train,
+            copies,
+        ]
+    )
     held_run = long_user[runs.user] & (runs.pos >= runs.n - 2)
     held_out = (runs.run_of_event >= 0) & held_run[runs.run_of_event]
     pairs, without_target, withheld = search_pairs(events, tokens, held_out, cfg.search_holdout)
-    return ShardExamples(history, pairs, len(runs.n_of_user), len(runs.n_of_user) - len(long_users), unknown,
-                         without_target, withheld, copies.num_rows)
+    return ShardExamples(
+        history,
+        pairs,
+        len(runs.n_of_user),
+        len(runs.n_of_user) - len(long_users),
+        unknown,
+        without_target,
+        withheld,
+        copies.num_rows,
+    )
 
 
 def search_rows(pairs: pa.Table, tokenizer, pool_busy: bool = False) -> tuple[pa.Table, int]:
@@ -648,30 +547,23 @@ def search_rows(pairs: pa.Table, tokenizer, pool_busy: bool = False) -> tuple[pa
         query = Ragged.from_lists(ids).take(queries.indices.to_numpy())
     train = pc.equal(pairs["split"], "train").to_numpy(zero_copy_only=False)
     item_token = pairs["item_token"].to_numpy()
-    answer = Ragged(np.stack([item_token[train], np.full(train.sum(), EOS_ID)], axis=1).ravel().astype(np.int32),
-                    np.where(train, 2, 0))  # train rows go on to the item and <eos>; held-out rows are prompts
-    rows = rows_table(pairs["split"], "search", pairs["query"], concat_rows(n, BOS_ID, QUERY_ID, query, REC_ID, answer),
-                      pc.if_else(pa.array(train), NULL_STRING, pairs["item_id"]),
-                      np.where(train, NO_TARGET, item_token))
+    answer = Ragged(
+        np.stack([item_token[train], np.full(train.sum(), EOS_ID)], axis=1).ravel().astype(np.int32),
+        np.where(train, 2, 0),
+    )  # train rows go on to the item and <eos>; held-out rows are prompts
+    rows = rows_table(
+        pairs["split"],
+        "search",
+        pairs["query"],
+        concat_rows(n, BOS_ID, QUERY_ID, query, REC_ID, answer),
+        pc.if_else(pa.array(train), NULL_STRING, pairs["item_id"]),
+        np.where(train, NO_TARGET, item_token),
+    )
     return rows, len(query.values)
 
 
-def events_table(user_id: str, events: Sequence[Event]) -> pa.Table:
-    columns = {name: pa.array([getattr(e, name) for e in events], type_) for name, type_ in EVENT_FIELD_TYPES}
-    return pa.table({"user_id": pa.repeat(user_id, len(events)), **columns})
-
-
-def build_user_examples(user_id: str, events: Iterable[Event], item_index: Mapping[str, int], n_text: int,
-                        cfg) -> UserExamples:
-    """History rows and search pairs of one user: `shard_examples` on that user's events alone.
-    `item_index` maps item_id -> index in the ItemVocab. Rows come valid, test, then train in time order."""
-    res = shard_examples(events_table(user_id, list(events)), ItemTokens.from_index(item_index, n_text), cfg)
-    return UserExamples(table_examples(res.history), [SearchPair(**p) for p in res.searches.to_pylist()],
-                        res.short_users == 1, res.unknown_item_events, res.searches_without_target,
-                        res.searches_withheld)
-
-
 # ---- describe, many items at once ----------------------------------------------------------------
+
 
 @dataclass
 class DescribeBatch:
@@ -688,8 +580,9 @@ def attribute_text_column(items: pa.Table) -> pa.Array:
     """`sequences.attribute_text` of every row of a curated/items table, computed column-wise (the per-row
     version builds a Python list of pairs per item: 4x slower, and it is the start of the describe work)."""
     attrs = items["attributes"].combine_chunks()
-    pairs = pa.ListArray.from_arrays(attrs.offsets, pa.StructArray.from_arrays([attrs.keys, attrs.items], ["k", "v"]),
-                                     mask=attrs.is_null())
+    pairs = pa.ListArray.from_arrays(
+        attrs.offsets, pa.StructArray.from_arrays([attrs.keys, attrs.items], ["k", "v"]), mask=attrs.is_null()
+    )
     flat = pc.list_flatten(pairs)  # skips what a null entry's offsets span, so the parents are counted alike
     item = np.repeat(np.arange(len(pairs)), pc.fill_null(pc.list_value_length(pairs), 0).to_numpy())
     kv = pa.table({"item": item, "k": nonempty(flat.field("k")), "v": nonempty(flat.field("v"))})
@@ -698,8 +591,9 @@ def attribute_text_column(items: pa.Table) -> pa.Array:
     per_item = np.bincount(kv["item"].to_numpy(), minlength=items.num_rows)
     text = pc.binary_join_element_wise(kv["k"], kv["v"], ": ").combine_chunks()
     joined = pc.binary_join(pa.ListArray.from_arrays(offsets_of(per_item), text), "; ")
-    return join_present([nonempty(items[c]) for c in ("title", "category", "brand")] + [nonempty(joined)],
-                        sequences.ATTR_SEPARATOR)
+    return join_present(
+        [nonempty(items[c]) for c in ("title", "category", "brand")] + [nonempty(joined)], sequences.ATTR_SEPARATOR
+    )
 
 
 def nonempty(strings) -> pa.Array:
@@ -720,8 +614,9 @@ def join_present(columns: Sequence[pa.Array], separator: str) -> pa.Array:
     row_major = np.arange(len(columns) * n).reshape(len(columns), n).T.ravel()
     present = pc.is_valid(stacked).to_numpy(zero_copy_only=False)[row_major]
     values = stacked.take(pa.array(row_major[present]))
-    return pc.binary_join(pa.ListArray.from_arrays(offsets_of(present.reshape(n, len(columns)).sum(axis=1)), values),
-                          separator)
+    return pc.binary_join(
+        pa.ListArray.from_arrays(offsets_of(present.reshape(n, len(columns)).sum(axis=1)), values), separator
+    )
 
 
 @dataclass
@@ -792,59 +687,90 @@ def describe_texts(table: pa.Table, item_tokens: ItemTokens, cfg, slots=None) ->
     descriptions = items["description"].to_pylist()
     pieces = None
     if slots and cfg.describe_slots:
-        pieces = [delexicalize(d, slots.facts(b, c, a or (), t), slots.name_id) for d, b, c, a, t in
-                  zip(descriptions, items["brand"].to_pylist(), items["category"].to_pylist(),
-                      items["attributes"].to_pylist(), items["title"].to_pylist())]
+        pieces = [
+            delexicalize(d, slots.facts(b, c, a or (), t), slots.name_id)
+            for d, b, c, a, t in zip(
+                descriptions,
+                items["brand"].to_pylist(),
+                items["category"].to_pylist(),
+                items["attributes"].to_pylist(),
+                items["title"].to_pylist(),
+            )
+        ]
         descriptions = [p for ps in pieces for p in ps if isinstance(p, str)]
     texts = attr.filter(pa.array(full)).to_pylist() + descriptions + attr.filter(pa.array(bare)).to_pylist()
-    return DescribeTexts(items, bare_items, tokens, full, bare, int(((tokens >= 0) & ~has_desc).sum()) - bare_items.num_rows,
-                         texts, cfg.describe_holdout, pieces)
+    return DescribeTexts(
+        items,
+        bare_items,
+        tokens,
+        full,
+        bare,
+        int(((tokens >= 0) & ~has_desc).sum()) - bare_items.num_rows,
+        texts,
+        cfg.describe_holdout,
+        pieces,
+    )
 
 
 def describe_rows(texts: DescribeTexts, encoded: Sequence[Sequence[int]], cfg) -> DescribeBatch:
-    """Describe rows from the texts and their token ids (see describe_batch)."""
+    """Describe rows of a curated/items table from its `describe_texts` and their token ids: the full layout
+    for items with a description (held out by item hash), the attribute text alone for those without one
+    (training only, when cfg.attribute_rows and there is attribute text), and with cfg.catalog_search_rows a
+    training search row from each item's attribute text to the item."""
     items, bare_items, tokens = texts.items, texts.bare_items, texts.tokens
     n, n_bare = items.num_rows, bare_items.num_rows
     end = n + texts.n_description_texts
     attrs, descs = Ragged.from_lists(encoded[:n]), Ragged.from_lists(texts.description_ids(encoded[n:end]))
     bare_attrs = Ragged.from_lists(encoded[end:])
-    seq = concat_rows(n, BOS_ID, tokens[texts.full], ATTR_ID, attrs, DESC_ID, descs, EOS_ID
-                      ).truncate(cfg.max_describe_tokens)
+    seq = concat_rows(n, BOS_ID, tokens[texts.full], ATTR_ID, attrs, DESC_ID, descs, EOS_ID).truncate(
+        cfg.max_describe_tokens
+    )
     split = texts.split
     held = pc.not_equal(split, "train")
     buckets, bare_buckets = texts.buckets
-    rows = [rows_table(split, "describe", items["item_id"], seq, pc.if_else(held, items["item_id"], NULL_STRING),
-                       bucket=buckets)]
+    rows = [
+        rows_table(
+            split, "describe", items["item_id"], seq, pc.if_else(held, items["item_id"], NULL_STRING), bucket=buckets
+        )
+    ]
     if n_bare:
-        bare_seq = concat_rows(n_bare, BOS_ID, tokens[texts.bare], ATTR_ID, bare_attrs).truncate(cfg.max_describe_tokens)
+        bare_seq = concat_rows(n_bare, BOS_ID, tokens[texts.bare], ATTR_ID, bare_attrs).truncate(
+            cfg.max_describe_tokens
+        )
         rows.append(rows_table("train", "describe", bare_items["item_id"], bare_seq, bucket=bare_buckets))
     if cfg.catalog_search_rows:
-        rows.append(catalog_search_rows(texts.texts[:n] + texts.texts[end:], concat_ragged(attrs, bare_attrs),
-                                        np.concatenate([tokens[texts.full], tokens[texts.bare]]), cfg))
+        rows.append(
+            catalog_search_rows(
+                texts.texts[:n] + texts.texts[end:],
+                concat_ragged(attrs, bare_attrs),
+                np.concatenate([tokens[texts.full], tokens[texts.bare]]),
+                cfg,
+            )
+        )
     zh = chinese_rows(texts)
     row_texts = texts.texts[:n] + items["description"].to_pylist() + texts.texts[end:]
     zh_chars = sum(len(t) for t, is_zh in zip(row_texts, zh) if is_zh)
     zh_tokens = int(np.concatenate([attrs.lengths, descs.lengths, bare_attrs.lengths])[zh].sum())
-    return DescribeBatch(pa.concat_tables(rows), texts.without_description, int((tokens < 0).sum()),
-                         sum(len(r.values) for r in (attrs, descs, bare_attrs)), n_bare, zh_chars, zh_tokens)
+    return DescribeBatch(
+        pa.concat_tables(rows),
+        texts.without_description,
+        int((tokens < 0).sum()),
+        sum(len(r.values) for r in (attrs, descs, bare_attrs)),
+        n_bare,
+        zh_chars,
+        zh_tokens,
+    )
 
 
 def chinese_rows(texts: DescribeTexts) -> np.ndarray:
     """Per describe text (attribute texts, whole descriptions, bare attribute texts): whether it belongs to an
     item whose language is 'zh'."""
+
     def is_zh(items: pa.Table) -> np.ndarray:
         return pc.fill_null(pc.equal(items["language"], "zh"), False).to_numpy(zero_copy_only=False)
+
     full = is_zh(texts.items)
     return np.concatenate([full, full, is_zh(texts.bare_items)]).astype(bool)
-
-
-def describe_batch(table: pa.Table, tokenizer, item_tokens: ItemTokens, cfg, slots=None) -> DescribeBatch:
-    """Describe rows of a curated/items table, all its texts encoded in one call: the full layout for items
-    with a description (held out by item hash), the attribute text alone for those without one (training
-    only, when cfg.attribute_rows and there is attribute text), and with cfg.catalog_search_rows a training
-    search row from each item's attribute text to the item."""
-    texts = describe_texts(table, item_tokens, cfg, slots)
-    return describe_rows(texts, tokenizer.encode_batch(texts.texts) if texts.texts else [], cfg)
 
 
 def catalog_search_rows(texts: Sequence[str], ids: Ragged, item_tokens: np.ndarray, cfg) -> pa.Table:
@@ -857,10 +783,13 @@ def catalog_search_rows(texts: Sequence[str], ids: Ragged, item_tokens: np.ndarr
 
 # ---- tokenizer training text ---------------------------------------------------------------------
 
+
 def tokenizer_texts(items: pa.Table, queries: Iterable[str | None]) -> list[str]:
     """Every curated text the model reads: item fields, attribute keys/values, attribute_text, queries."""
     texts: list[str] = []
-    cols = {name: items.column(name).to_pylist() for name in ("title", "description", "category", "brand", "attributes")}
+    cols = {
+        name: items.column(name).to_pylist() for name in ("title", "description", "category", "brand", "attributes")
+    }
     for title, desc, category, brand, attrs in zip(*cols.values()):
         attrs = attrs or []
         texts.extend(t for t in (title, desc, category, brand) if t)
@@ -868,33 +797,3 @@ def tokenizer_texts(items: pa.Table, queries: Iterable[str | None]) -> list[str]
         texts.append(sequences.attribute_text(title or "", category, brand, attrs))
     texts.extend(q for q in queries if q)
     return texts
-
-
-# ---- packed row tuples (a compact per-row form for tools and tests) -------------------------------
-
-def pack_ids(ids: Sequence[int]) -> bytes:
-    return array("i", ids).tobytes()
-
-
-def unpack_ids(data: bytes) -> list[int]:
-    return array("i", data).tolist() if data else []
-
-
-def pack(ex: Example) -> tuple:
-    return (ex.split, ex.kind, ex.subject_id, pack_ids(ex.input_ids), ex.target_item, ex.target_id,
-            pack_ids(ex.history_ids))
-
-
-def unpack(row: tuple) -> Example:
-    split, kind, subject, ids, target_item, target_id, hist = row
-    return Example(split, kind, subject, unpack_ids(ids), target_item, target_id, unpack_ids(hist))
-
-
-def rows_to_table(rows: Sequence[tuple]) -> pa.Table:
-    """Packed rows -> a TOKENS_SCHEMA table (the split column is dropped: it is the partition)."""
-    examples = [unpack(r) for r in rows]
-    return pa.Table.from_pylist([ex._asdict() for ex in examples], schema=TOKENS_SCHEMA)
-
-
-def count_tokens(rows: Iterable[tuple]) -> int:
-    return sum(len(r[3]) // 4 for r in rows)
