@@ -7,8 +7,8 @@ Each version runs in its own long-lived process (PYTHONPATH=its tree) on its own
 (a `prepare_bench` sample, x3 by default, made once under --work; each version runs its own baseline).
 The processes take turns, in a random order each
 round, each running the plain baseline and one prepare night. Printed per version, as medians over the
-rounds: the baseline, the pipeline's wall time, the step (from the start of the bundle to the end of the
-prepare DoFn's work, so without Beam's state-sampler wait) and the process CPU time of the step. Two
+rounds: the baseline, the pipeline's wall time, the whole stage's wall time ("step") and its process CPU
+time. Two
 processes of the same version differ by ~10 ms on the 2-core machine: smaller differences are noise.
 """
 
@@ -30,8 +30,6 @@ WORKER = "worker"
 
 def worker(out: Path, date: str) -> None:
     """Answer each line on stdin with one timed baseline + prepare night, as a JSON line."""
-    from apache_beam.runners.worker import statesampler
-
     import pipelines.prepare as prepare
 
     try:  # the stage's run moved from pipelines/ to jobs/; an older tree still has it in pipelines
@@ -42,32 +40,21 @@ def worker(out: Path, date: str) -> None:
     from pipelines.common import gc_frozen
     from shopllm.config import PrepareConfig
 
-    marks: dict[str, float] = {}
-    start, process = statesampler.StateSampler.start, prepare.PrepareOnOneWorker.process
-
-    def timed_start(self):
-        marks["start"], marks["start_cpu"] = time.perf_counter(), time.process_time()
-        start(self)
-
-    def timed_process(self, element):
-        yield from process(self, element)
-        marks["end"], marks["end_cpu"] = time.perf_counter(), time.process_time()
-
-    statesampler.StateSampler.start = timed_start
-    prepare.PrepareOnOneWorker.process = timed_process
     run_prepare(out, date, PrepareConfig())  # warm-up
     print("ready", flush=True)
     for _ in sys.stdin:
         with gc_frozen():
             base = baseline(out, date, out / "vocab" / "tokenizer.json")
+        cpu = time.process_time()
         summary = run_prepare(out, date, PrepareConfig())
+        cpu = time.process_time() - cpu
         print(
             json.dumps(
                 {
                     "baseline": base["total_s"],
                     "pipeline": summary["seconds"]["pipeline"],
-                    "step": marks["end"] - marks["start"],
-                    "step_cpu": marks["end_cpu"] - marks["start_cpu"],
+                    "step": summary["seconds"]["total"],
+                    "step_cpu": cpu,
                 }
             ),
             flush=True,

@@ -1,11 +1,8 @@
-"""The prepare stage: curated/ -> tokenizer + item vocabulary -> tokens/{train,valid,test}/dt=D.
+"""The prepare pipeline: the night's curated files -> token shards of tokens/{train,valid,test}/dt=D.
 
-Driver side (one process): train or load the tokenizer, extend the append-only item vocabulary, run the
-Beam pipeline, publish the three partitions, write the summary. Workers get the tokenizer and the item
-vocabulary as file paths and load them once in `setup()`, so on a distributed runner `--out` must be a
-filesystem every worker sees.
-
-Several workers (any --runner, --direct_num_workers > 1, or a --direct_running_mode other than in_memory):
+`jobs.prepare.run_prepare` trains or loads the tokenizer, extends the item vocabulary, runs `Prepare` and
+publishes the splits. Workers get the tokenizer and the item vocabulary as file paths and load them once in
+`setup()`, so on a distributed runner `--out` must be a filesystem every worker sees.
 
     curated/items + curated/events --ReadCurated--> (source, table) per READ_FILES files
       --BuildExamples: ShardInputs (events by user shard, items in slices) -> GroupInputs -> BuildShardExamples
@@ -16,9 +13,8 @@ A shuffle copies everything it moves several times, so there are only those the 
 come from one read step (a Flatten of two branches would be a stage of its own); the row counts that place
 the shard boundaries are taken before the sort (a side input), so sorting and cutting are one step.
 
-One in-process worker (the default): there is nowhere to spread the work to, and each shuffle would copy the
-tables and start another stage, so the night is one step, PrepareOnOneWorker: the same functions on one
-user shard, one sort group per split and the item slices, in one call (same bytes; tested).
+One shape on every runner: on one in-process worker (the default) a hand-tuned single-step shape was no
+faster relative to the plain encode baseline on the x12 benchmark (0.49-0.53 against 0.50), so it went.
 
 Elements are Arrow tables (one per user shard, item slice, sort group or output shard), never one per
 event or row: the per-row work is vectorised in `shopllm.training_rows`.
@@ -27,9 +23,8 @@ event or row: the per-row work is vectorised in `shopllm.training_rows`.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +35,6 @@ import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
-from pipelines.common import single_worker
 from shopllm import hashing, storage, training_rows
 from shopllm.schemas import (
     CURATED_EVENTS,
@@ -157,9 +151,6 @@ class BuildShardExamples(beam.DoFn):
     bundle: encode_batch releases the GIL, so while the item texts encode, the bundle's user shards are
     grouped on the bundle's thread."""
 
-    helper_threads = 1
-    free_on_helper = False  # keep the tokenizer's output for free_later (PrepareOnOneWorker) or free it at once
-
     def __init__(self, tokenizer_path: str, vocab_dir: str, n_text: int, cfg, sort_groups: int):
         self.tokenizer_path, self.vocab_dir, self.n_text, self.cfg = tokenizer_path, vocab_dir, n_text, cfg
         self.sort_groups = sort_groups
@@ -170,9 +161,7 @@ class BuildShardExamples(beam.DoFn):
         self.item_tokens = training_rows.ItemTokens(
             pa.array(ItemVocab.load(self.vocab_dir).items, pa.string()), self.n_text
         )
-        self.helper = ThreadPoolExecutor(max_workers=self.helper_threads, thread_name_prefix="prepare-helper")
-        # Python objects done with but not yet freed (see free_later)
-        self.garbage: list = []
+        self.helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-helper")
 
     def start_bundle(self):
         self.pending = []
@@ -189,7 +178,6 @@ class BuildShardExamples(beam.DoFn):
         for rows in self.described():
             for keyed in keyed_by_sort_group(rows, self.sort_groups):
                 yield GlobalWindows.windowed_value(keyed)
-        self.garbage.clear()
 
     def start_describe(self, items: pa.Table) -> None:
         """Make the describe texts of an item slice and start their encode on the helper thread."""
@@ -198,16 +186,7 @@ class BuildShardExamples(beam.DoFn):
         texts.hash_items()
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        encodings = self.tokenizer.encodings(texts)
-        if self.free_on_helper:
-            self.garbage.append(encodings)  # freeing 12k Encodings takes ~11 ms under the GIL
-        return [e.ids for e in encodings]
-
-    def free_later(self) -> Future:
-        """Free the lists in `garbage` on a helper thread while this one writes Parquet (which runs without
-        the GIL), a few objects at a time so that this thread gets the GIL when it needs it."""
-        garbage, self.garbage = self.garbage, []
-        return self.helper.submit(lambda: [free_gradually(objects) for objects in garbage])
+        return [e.ids for e in self.tokenizer.encodings(texts)]
 
     def encoding(self) -> bool:
         """Whether an item encode started in this bundle is still running (it holds the tokenizer's pool)."""
@@ -216,8 +195,6 @@ class BuildShardExamples(beam.DoFn):
     def described(self) -> list[pa.Table]:
         """The describe rows of the item slices started in this bundle, once their texts are encoded."""
         pending, self.pending = self.pending, []
-        if self.free_on_helper:
-            self.garbage.extend(encoded.result() for _, encoded in pending)  # the id lists: ~3 ms to free
         return [
             self.counted(training_rows.describe_rows(texts, encoded.result(), self.cfg)) for texts, encoded in pending
         ]
@@ -256,16 +233,16 @@ class BuildShardExamples(beam.DoFn):
 class BuildExamples(beam.PTransform):
     """(source, curated table) with source 'items' or 'events' -> ((split, sort group), rows) of all three kinds."""
 
-    def __init__(self, tokenizer_path: str, vocab_dir: str, n_text: int, cfg, spread: Fanout = Fanout()):
+    def __init__(self, tokenizer_path: str, vocab_dir: str, n_text: int, cfg, fanout: Fanout = Fanout()):
         super().__init__()
         self.tokenizer_path, self.vocab_dir, self.n_text, self.cfg = str(tokenizer_path), str(vocab_dir), n_text, cfg
-        self.spread = spread
+        self.fanout = fanout
 
     def expand(self, tables):
-        spread = self.spread
-        build = BuildShardExamples(self.tokenizer_path, self.vocab_dir, self.n_text, self.cfg, spread.sort_groups)
+        fanout = self.fanout
+        build = BuildShardExamples(self.tokenizer_path, self.vocab_dir, self.n_text, self.cfg, fanout.sort_groups)
         # declared output types: no inference into the numpy code, and ArrowTableCoder for the tables
-        pieces = tables | "ShardInputs" >> beam.FlatMap(shard_input, spread.user_shards).with_output_types(
+        pieces = tables | "ShardInputs" >> beam.FlatMap(shard_input, fanout.user_shards).with_output_types(
             tuple[Key, pa.Table]
         )
         return (
@@ -365,100 +342,6 @@ class WriteShards(beam.PTransform):
         )
 
 
-class PrepareOnOneWorker(BuildShardExamples):
-    """The whole night in one step on one in-process worker, started by Beam's Impulse (`paths`: the
-    curated files by source; a Create of them cost ~17 ms more to build and start). The events are read on
-    the helper thread while this one reads the items and makes their texts; the item texts then encode on
-    the helper thread while this one builds the history and search rows (all users in one shard); then the
-    rows are sorted, split by split, and cut as WriteShards cuts one sort group, so the files are the same
-    bytes."""
-
-    helper_threads = 2  # the events are read while the item texts encode
-    free_on_helper = True
-
-    def __init__(
-        self,
-        tokenizer_path: str,
-        vocab_dir: str,
-        n_text: int,
-        cfg,
-        staging: dict[str, str],
-        paths: dict[str, list[str]],
-    ):
-        super().__init__(tokenizer_path, vocab_dir, n_text, cfg, sort_groups=1)
-        self.staging, self.paths = staging, paths
-
-    def process(self, impulse):
-        rows = self.night_rows(self.paths)
-        if rows is None:
-            return
-        keys, split = training_rows.sort_keys(rows), pc.index_in(rows["split"], value_set=pa.array(SPLITS)).to_numpy()
-        splits = [(name, np.flatnonzero(split == k)) for k, name in enumerate(SPLITS)]
-        sorted_splits = self.on_two_threads(
-            splits, size=lambda s: len(s[1]), run=lambda s: (s[0], rows.take(training_rows.sorted_order(keys, s[1])))
-        )
-        shards = [
-            (name, shard, piece)
-            for name, part in sorted_splits
-            for (_, shard), (_, piece) in shard_slices(((name, 0), part), [], self.cfg.shard_rows)
-        ]
-        freed = self.free_later()
-        try:
-            self.on_two_threads(shards, size=lambda s: s[2].num_rows, run=lambda s: write_shard_file(self.staging, *s))
-        finally:
-            wait([freed])
-        for split, shard, piece in shards:
-            yield count_shard(split, shard, piece)
-
-    def night_rows(self, paths: dict[str, list[str]]) -> pa.Table | None:
-        """Every row of the night, unsorted; None when there is none."""
-        events = (
-            self.helper.submit(
-                storage.read_columns, paths[EVENTS], INPUT_COLUMNS[EVENTS], training_rows.EVENT_DICTIONARY_COLUMNS
-            )
-            if paths[EVENTS]
-            else None
-        )
-        if paths[ITEMS]:
-            for _, piece in item_slices(storage.read_columns(paths[ITEMS], INPUT_COLUMNS[ITEMS])):
-                self.start_describe(piece)  # the encode is the longest part
-        rows = ([self.user_rows(events.result())] if events is not None else []) + self.described()
-        return pa.concat_tables(rows) if rows else None
-
-    def on_two_threads(self, tasks: list, size, run) -> list:
-        """[run(task) for task in tasks], dealt by size between this thread and one helper thread (two
-        workers for two cores: a third would only slow the others down)."""
-        here, there = split_work(range(len(tasks)), size=lambda i: size(tasks[i]))
-        done = self.helper.submit(lambda: [run(tasks[i]) for i in there])
-        try:
-            results = dict(zip(here, [run(tasks[i]) for i in here]))
-        finally:  # nothing may still run when a failed run's staging folder is removed
-            wait([done])
-        results.update(zip(there, done.result()))
-        return [results[i] for i in range(len(tasks))]
-
-
-def free_gradually(objects: list, batch: int = 256) -> None:
-    """Drop the items of a list a batch at a time, letting other threads take the GIL in between (a single
-    clear() of 12k tokenizer Encodings holds it for ~11 ms)."""
-    while objects:
-        del objects[-batch:]
-        time.sleep(0)
-
-
-def split_work(tasks: list, size) -> tuple[list, list]:
-    """Tasks dealt to two workers, largest first to the one with less so far."""
-    workers, loads = ([], []), [0, 0]
-    for task in sorted(tasks, key=size, reverse=True):
-        w = int(loads[1] < loads[0])
-        workers[w].append(task)
-        loads[w] += size(task)
-    return workers
-
-
-# ---- the stage -----------------------------------------------------------------------------------
-
-
 def read_chunk(chunk: tuple[str, Sequence[str]]) -> tuple[str, pa.Table]:
     source, paths = chunk
     return source, storage.read_columns(paths, INPUT_COLUMNS[source])
@@ -482,8 +365,7 @@ def read_curated(p, files: dict[str, list[str]]):
 
 class Prepare(beam.PTransform):
     """The prepare stage: the night's curated files -> token shards of the three splits, each written into its
-    staging folder (`staging` maps each split to one). One shape or the other, by where it runs (see the
-    module docstring): the same bytes either way."""
+    staging folder (`staging` maps each split to one)."""
 
     def __init__(self, files: dict[str, list[str]], tokenizer_path: str, vocab_dir: str, n_text: int, cfg, staging):
         super().__init__()
@@ -497,17 +379,8 @@ class Prepare(beam.PTransform):
         self.staging = {split: str(folder) for split, folder in staging.items()}
 
     def expand(self, pbegin):
-        files, cfg = self.files, self.cfg
-        if single_worker(pbegin.pipeline):
-            paths = {ITEMS: files[CURATED_ITEMS], EVENTS: files[CURATED_EVENTS]}
-            prepare = PrepareOnOneWorker(self.tokenizer_path, self.vocab_dir, self.n_text, cfg, self.staging, paths)
-            return (
-                pbegin
-                | "Start" >> beam.Impulse()
-                | "PrepareOnOneWorker" >> beam.ParDo(prepare).with_output_types(tuple[str, int, int])
-            )
         return (
-            read_curated(pbegin, files)
-            | "BuildExamples" >> BuildExamples(self.tokenizer_path, self.vocab_dir, self.n_text, cfg)
-            | "WriteShards" >> WriteShards(self.staging, cfg.shard_rows)
+            read_curated(pbegin, self.files)
+            | "BuildExamples" >> BuildExamples(self.tokenizer_path, self.vocab_dir, self.n_text, self.cfg)
+            | "WriteShards" >> WriteShards(self.staging, self.cfg.shard_rows)
         )

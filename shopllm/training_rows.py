@@ -43,8 +43,6 @@ NULL_STRING = pa.scalar(None, pa.string())
 BUCKETS = 64  # rows are ordered by (bucket of kind+subject, then content): the unit of parallel sorting
 
 EVENT_COLUMNS = ["user_id", "ts", "arrival", "session_id", "event_type", "item_id", "query"]
-# read dictionary-encoded where the values are few (Parquet stores them so: no strings to decode or hash again)
-EVENT_DICTIONARY_COLUMNS = ["event_type", "item_id"]
 # the event order: time, then arrival (file and line: unique for ingested events), then the content, so
 # events that tie on all of it are interchangeable and the order never depends on how the input was read
 EVENT_ORDER = ["user", "ts", "arrival", "event_type", "session_id", "item_id", "query"]

@@ -635,7 +635,8 @@ def test_attribute_texts_skip_what_a_null_entry_spans():
 
 
 def test_item_tokens_and_event_types_read_alike_from_plain_and_dictionary_encoded_columns():
-    """The one-worker prepare reads item_id and event_type dictionary-encoded (see EVENT_DICTIONARY_COLUMNS)."""
+    """Item ids and event types give the same tokens and matches whether a column is plain or
+    dictionary-encoded (as a Parquet read with read_dictionary gives them)."""
     ids = pa.chunked_array([pa.array(["i2", None, "unknown", "i1"]), pa.array(["i1", None])])
     tokens = training_rows.ItemTokens.from_index(INDEX, N_TEXT)
     encoded = pa.chunked_array([pc.dictionary_encode(chunk) for chunk in ids.chunks])  # a dictionary per chunk
