@@ -47,7 +47,7 @@ from shopllm.vocab import ItemVocab
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "prepare"
+NAMESPACE = "shopllm.prepare"
 ITEMS, EVENTS = "items", "events"  # the sources of BuildExamples' input
 INPUT_COLUMNS = {ITEMS: training_rows.ITEM_COLUMNS, EVENTS: training_rows.EVENT_COLUMNS}
 READ_FILES = 16  # curated files read into one element

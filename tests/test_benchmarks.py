@@ -1,5 +1,7 @@
 """The MovieLens benchmark's data path, on a tiny stand-in for ML-100k (the real data ships with recbole)."""
 
+import pytest
+
 from benchmarks.ml100k import DATE, DEFAULT_CONFIG, MovieLens, build_shards, read_config, write_toml
 from shopllm import storage
 from shopllm.schemas import TOKENS
@@ -105,6 +107,7 @@ def test_bm25_baseline_finds_chinese_and_english_items_by_their_words():
     assert bm25_ranks(docs, ["jeans"], [-1]) == [6]  # a target not among the candidates is a miss
 
 
+@pytest.mark.slow  # two quick nightly runs: ~45 s
 def test_quick_language_benchmarks_run_both_shops(tmp_path, monkeypatch):
     """The describe and query benchmarks on small shops: the nightly job runs once per shop (reused by the
     second benchmark) and each writes its figures for both shops."""
