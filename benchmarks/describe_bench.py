@@ -20,7 +20,6 @@ Writes bench_out/describe.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -119,12 +118,7 @@ def print_shop(shop: str, r: dict) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="small shops and a short training (a smoke run)")
-    p.add_argument("--shops", default="sample,other")
-    p.add_argument("--work", default="bench_out/shops", help="where the shops' nightly runs live (reused)")
-    p.add_argument("--json", default="bench_out/describe.json")
-    args = p.parse_args(argv)
+    args = shops.parse_args(argv, __doc__, "bench_out/describe.json")
     results = {}
     for shop in args.shops.split(","):
         results[shop] = bench_shop(shops.nightly(shop, Path(args.work), quick=args.quick))

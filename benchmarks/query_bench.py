@@ -20,7 +20,6 @@ Writes bench_out/query.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -106,12 +105,7 @@ def compare(out: Path, date: str = shops.DATE) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="small shops and a short training (a smoke run)")
-    p.add_argument("--shops", default="sample,other")
-    p.add_argument("--work", default="bench_out/shops", help="where the shops' nightly runs live (reused)")
-    p.add_argument("--json", default="bench_out/query.json")
-    args = p.parse_args(argv)
+    args = shops.parse_args(argv, __doc__, "bench_out/query.json")
     results = {}
     for shop in args.shops.split(","):
         results[shop] = compare(shops.nightly(shop, Path(args.work), quick=args.quick))

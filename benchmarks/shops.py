@@ -55,6 +55,18 @@ def write_shop(shop: str, folder: Path, quick: bool) -> dict:
     raise ValueError(f"unknown shop {shop!r} (sample or other)")
 
 
+def parse_args(argv, doc: str, json_default: str):
+    """The flags every per-shop benchmark takes: --quick, --shops, --work, --json."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="small shops and a short training (a smoke run)")
+    p.add_argument("--shops", default="sample,other")
+    p.add_argument("--work", default="bench_out/shops", help="where the shops' nightly runs live (reused)")
+    p.add_argument("--json", default=json_default)
+    return p.parse_args(argv)
+
+
 def nightly(shop: str, root: Path, *, quick: bool = False, config: str | None = None) -> Path:
     """The output root of a finished nightly run on `shop` (run now unless a matching one is there)."""
     work = Path(root).resolve() / shop  # absolute: the nightly runs in its own process from the checkout
