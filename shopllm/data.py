@@ -225,14 +225,3 @@ def read_eval_rows(files: Sequence[str]) -> EvalRows:
             targets.append(target)
             histories.append(np.asarray(row["history_ids"] or [], dtype=np.int64))
     return EvalRows(prompts, kinds, np.asarray(targets, dtype=np.int64), histories, sequences)
-
-
-def pad_prompts(prompts: Sequence[np.ndarray], block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded prompts (B, T) and the index of each one's last real token (B,)."""
-    prompts = [crop(p, block_size) for p in prompts]
-    T = max(len(p) for p in prompts)
-    idx = np.zeros((len(prompts), T), dtype=np.int64)
-    for r, p in enumerate(prompts):
-        idx[r, : len(p)] = p
-    last = np.asarray([len(p) - 1 for p in prompts], dtype=np.int64)
-    return torch.from_numpy(idx), torch.from_numpy(last)

@@ -93,7 +93,8 @@ def evaluate_rows(
 
     `rows` is a shopllm.data.EvalRows; the model needs `hidden`, `item_logits` and `config.n_text`.
     """
-    from shopllm.data import pad_prompts, pad_right
+    from shopllm.data import crop, pad_right
+    from shopllm.ranking import next_item_logprobs
 
     was_training = model.training
     model.eval()
@@ -103,13 +104,8 @@ def evaluate_rows(
     order = np.argsort([len(p) for p in rows.prompts], kind="stable")  # similar lengths batch together
     for start in range(0, len(order), batch_size):
         sel = order[start : start + batch_size]
-        idx, last = pad_prompts([rows.prompts[i] for i in sel], block)
-        idx, last = idx.to(device), last.to(device)
         with _autocast(device, autocast_dtype):
-            h = model.hidden(idx)  # (b, T, C)
-            h = h[torch.arange(len(sel), device=device), last]  # (b, C)
-            logits = model.item_logits(h)
-        logprobs = torch.log_softmax(logits.float(), dim=-1)  # (b, n_items)
+            logprobs = next_item_logprobs(model, [crop(rows.prompts[i], block).tolist() for i in sel], device)
         targets = torch.as_tensor(rows.targets[sel] - n_text, device=device)
         mask = history_mask([rows.histories[i] - n_text for i in sel], logprobs.size(1), device)
         nll.append(-logprobs.gather(1, targets.view(-1, 1)).squeeze(1).cpu())

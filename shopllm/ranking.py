@@ -194,14 +194,22 @@ def length_buckets(lengths: Sequence[int], limit: int) -> dict[int, list[int]]:
     return dict(sorted(groups.items()))
 
 
-def catalog_logprobs(ranker: Ranker, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
-    """Next-item log-probabilities over the catalog columns, (B, C), one forward per length bucket."""
-    out = torch.empty((len(prompts), len(ranker.col_items)), dtype=torch.float32, device=ranker.device)
-    for length, rows in length_buckets([len(p) for p in prompts], ranker.block_size).items():
+def next_item_logprobs(model, prompts: Sequence[Sequence[int]], device, columns=None) -> torch.Tensor:
+    """Next-item log-probabilities of each prompt, (B, n_items), or (B, len(columns)) over the item
+    `columns` (item token offsets) given: left-padded, one forward per length bucket. The one ranking path:
+    scoring, evaluation and the trainer's validation all rank through it."""
+    width = model.config.n_items if columns is None else len(columns)
+    out = torch.empty((len(prompts), width), dtype=torch.float32, device=device)
+    for length, rows in length_buckets([len(p) for p in prompts], model.config.block_size).items():
         ids, mask = pad_left([prompts[r] for r in rows], length)
-        logp = ranker.model.next_item_logprobs(ids.to(ranker.device), mask.to(ranker.device))  # (b, n_items)
-        out[torch.tensor(rows, device=ranker.device)] = logp.index_select(1, ranker.col_tokens)  # (b, C)
+        logp = model.next_item_logprobs(ids.to(device), mask.to(device))  # (b, n_items)
+        out[torch.tensor(rows, device=device)] = logp if columns is None else logp.index_select(1, columns)
     return out
+
+
+def catalog_logprobs(ranker: Ranker, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Next-item log-probabilities over the catalog columns, (B, C)."""
+    return next_item_logprobs(ranker.model, prompts, ranker.device, ranker.col_tokens)
 
 
 def exclude_mask(ranker: Ranker, requests: Sequence[RankRequest]) -> torch.Tensor:
