@@ -130,8 +130,7 @@ def main(argv=None) -> int:
             f"before the gate {sample['contradiction_before_gate']:.3f} (<= {TARGETS['contradiction_before_gate']}), "
             f"blocking after the gate {sample['blocking_after_gate']:.3f} (0)"
         )
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"quick": args.quick, **results}, indent=2, ensure_ascii=False))
+    shops.write_results(args, results)
     return 0
 
 

@@ -20,7 +20,6 @@ Writes bench_out/query.json.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -120,8 +119,7 @@ def main(argv=None) -> int:
             f"  query scope (BM25 weight {r['lexical_weight']}) / bm25: hr@10 {r['hr@10_ratio']}x, "
             f"ndcg@10 {r['ndcg@10_ratio']}x (target > 1)"
         )
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"quick": args.quick, **results}, indent=2, ensure_ascii=False))
+    shops.write_results(args, results)
     return 0
 
 

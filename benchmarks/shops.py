@@ -67,6 +67,12 @@ def parse_args(argv, doc: str, json_default: str):
     return p.parse_args(argv)
 
 
+def write_results(args, results: dict) -> None:
+    """The per-shop results as JSON at --json."""
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"quick": args.quick, **results}, indent=2, ensure_ascii=False))
+
+
 def nightly(shop: str, root: Path, *, quick: bool = False, config: str | None = None) -> Path:
     """The output root of a finished nightly run on `shop` (run now unless a matching one is there)."""
     work = Path(root).resolve() / shop  # absolute: the nightly runs in its own process from the checkout

@@ -72,15 +72,7 @@ def show(out: Path, date: str) -> None:
     descs = storage.read_partition(out, schemas.DESCRIPTIONS, date).to_pandas()
     report = out / schemas.REPORTS / f"dt={date}" / "report.html"
     print(f"\nOutputs under {out}/:")
-    for ds in (
-        schemas.CURATED_ITEMS,
-        schemas.CURATED_EVENTS,
-        schemas.CURATED_SESSIONS,
-        schemas.REJECTS_CATALOG,
-        schemas.REJECTS_EVENTS,
-        schemas.RECOMMENDATIONS,
-        schemas.DESCRIPTIONS,
-    ):
+    for ds in schemas.NIGHTLY_DATASETS:
         print(f"  {storage.partition_dir(out, ds, date)}")
     print(f"  report: {report}")
     with pd.option_context("display.width", 160, "display.max_colwidth", 60):

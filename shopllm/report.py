@@ -121,14 +121,20 @@ def top_recommended_items(out, date: str, items, n: int = 10) -> list[dict[str, 
     return _records(counts.merge(items, on="item_id", how="left"))
 
 
-def sample_descriptions(out, date: str, items, n: int = 5) -> list[dict[str, Any]]:
-    """The first published generated descriptions of the night (of the partition, when none was generated
-    tonight; shown when evaluate has no examples)."""
+def _descriptions(out, date: str, items):
+    """The night's descriptions partition as a DataFrame; None when it or the catalog is missing."""
     try:
         descs = storage.read_partition(out, schemas.DESCRIPTIONS, date).to_pandas()
     except FileNotFoundError:
-        return []
-    if items is None:
+        return None
+    return None if items is None else descs
+
+
+def sample_descriptions(out, date: str, items, n: int = 5) -> list[dict[str, Any]]:
+    """The first published generated descriptions of the night (of the partition, when none was generated
+    tonight; shown when evaluate has no examples)."""
+    descs = _descriptions(out, date, items)
+    if descs is None:
         return []
     published = descs[~descs.is_fallback.astype(bool)]
     fresh = published[published.generated_dt == date] if "generated_dt" in published else published
@@ -143,11 +149,8 @@ def sample_descriptions(out, date: str, items, n: int = 5) -> list[dict[str, Any
 def fallback_examples(out, date: str, items, n: int = 5) -> list[dict[str, Any]]:
     """The first descriptions of the night that got the fallback (of the partition, when none was generated
     tonight): why, and the model's text the gate saw."""
-    try:
-        descs = storage.read_partition(out, schemas.DESCRIPTIONS, date).to_pandas()
-    except FileNotFoundError:
-        return []
-    if items is None or "fallback_reason" not in descs:
+    descs = _descriptions(out, date, items)
+    if descs is None or "fallback_reason" not in descs:
         return []
     fallbacks = descs[descs.is_fallback.astype(bool)]
     fresh = fallbacks[fallbacks.generated_dt == date]

@@ -20,6 +20,17 @@ VOCAB_DIR = "vocab"  # vocab/tokenizer.json, vocab/item_vocab.json (append-only 
 MODELS_DIR = "models"  # models/<version>/..., models/LATEST
 
 SPLITS = ("train", "valid", "test")
+# the Parquet datasets a night publishes for its date, in stage order (tokens: one per split)
+NIGHTLY_DATASETS = (
+    CURATED_ITEMS,
+    CURATED_EVENTS,
+    CURATED_SESSIONS,
+    REJECTS_CATALOG,
+    REJECTS_EVENTS,
+    *(f"{TOKENS}/{split}" for split in SPLITS),
+    RECOMMENDATIONS,
+    DESCRIPTIONS,
+)
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "search")
 SCOPES = ("user", "session", "query")
 EXAMPLE_KINDS = ("history", "search", "describe")

@@ -46,17 +46,7 @@ max_new_tokens = 16
 top_k = 5
 min_query_count = 2
 """
-PUBLISHED = [
-    schemas.CURATED_ITEMS,
-    schemas.CURATED_EVENTS,
-    schemas.CURATED_SESSIONS,
-    schemas.REJECTS_CATALOG,
-    schemas.REJECTS_EVENTS,
-    *(f"{schemas.TOKENS}/{s}" for s in schemas.SPLITS),
-    schemas.RECOMMENDATIONS,
-    schemas.DESCRIPTIONS,
-    schemas.REPORTS,
-]
+PUBLISHED = [*schemas.NIGHTLY_DATASETS, schemas.REPORTS]
 
 
 @pytest.fixture(scope="module")
