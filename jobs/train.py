@@ -106,7 +106,8 @@ def build_model(
     old, oc = loaded.model, loaded.model.config
     if n_text < oc.n_text or not extends(TextTokenizer.load(loaded.tokenizer_path), tokenizer):
         return fresh, None, f"tokenizer changed (n_text {oc.n_text} -> {n_text}): earlier weights do not fit"
-    if (oc.n_layer, oc.n_head, oc.n_embd, oc.block_size) != (m.n_layer, m.n_head, m.n_embd, m.block_size):
+    shape = ("n_layer", "n_head", "n_embd", "block_size", "tie_items")
+    if [getattr(oc, k) for k in shape] != [getattr(m, k) for k in shape]:
         return fresh, None, f"model shape changed in the config: {latest} does not fit"
     if n_items < oc.n_items:
         return fresh, None, f"item vocabulary shrank ({oc.n_items} -> {n_items}); it should only grow"

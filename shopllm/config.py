@@ -70,6 +70,7 @@ class ModelConfig:
     n_embd: int = 128  # width of every token's vector; item embeddings are this wide too
     block_size: int = 256  # longest sequence in tokens: <bos> <hist> + history_window items, describe rows
     dropout: float = 0.2  # dropout on embeddings, attention and MLP outputs while training
+    tie_items: bool = True  # items score with their input embeddings; false: a separate output table
 
 
 PRECISIONS = ("auto", "bf16", "fp32")

@@ -28,6 +28,7 @@ class GPTConfig:
     n_embd: int = 128  # width of the residual stream
     dropout: float = 0.1  # dropout on embeddings, attention and MLP outputs (training only)
     bias: bool = False  # biases in Linear and LayerNorm layers
+    tie_items: bool = True  # item tokens score with their input embeddings; False: a separate output table
 
     @property
     def vocab_size(self) -> int:
@@ -119,6 +120,8 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        # untied: the item rows of wte only read a history, these rows score the next item
+        self.item_out = None if config.tie_items else nn.Embedding(config.n_items, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
@@ -177,7 +180,11 @@ class GPT(nn.Module):
         return F.linear(h, self.wte.weight[: self.config.n_text])  # (..., n_text)
 
     def item_logits(self, h):
-        return F.linear(h, self.wte.weight[self.config.n_text :])  # (..., n_items)
+        return F.linear(h, self.item_weight())  # (..., n_items)
+
+    def item_weight(self) -> torch.Tensor:
+        """(n_items, C): the rows that score item tokens."""
+        return self.wte.weight[self.config.n_text :] if self.item_out is None else self.item_out.weight
 
     def forward(
         self,
@@ -200,7 +207,8 @@ class GPT(nn.Module):
         """
         h = self.hidden(idx, attention_mask, cache)  # (B, T, C)
         if targets is None:
-            return F.linear(h[:, -1:, :], self.wte.weight), None  # (B, 1, V)
+            out = torch.cat([self.wte.weight[: self.config.n_text], self.item_weight()])  # (V, C)
+            return F.linear(h[:, -1:, :], out), None  # (B, 1, V)
         seen_idx = idx if mask_seen_items else None
         return None, next_token_loss(self, h, targets, label_smoothing, future_items, future_weight, seen_idx)
 
@@ -313,6 +321,15 @@ class GPT(nn.Module):
         if n_items > old.n_items and old.n_items > 0:
             new_w[w.size(0) :] = w[old.n_text :].mean(0, keepdim=True) + 0.02 * torch.randn_like(new_w[w.size(0) :])
         state["wte.weight"] = new_w
+        if self.item_out is not None:
+            out_w = state["item_out.weight"]
+            grown_out = model.item_out.weight.detach().clone()
+            grown_out[: old.n_items] = out_w
+            if n_items > old.n_items and old.n_items > 0:
+                grown_out[old.n_items :] = out_w.mean(0, keepdim=True) + 0.02 * torch.randn_like(
+                    grown_out[old.n_items :]
+                )
+            state["item_out.weight"] = grown_out
         model.load_state_dict(state)
         return model
 
@@ -344,6 +361,8 @@ class GPT(nn.Module):
         of it only: item targets over the item rows, text targets over the text rows (`item_share` of the
         targets are items). Counting all of it as 6N would read ~20% high at the GPU preset's shape."""
         c = self.config
-        blocks = self.num_params() - self.wte.weight.numel()
+        blocks = (
+            self.num_params() - self.wte.weight.numel() - (0 if self.item_out is None else self.item_out.weight.numel())
+        )
         head = c.n_embd * (item_share * c.n_items + (1.0 - item_share) * c.n_text)
         return 6 * (blocks + head) + 12 * c.n_layer * c.n_embd * c.block_size

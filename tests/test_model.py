@@ -192,3 +192,18 @@ def test_no_repeat_ngram_blocks_loops_and_keeps_cache_equal():
         grams = [tuple(row[i : i + 3]) for i in range(len(row) - 2)]
         assert len(grams) == len(set(grams))
     assert torch.equal(blocked, m.generate(idx, 30, no_repeat_ngram=3, use_cache=False))
+
+
+def test_untied_items_score_with_their_own_table_and_grow_with_the_catalog():
+    m = tiny(tie_items=False)
+    idx = torch.tensor([[1, 3, 22]])
+    h = m.hidden(idx)[0, -1]
+    assert torch.allclose(m.item_logits(h), m.item_out.weight @ h)
+    assert not torch.allclose(m.item_logits(h), m.wte.weight[20:] @ h)  # the input rows only read histories
+    last, _ = m(idx)
+    assert last.shape == (1, 1, 30) and torch.allclose(last[0, 0, 20:], m.item_logits(h), atol=1e-6)
+    grown = m.with_items(12)
+    assert grown.item_out.weight.shape == (12, 16)
+    assert torch.equal(grown.item_out.weight[:10], m.item_out.weight)  # trained rows kept
+    loss_of(grown, idx, torch.tensor([[3, 22, 31]])).backward()  # a new item trains like any other
+    assert grown.item_out.weight.grad[11].abs().sum() > 0
