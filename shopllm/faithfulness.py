@@ -101,6 +101,11 @@ def normalize(s: str) -> str:
 
 def _fold(text: str) -> str:
     """Lower case, one character for one character (so match positions are positions in the text)."""
+    low = text.lower()
+    # str.lower() maps each character on its own except a final sigma; when no character grew, it is
+    # the per-character fold (every character maps to at least one)
+    if len(low) == len(text) and "Σ" not in text:
+        return low
     return "".join(low if len(low := c.lower()) == 1 else c for c in text)
 
 
@@ -137,21 +142,15 @@ def find_surfaces(text: str, surfaces: Mapping[str, object]) -> list[tuple[int, 
         if s:
             by_first[s[0]].append(s)
     out = []
-    i = 0
-    while i < len(low):
-        hit = next(
-            (
-                s
-                for s in by_first.get(low[i], ())
-                if low.startswith(s, i) and _starts_word(low, i) and _ends_word(low, i + len(s))
-            ),
-            None,
-        )
-        if hit is None:
-            i += 1
+    end = 0  # matches do not overlap: the next one starts at or after the last one's end
+    for i, c in enumerate(low):
+        if i < end or c not in by_first:
             continue
-        out.append((i, i + len(hit), surfaces[hit]))
-        i += len(hit)
+        for s in by_first[c]:  # longest first
+            if low.startswith(s, i) and _starts_word(low, i) and _ends_word(low, i + len(s)):
+                out.append((i, i + len(s), surfaces[s]))
+                end = i + len(s)
+                break
     return out
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shopllm.cleaning import chinese_punctuation, clean_line, clean_text
 from shopllm.faithfulness import (
@@ -172,3 +174,12 @@ def test_chinese_punctuation_is_kept_and_made():
     assert clean_line("ＡＢＣ，ｄｅｆ") == "ABC,def"  # no Chinese: ASCII
     assert chinese_punctuation("颜色:黑色,屏幕6.1英寸.") == "颜色：黑色，屏幕6.1英寸。"
     assert chinese_punctuation("iPhone 16, 256GB") == "iPhone 16, 256GB"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text())
+def test_fold_is_the_one_for_one_lower_case_of_any_text(text):
+    from shopllm.faithfulness import _fold
+
+    per_char = "".join(low if len(low := c.lower()) == 1 else c for c in text)
+    assert _fold(text) == per_char and len(_fold(text)) == len(text)
