@@ -1,4 +1,4 @@
-"""Every knob, as frozen dataclasses with defaults that suit the sample shop.
+"""Every knob, as frozen dataclasses whose defaults are a real shop's nightly on a 2-core machine.
 
 Config flows one way: `jobs/` read a TOML or YAML file (sections named like the fields of `Config`)
 and flags, and hand the library these dataclasses. Each stage owns its section.
