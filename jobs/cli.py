@@ -9,6 +9,7 @@ import argparse
 import datetime as dt
 import importlib
 import logging
+import re
 import sys
 
 from shopllm.errors import ShopllmError
@@ -40,10 +41,25 @@ def valid_date(s: str) -> str:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {s!r}") from None
 
 
+def local_out(s: str) -> str:
+    """--out as a local (or mounted) folder. Object storage URIs stop here with one line: `Path("s3://b/p")`
+    would quietly make a local folder `s3:/b/p`."""
+    if s.startswith("file://"):
+        return s[len("file://") :]
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", s):
+        raise argparse.ArgumentTypeError(
+            f"{s!r}: object storage is not supported for --out yet; use a local or mounted folder "
+            "(the raw inputs --catalog / --events may be URIs)"
+        )
+    return s
+
+
 def add_common(p: argparse.ArgumentParser, *, out=True, date=True, config=True) -> None:
     """Flags most stages share; call from a subcommand's add_arguments."""
     if out:
-        p.add_argument("--out", required=True, help="output root (curated/, tokens/, models/, scores/, reports/)")
+        p.add_argument(
+            "--out", required=True, type=local_out, help="output root (curated/, tokens/, models/, scores/, reports/)"
+        )
     if date:
         p.add_argument(
             "--date", type=valid_date, default=today_utc(), help="partition date YYYY-MM-DD (default: today, UTC)"

@@ -18,7 +18,14 @@ max_minutes = 2.5
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="demo_out", help="where the sample input and every output go (default: demo_out)")
+    from jobs.cli import local_out
+
+    p.add_argument(
+        "--out",
+        default="demo_out",
+        type=local_out,
+        help="where the sample input and every output go (default: demo_out)",
+    )
     p.add_argument(
         "--config",
         help="TOML or YAML config file (default: the demo's own, DEMO_CONFIG: a shorter "

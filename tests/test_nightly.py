@@ -183,6 +183,18 @@ def test_second_concurrent_run_is_refused(shop, tmp_path, capsys):
     assert not (out / schemas.CURATED_ITEMS).exists()
 
 
+def test_an_object_storage_out_fails_in_one_line_and_writes_no_local_folder(shop, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = nightly_argv(shop, tmp_path)
+    argv[argv.index("--out") + 1] = "s3://shop/prefix"
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(err) == 1 and "s3://shop/prefix" in err[0] and "not supported for --out" in err[0]
+    assert not (tmp_path / "s3:").exists()
+
+
 def test_missing_input_fails_fast_and_publishes_nothing(tmp_path, capsys):
     out = tmp_path / "out"
     argv = [
