@@ -186,7 +186,14 @@ class BuildShardExamples(beam.DoFn):
         texts.hash_items()
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        return [e.ids for e in self.tokenizer.encodings(texts)]
+        """The ids of each text, each distinct text encoded once: a shop's descriptions cut at their slots
+        repeat the same pieces of its voice many times."""
+        distinct = list(dict.fromkeys(texts))
+        ids = [e.ids for e in self.tokenizer.encodings(distinct)]
+        if len(distinct) == len(texts):
+            return ids
+        at = {text: i for i, text in enumerate(distinct)}
+        return [ids[at[text]] for text in texts]
 
     def encoding(self) -> bool:
         """Whether an item encode started in this bundle is still running (it holds the tokenizer's pool)."""

@@ -26,6 +26,7 @@ key name its value.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -93,6 +94,7 @@ def model_name(title: str | None, taken: Iterable[str] = (), category: str | Non
     return ""
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a shop's values and keys repeat over its items
 def normalize(s: str) -> str:
     """The form entries are matched in: lower case, one space between words (texts and entries are both
     cleaned by ingest, so no other normalisation is needed)."""
