@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-import pyarrow.parquet as pq
-
 from shopllm import config as config_mod
 from shopllm import modelstore, storage
 from shopllm.config import ScoreConfig
@@ -98,26 +96,28 @@ def find_inputs(out: str, date: str):
     return ScoreInputs(items, events, sessions, prev_files, prev)
 
 
-def catalog_item_ids(files: list[str]) -> list[str]:
-    if not files:
-        return []
-    return sorted(set(pq.read_table(files, columns=["item_id"]).column("item_id").to_pylist()) - {None})
+CATALOG_COLUMNS = ["item_id", "title", "category", "brand", "attributes", "description"]
 
 
-def catalog_texts(files: list[str]) -> dict[str, str]:
+def catalog_rows(files: list[str]) -> list[dict]:
+    """The night's catalog items, read once for the catalog ids, the search texts and the lexicon."""
+    table = storage.read_columns(files, CATALOG_COLUMNS)
+    return table.to_pylist() if table is not None else []
+
+
+def catalog_item_ids(rows: list[dict]) -> list[str]:
+    return sorted({r["item_id"] for r in rows} - {None})
+
+
+def catalog_texts(rows: list[dict]) -> dict[str, str]:
     """item_id -> the text searches find it by (shopllm.lexical.item_text)."""
-    if not files:
-        return {}
-    rows = pq.read_table(files, columns=["item_id", "title", "category", "brand", "attributes"]).to_pylist()
     return {r["item_id"]: item_text(r) for r in rows if r["item_id"] is not None}
 
 
-def catalog_lexicon(files: list[str]) -> Lexicon:
-    """The shop's values, brands and keys, calibrated on its own descriptions (what the gate checks against)."""
-    if not files:
-        return Lexicon({}, ())
-    columns = ["title", "category", "brand", "attributes", "description"]  # titles: the items' model names
-    return Lexicon.from_items(pq.read_table(files, columns=columns).to_pylist())
+def catalog_lexicon(rows: list[dict]) -> Lexicon:
+    """The shop's values, brands and keys, calibrated on its own descriptions (what the gate checks against;
+    the titles give the items' model names)."""
+    return Lexicon.from_items(rows) if rows else Lexicon({}, ())
 
 
 def summarize(
@@ -176,7 +176,8 @@ def run_score(out: str, date: str, version: str, cfg: ScoreConfig, beam_args: Se
         raise ShopllmError(f"no model {version} under {modelstore.models_root(out)}; run 'shopllm train' first")
     storage.check_writable(out)
     inputs = find_inputs(out, date)
-    catalog = catalog_item_ids(inputs.items)
+    items = catalog_rows(inputs.items)
+    catalog = catalog_item_ids(items)
     model_dir = modelstore.model_dir(out, version)
     from shopllm.vocab import ItemVocab
 
@@ -194,8 +195,8 @@ def run_score(out: str, date: str, version: str, cfg: ScoreConfig, beam_args: Se
             catalog=catalog,
             rec_dir=str(folders[RECOMMENDATIONS]),
             desc_dir=str(folders[DESCRIPTIONS]),
-            lexicon=catalog_lexicon(inputs.items),
-            item_texts=catalog_texts(inputs.items) if lexical_weight(modelstore.load_config(model_dir)) else None,
+            lexicon=catalog_lexicon(items),
+            item_texts=catalog_texts(items) if lexical_weight(modelstore.load_config(model_dir)) else None,
         )
         result = run_pipeline(p)
     modelstore.set_latest(out, version)

@@ -182,18 +182,8 @@ class BuildShardExamples(beam.DoFn):
     def start_describe(self, items: pa.Table) -> None:
         """Make the describe texts of an item slice and start their encode on the helper thread."""
         texts = training_rows.describe_texts(items, self.item_tokens, self.cfg, self.slots)
-        self.pending.append((texts, self.helper.submit(self.encode, texts.texts)))
+        self.pending.append((texts, self.helper.submit(self.tokenizer.encode_batch, texts.texts)))
         texts.hash_items()
-
-    def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """The ids of each text, each distinct text encoded once: a shop's descriptions cut at their slots
-        repeat the same pieces of its voice many times."""
-        distinct = list(dict.fromkeys(texts))
-        ids = [e.ids for e in self.tokenizer.encodings(distinct)]
-        if len(distinct) == len(texts):
-            return ids
-        at = {text: i for i, text in enumerate(distinct)}
-        return [ids[at[text]] for text in texts]
 
     def encoding(self) -> bool:
         """Whether an item encode started in this bundle is still running (it holds the tokenizer's pool)."""

@@ -31,6 +31,7 @@ def collect(out: str | os.PathLike, date: str) -> dict[str, Any]:
         if path.exists():
             summaries[stage] = storage.read_json(path)
     previous = previous_date(out, date)
+    descriptions = _descriptions(out, date, items)
     return {
         "date": date,
         "summaries": summaries,
@@ -42,8 +43,8 @@ def collect(out: str | os.PathLike, date: str) -> dict[str, Any]:
         },
         "metrics_history": metrics_history(out, date),
         "top_items": top_recommended_items(out, date, items),
-        "sample_descriptions": sample_descriptions(out, date, items),
-        "fallback_examples": fallback_examples(out, date, items),
+        "sample_descriptions": sample_descriptions(descriptions, date, items),
+        "fallback_examples": fallback_examples(descriptions, date, items),
         "reject_examples": reject_examples(out, date),
     }
 
@@ -130,10 +131,9 @@ def _descriptions(out, date: str, items):
     return None if items is None else descs
 
 
-def sample_descriptions(out, date: str, items, n: int = 5) -> list[dict[str, Any]]:
-    """The first published generated descriptions of the night (of the partition, when none was generated
-    tonight; shown when evaluate has no examples)."""
-    descs = _descriptions(out, date, items)
+def sample_descriptions(descs, date: str, items, n: int = 5) -> list[dict[str, Any]]:
+    """The first published generated descriptions of the night's partition `descs` (of all of it, when none
+    was generated tonight; shown when evaluate has no examples)."""
     if descs is None:
         return []
     published = descs[~descs.is_fallback.astype(bool)]
@@ -146,10 +146,9 @@ def sample_descriptions(out, date: str, items, n: int = 5) -> list[dict[str, Any
     return _records(merged[[c for c in cols if c in merged]])
 
 
-def fallback_examples(out, date: str, items, n: int = 5) -> list[dict[str, Any]]:
-    """The first descriptions of the night that got the fallback (of the partition, when none was generated
-    tonight): why, and the model's text the gate saw."""
-    descs = _descriptions(out, date, items)
+def fallback_examples(descs, date: str, items, n: int = 5) -> list[dict[str, Any]]:
+    """The first descriptions of the night's partition `descs` that got the fallback (of all of it, when none
+    was generated tonight): why, and the model's text the gate saw."""
     if descs is None or "fallback_reason" not in descs:
         return []
     fallbacks = descs[descs.is_fallback.astype(bool)]

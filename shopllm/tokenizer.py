@@ -62,8 +62,14 @@ class TextTokenizer:
         return self.tk.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of many texts, encoded in parallel."""
-        return [e.ids for e in self.encodings(texts)]
+        """Token ids of many texts, encoded in parallel, each distinct text once (a shop's texts repeat: its
+        descriptions cut at their slots give the same pieces of its voice many times)."""
+        distinct = list(dict.fromkeys(texts))
+        ids = [e.ids for e in self.encodings(distinct)]
+        if len(distinct) == len(texts):
+            return ids
+        at = {text: i for i, text in enumerate(distinct)}
+        return [ids[at[text]] for text in texts]
 
     def encodings(self, texts: Sequence[str]) -> list:
         """The `tokenizers` Encodings of many texts, encoded in parallel without the GIL. The `_fast` variant

@@ -300,7 +300,7 @@ def test_the_gates_lexicon_knows_the_catalogs_brands_values_and_model_names(tmp_
     """What the score stage's gate checks against: a neighbour's series name in a text is not published."""
     import pyarrow.parquet as pq
 
-    from jobs.score import catalog_lexicon
+    from jobs.score import catalog_lexicon, catalog_rows
     from shopllm.faithfulness import Item, check
 
     rows = [
@@ -326,7 +326,7 @@ def test_the_gates_lexicon_knows_the_catalogs_brands_values_and_model_names(tmp_
         "attributes", pa.array([r["attributes"] for r in rows], pa.map_(pa.string(), pa.string()))
     )
     pq.write_table(table, tmp_path / "items.parquet")
-    lexicon = catalog_lexicon([str(tmp_path / "items.parquet")])
+    lexicon = catalog_lexicon(catalog_rows([str(tmp_path / "items.parquet")]))
     item = Item.of("Whiskerly", {"适用猫龄": "老年猫"}, rows[0]["title"])
     assert check("Whiskerly的云朵猫粮，适用猫龄老年猫。", item, lexicon).blocking == ["wrong_model"]
     assert check("Whiskerly的青柠猫粮，适用猫龄老年猫。", item, lexicon).blocking == []

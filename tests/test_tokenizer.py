@@ -74,6 +74,8 @@ def test_desc_marker_inside_product_text_is_not_the_control_token(tokenizer):
 def test_encode_batch_matches_encode(tokenizer):
     texts = list(SAMPLES.values())
     assert tokenizer.encode_batch(texts) == [tokenizer.encode(t) for t in texts]
+    repeated = [*texts, *texts[:3], texts[0]]  # repeats are encoded once and handed back in place
+    assert tokenizer.encode_batch(repeated) == [tokenizer.encode(t) for t in repeated]
 
 
 def test_chinese_compresses_below_one_token_per_char(tokenizer):
