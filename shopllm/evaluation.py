@@ -244,13 +244,9 @@ def description_quality(descriptions: pa.Table, items: pa.Table, date: str | Non
     descriptions."""
     item_rows = {r["item_id"]: r for r in items.to_pylist()}
     lexicon = Lexicon.from_items(item_rows.values())
-    rows = [
-        r
-        for r in descriptions.to_pylist()
-        if r["item_id"] in item_rows and (date is None or r.get("generated_dt") in (None, date))
-    ]
-    checked = {i: Item.of(r.get("brand"), r.get("attributes"), r.get("title")) for i, r in item_rows.items()}
     every = [r for r in descriptions.to_pylist() if r["item_id"] in item_rows]
+    rows = [r for r in every if date is None or r.get("generated_dt") in (None, date)]
+    checked = {i: Item.of(r.get("brand"), r.get("attributes"), r.get("title")) for i, r in item_rows.items()}
     out = {
         "catalog_model_share": sum(not r["is_fallback"] for r in every) / len(every) if every else None,
         "all": language_quality(rows, checked, lexicon),

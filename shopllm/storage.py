@@ -79,25 +79,23 @@ def replace_dir(tmp: Path, final: Path) -> Path:
 @contextlib.contextmanager
 def publishing(out: str | os.PathLike, dataset: str, date: str) -> Iterator[Path]:
     """`with publishing(out, ds, d) as tmp:` write files into tmp; published only if the block succeeds."""
-    tmp = staging_dir(out, dataset, date)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    publish(tmp, out, dataset, date)
+    with publishing_together(out, date, {dataset: None}) as folders:
+        yield folders[dataset]
 
 
 @contextlib.contextmanager
-def publishing_together(out: str | os.PathLike, date: str, schemas: dict[str, pa.Schema]) -> Iterator[dict[str, Path]]:
+def publishing_together(
+    out: str | os.PathLike, date: str, schemas: dict[str, pa.Schema | None]
+) -> Iterator[dict[str, Path]]:
     """`with publishing_together(out, d, {dataset: schema}) as folders:` write each dataset's files into
-    folders[dataset]; when the block succeeds every dataset is published for date d (one with no file gets a
-    schema-only one: an empty partition is still readable and typed); when it fails, none is."""
+    folders[dataset]; when the block succeeds every dataset is published for date d (one with a schema and
+    no Parquet file gets a schema-only one: an empty partition is still readable and typed); when it fails,
+    none is."""
     folders = {dataset: staging_dir(out, dataset, date) for dataset in schemas}
     try:
         yield folders
         for dataset, folder in folders.items():
-            if not any(folder.glob("*.parquet")):
+            if schemas[dataset] is not None and not any(folder.glob("*.parquet")):
                 write_table(schemas[dataset].empty_table(), folder)
     except BaseException:
         for folder in folders.values():
