@@ -226,7 +226,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
-    logging.getLogger("pipelines.prepare").setLevel(logging.ERROR)  # the first night retrains on purpose
+    logging.getLogger("jobs.prepare").setLevel(logging.ERROR)  # the first night retrains on purpose
     sizes = args.size or (["quick"] if args.quick else list(DEFAULT_SIZES))
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="prepare_bench-"))
     results = {}

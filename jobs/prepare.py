@@ -33,7 +33,7 @@ from shopllm.slots import SlotVocab, add_slot_tokens, slot_keys
 from shopllm.tokenizer import TextTokenizer
 from shopllm.vocab import TOKENIZER_FILE, ItemVocab
 
-log = logging.getLogger("pipelines.prepare")
+log = logging.getLogger(__name__)
 
 
 def add_arguments(p):

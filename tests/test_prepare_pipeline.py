@@ -567,7 +567,7 @@ def test_retrain_tokenizer_flag_trains_again_and_warns(tmp_path, caplog):
     write_curated(out, DATE, items, events)
     assert prepare(out) == 0
     vocab_before = ItemVocab.load(out / "vocab").items
-    with caplog.at_level("WARNING", logger="pipelines.prepare"):
+    with caplog.at_level("WARNING", logger="jobs.prepare"):
         assert prepare(out, "--retrain-tokenizer") == 0
     assert any("retraining the tokenizer" in r.message for r in caplog.records)
     summary = json.loads(storage.summary_path(out, DATE, "prepare").read_text())
