@@ -33,7 +33,7 @@ PRESETS = {
 }
 
 
-def build_model(folder: Path, preset: dict, seed: int = 0) -> Path:
+def build_model(folder: Path, preset: dict, seed: int = 0) -> str:
     from shopllm import modelstore
     from shopllm.model import GPT, GPTConfig
     from shopllm.tokenizer import TextTokenizer
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
     k = 20
 
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_model(Path(tmp), preset)
+        model_dir = Path(build_model(Path(tmp), preset))
         n_params = sum(p.numel() for p in torch.load(model_dir / "model.pt", weights_only=True).values())
         user_file = write_users(Path(tmp) / "users.parquet", users, preset["n_items"])
         catalog = [f"item{i:06d}" for i in range(preset["n_items"])]

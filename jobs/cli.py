@@ -9,9 +9,9 @@ import argparse
 import datetime as dt
 import importlib
 import logging
-import re
 import sys
 
+from shopllm import storage
 from shopllm.errors import ShopllmError
 
 COMMANDS = {
@@ -41,24 +41,20 @@ def valid_date(s: str) -> str:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {s!r}") from None
 
 
-def local_out(s: str) -> str:
-    """--out as a local (or mounted) folder. Object storage URIs stop here with one line: `Path("s3://b/p")`
-    would quietly make a local folder `s3:/b/p`."""
-    if s.startswith("file://"):
-        return s[len("file://") :]
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", s):
-        raise argparse.ArgumentTypeError(
-            f"{s!r}: object storage is not supported for --out yet; use a local or mounted folder "
-            "(the raw inputs --catalog / --events may be URIs)"
-        )
-    return s
+def output_root(s: str) -> str:
+    """--out: a local folder, or an object-storage URI (s3://bucket/prefix, gs://…); kept as given (a
+    file:// URI becomes its path)."""
+    return s[len("file://") :] if s.startswith("file://") else s
 
 
 def add_common(p: argparse.ArgumentParser, *, out=True, date=True, config=True) -> None:
     """Flags most stages share; call from a subcommand's add_arguments."""
     if out:
         p.add_argument(
-            "--out", required=True, type=local_out, help="output root (curated/, tokens/, models/, scores/, reports/)"
+            "--out",
+            required=True,
+            type=output_root,
+            help="output root, a folder or s3:// / gs:// URI (curated/, tokens/, models/, scores/, reports/)",
         )
     if date:
         p.add_argument(
@@ -122,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("-v" in argv or "--verbose" in argv)  # before Beam's import logs through the root logger
     parser = build_parser(only=_chosen_command(argv))
     args, rest = parser.parse_known_args(argv)
-    if rest and args.command not in BEAM_COMMANDS:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    storage.configure(storage.StorageOptions.from_beam_args(rest))  # Beam's --s3_* flags reach pyarrow too
+    if args.command not in BEAM_COMMANDS and (unknown := storage.without_storage_flags(rest)):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args._module.run(args, rest) or 0)
     except ShopllmError as e:

@@ -18,13 +18,10 @@ max_minutes = 2.5
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from jobs.cli import local_out
-
     p.add_argument(
         "--out",
         default="demo_out",
-        type=local_out,
-        help="where the sample input and every output go (default: demo_out)",
+        help="local folder where the sample input and every output go (default: demo_out)",
     )
     p.add_argument(
         "--config",

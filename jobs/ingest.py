@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import logging
+import re
+from collections.abc import Sequence
 
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
@@ -31,12 +33,15 @@ def add_arguments(p) -> None:
     p.add_argument("--shards", type=int, help="key shards (= output files per dataset)")
 
 
-def match_inputs(pattern: str, what: str) -> list[str]:
-    """Sorted paths a glob matches; each one opened and its first byte read so an unreadable file fails now."""
+def match_inputs(pattern: str, what: str, beam_args: Sequence[str] = ()) -> list[str]:
+    """Sorted paths a glob matches; each one opened and its first byte read so an unreadable file fails now.
+    Beam's filesystems get the pipeline's options first (`--s3_endpoint_url` and keys for s3:// inputs)."""
+    FileSystems.set_options(common.filesystem_options(beam_args))
+    check_reachable(pattern, what)
     try:
         matches = FileSystems.match([pattern])[0].metadata_list
     except Exception as e:  # Beam raises BeamIOError for a missing directory or scheme
-        raise InputError(f"--{what} {pattern}: {_first_line(e)}") from None
+        raise InputError(f"--{what} {pattern}: {common.first_line(e)}") from None
     paths = sorted(m.path for m in matches if not m.path.endswith("/"))
     if not paths:
         raise InputError(f"--{what} {pattern} matches no file")
@@ -49,13 +54,21 @@ def match_inputs(pattern: str, what: str) -> list[str]:
                 else:
                     f.read(1)
         except Exception as e:
-            raise InputError(f"cannot read {path}: {_first_line(e)}") from None
+            raise InputError(f"cannot read {path}: {common.first_line(e)}") from None
     return paths
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[-1] if "Traceback" in text else text.splitlines()[0]
+def check_reachable(pattern: str, what: str) -> None:
+    """For an s3:// input, list the folder above its first wildcard through the storage layer: an endpoint
+    that cannot be reached or keys that are refused fail here in a second or two with one line (Beam's own
+    S3 client retries a failed listing with backoff for minutes)."""
+    if storage.scheme(pattern) != "s3":
+        return
+    folder = storage.parent(re.split(r"[*?\[]", pattern, maxsplit=1)[0] + "x")
+    try:
+        storage.list_names(folder)
+    except OSError as e:
+        raise InputError(f"--{what} {pattern}: {common.first_line(e)}") from None
 
 
 def summarize(counters: dict[str, int]) -> dict:
@@ -88,8 +101,8 @@ def format_summary(summary: dict) -> str:
 def run(args, beam_args) -> int:
     cfg = config_mod.load(args.config)
     icfg = config_mod.replace(cfg.ingest, batch_rows=args.batch_rows, shards=args.shards)
-    catalog_files = match_inputs(args.catalog, "catalog")
-    event_files = match_inputs(args.events, "events")
+    catalog_files = match_inputs(args.catalog, "catalog", beam_args)
+    event_files = match_inputs(args.events, "events", beam_args)
     try:
         storage.check_writable(args.out)
     except storage.OutputError as e:
@@ -112,13 +125,8 @@ def run_ingest(catalog_files: list[str], event_files: list[str], out: str, date:
     """Run the pipeline into staging folders and publish them; returns the summary written to ingest.json."""
     with storage.publishing_together(out, date, ingest_pipeline.DATASETS) as folders:
         pipeline = common.make_pipeline(beam_args)
-        staging = {dataset: str(folder) for dataset, folder in folders.items()}
-        _ = pipeline | "Ingest" >> ingest_pipeline.Ingest(catalog_files, event_files, staging, cfg)
-        try:
-            result = common.run_pipeline(pipeline)
-        except Exception as e:
-            log.debug("ingest pipeline failed", exc_info=True)
-            raise ShopllmError(f"ingest pipeline failed: {_first_line(e)}") from None
+        _ = pipeline | "Ingest" >> ingest_pipeline.Ingest(catalog_files, event_files, folders, cfg)
+        result = common.run_stage_pipeline(pipeline, "ingest")
         counters = common.counter_values(result, ingest_pipeline.NAMESPACE)
         if not counters:
             log.warning("the runner reported no counters: ingest.json cannot show what was read and kept")

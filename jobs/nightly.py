@@ -87,7 +87,7 @@ def _evaluate(args, cfg: Config, beam_args) -> None:
 def _report(args, cfg: Config, beam_args) -> None:
     from jobs import report
 
-    print(f"report: {report.run_report(args.out, args.date) / 'report.html'}")
+    print(f"report: {report.run_report(args.out, args.date)}")
 
 
 STAGE_RUNS = {
@@ -111,14 +111,16 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
             log.info("removed %d staging folder(s) left by an interrupted run", removed)
         if args.force:
             runstate.clear_stages(args.out, args.date)
-        return _run_stages(args, cfg, beam_args)
+        return _run_stages(args, cfg, beam_args, lock)
 
 
-def _run_stages(args: argparse.Namespace, cfg: Config, beam_args: list[str]) -> int:
+def _run_stages(args: argparse.Namespace, cfg: Config, beam_args: list[str], lock) -> int:
     timings_path = storage.summary_path(args.out, args.date, "nightly")
-    timings = storage.read_json(timings_path) if timings_path.exists() and not args.force else {"stages": {}}
+    timings = storage.read_json_if_exists(timings_path) if not args.force else None
+    timings = timings or {"stages": {}}
     started = time.monotonic()
     for stage in STAGES:
+        lock.check()  # a run whose object-storage lease was taken over stops here
         if runstate.stage_done(args.out, args.date, stage):
             log.info("[%s] already completed for %s; skipping", stage, args.date)
             timings["stages"].setdefault(stage, {})["skipped_on_resume"] = True

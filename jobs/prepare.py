@@ -2,16 +2,16 @@
 
 The driver's part of the stage (one process): check the curated partitions, train or load the tokenizer,
 add the slot tokens, extend the append-only item vocabulary, run `pipelines.prepare.Prepare`, publish the
-three splits together and write the summary. Workers get the tokenizer and the item vocabulary as file
-paths and load them once.
+three splits together and write the summary. Workers get the tokenizer and the item vocabulary as paths or
+URIs under --out (never a driver-local copy) and load them once.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import pyarrow.parquet as pq
 
@@ -52,7 +52,7 @@ def run(args, beam_args) -> int:
     return 0
 
 
-def curated_files(out, date: str) -> dict[str, list[str]]:
+def curated_files(out: str, date: str) -> dict[str, list[str]]:
     """The Parquet files of the three curated partitions; ShopllmError naming a missing one."""
     files = {}
     for dataset in (CURATED_ITEMS, CURATED_EVENTS, CURATED_SESSIONS):
@@ -74,9 +74,9 @@ def check_same_schema(files: Sequence[str]) -> None:
     are read in one call, which takes the first file's schema and would fill a missing column with nulls."""
     if not files:
         return
-    first = pq.read_schema(files[0])
+    first = read_schema(files[0])
     for f in files[1:]:
-        schema = pq.read_schema(f)
+        schema = read_schema(f)
         if not schema.equals(first):
             differ = sorted(set(map(str, schema)) ^ set(map(str, first)))
             raise ShopllmError(
@@ -85,12 +85,29 @@ def check_same_schema(files: Sequence[str]) -> None:
             )
 
 
-def ensure_tokenizer(out, item_files, event_files, cfg) -> tuple[TextTokenizer, bool]:
+def read_schema(uri: str):
+    """The Arrow schema of one Parquet file (a local path or a URI)."""
+    with storage.open_input(uri) as f:
+        return pq.read_schema(f)
+
+
+def tokenizer_path(out: str) -> str:
+    return storage.join(out, VOCAB_DIR, TOKENIZER_FILE)
+
+
+def has_models(out: str) -> bool:
+    """Whether any model version folder exists under models/ (models/LATEST is a file, not a version)."""
+    root = storage.join(out, MODELS_DIR)
+    return any(storage.is_dir(storage.join(root, n)) for n in storage.list_names(root))
+
+
+def ensure_tokenizer(out: str, item_files, event_files, cfg) -> tuple[TextTokenizer, bool]:
     """Load vocab/tokenizer.json, or train and save it when there is none or a retrain is asked for."""
-    path = Path(out) / VOCAB_DIR / TOKENIZER_FILE
-    if path.exists() and not cfg.retrain_tokenizer:
+    path = tokenizer_path(out)
+    exists = storage.exists(path)
+    if exists and not cfg.retrain_tokenizer:
         return TextTokenizer.load(path), False
-    if path.exists() or any((Path(out) / MODELS_DIR).glob("*/")):
+    if exists or has_models(out):
         log.warning(
             "retraining the tokenizer: text token ids change, so models trained before today "
             "cannot be warm-started on these tokens (train from scratch)"
@@ -113,7 +130,7 @@ def ensure_tokenizer(out, item_files, event_files, cfg) -> tuple[TextTokenizer, 
     return tokenizer, True
 
 
-def ensure_slots(out, tokenizer: TextTokenizer, item_files, cfg) -> int:
+def ensure_slots(out: str, tokenizer: TextTokenizer, item_files, cfg) -> int:
     """Append slot tokens for the catalog's common attribute keys (and brand, category) to the tokenizer and
     save it; returns how many were added (0 with prepare.describe_slots off)."""
     if not cfg.describe_slots:
@@ -121,23 +138,24 @@ def ensure_slots(out, tokenizer: TextTokenizer, item_files, cfg) -> int:
     items = storage.read_columns(item_files, ["attributes"])
     added = add_slot_tokens(tokenizer, slot_keys(items.column("attributes").to_pylist() if items is not None else []))
     if added:
-        tokenizer.save(Path(out) / VOCAB_DIR / TOKENIZER_FILE)
+        tokenizer.save(tokenizer_path(out))
         log.info("tokenizer: %d slot tokens added (%d text tokens now)", added, tokenizer.n_text)
     return added
 
 
-def run_prepare(out, date: str, cfg, beam_args: Sequence[str] = ()) -> dict:
+def run_prepare(out: str, date: str, cfg, beam_args: Sequence[str] = ()) -> dict:
     """The whole stage; returns the summary also written to summaries/dt=D/prepare.json."""
     from pipelines import prepare as prepare_pipeline
-    from pipelines.common import counter_values, make_pipeline, run_pipeline
+    from pipelines.common import counter_values, make_pipeline, run_stage_pipeline
 
     t0 = time.perf_counter()
+    out = os.fspath(out)
     try:
         storage.check_writable(out)
     except storage.OutputError as e:
         raise ShopllmError(str(e)) from None
     files = curated_files(out, date)
-    vocab_dir = Path(out) / VOCAB_DIR
+    vocab_dir = storage.join(out, VOCAB_DIR)
 
     tokenizer, trained = ensure_tokenizer(out, files[CURATED_ITEMS], files[CURATED_EVENTS], cfg)
     slots_added = ensure_slots(out, tokenizer, files[CURATED_ITEMS], cfg)
@@ -151,9 +169,9 @@ def run_prepare(out, date: str, cfg, beam_args: Sequence[str] = ()) -> dict:
         staging = {split: folders[f"{TOKENS}/{split}"] for split in SPLITS}
         p = make_pipeline(beam_args)
         _ = p | "Prepare" >> prepare_pipeline.Prepare(
-            files, vocab_dir / TOKENIZER_FILE, vocab_dir, tokenizer.n_text, cfg, staging
+            files, tokenizer_path(out), vocab_dir, tokenizer.n_text, cfg, staging
         )
-        result = run_pipeline(p)
+        result = run_stage_pipeline(p, "prepare")
         pipeline_seconds = time.perf_counter() - t_pipe
     counts = counter_values(result, prepare_pipeline.NAMESPACE)
     summary = make_summary(date, counts, tokenizer, trained, vocab, added)

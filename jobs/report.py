@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from jobs.cli import add_common
 
@@ -13,12 +12,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    print(f"report: {run_report(args.out, args.date) / 'report.html'}")
+    print(f"report: {run_report(args.out, args.date)}")
     return 0
 
 
-def run_report(out: str, date: str) -> Path:
-    """The stage: reports/dt=D/report.{json,html} from the night's summaries; returns the partition folder."""
+def run_report(out: str, date: str) -> str:
+    """The stage: reports/dt=D/report.{json,html} from the night's summaries; returns where report.html is."""
     from shopllm.report import write_report
 
     return write_report(out, date)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 
@@ -74,6 +75,7 @@ def print_summary(s: dict) -> None:
 
 def run(args, beam_args):
     cfg = score_config(args)
+    storage.check_writable(args.out)  # S3 that cannot be reached fails here, in one line
     version = resolve_version(args.out, args.date, args.model)
     summary = run_score(args.out, args.date, version, cfg, beam_args)
     print_summary(summary)
@@ -169,12 +171,13 @@ def summarize(
 def run_score(out: str, date: str, version: str, cfg: ScoreConfig, beam_args: Sequence[str] = ()) -> dict:
     """Run the pipeline, publish both partitions, move models/LATEST, write the summary; return it."""
     from pipelines import score as score_pipeline
-    from pipelines.common import counter_values, make_pipeline, run_pipeline
+    from pipelines.common import counter_values, make_pipeline, run_stage_pipeline
     from shopllm.schemas import DESCRIPTIONS_SCHEMA, RECOMMENDATIONS_SCHEMA
 
+    out = os.fspath(out)
+    storage.check_writable(out)
     if not modelstore.exists(out, version):
         raise ShopllmError(f"no model {version} under {modelstore.models_root(out)}; run 'shopllm train' first")
-    storage.check_writable(out)
     inputs = find_inputs(out, date)
     items = catalog_rows(inputs.items)
     catalog = catalog_item_ids(items)
@@ -198,7 +201,7 @@ def run_score(out: str, date: str, version: str, cfg: ScoreConfig, beam_args: Se
             lexicon=catalog_lexicon(items),
             item_texts=catalog_texts(items) if lexical_weight(modelstore.load_config(model_dir)) else None,
         )
-        result = run_pipeline(p)
+        result = run_stage_pipeline(p, "score")
     modelstore.set_latest(out, version)
     summary = summarize(
         counter_values(result, score_pipeline.NAMESPACE),

@@ -5,6 +5,8 @@
 
 A killed run resumes from checkpoints/dt=D/train.pt when rerun with the same data and settings.
 Training does not move models/LATEST: the score stage does, once that version's scores are published.
+`--out` may be a local folder or a URI (s3://…): every rank reads the shards and the checkpoint through
+`shopllm.storage`, rank 0 alone writes the checkpoint, the evaluation log and the model.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import logging
 import os
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
@@ -124,8 +125,10 @@ def extends(old: TextTokenizer, new: TextTokenizer) -> bool:
     return all(new_vocab.get(token) == i for token, i in old.tk.get_vocab(with_added_tokens=True).items())
 
 
-def loss_kwargs(cfg: TrainConfig) -> dict:
+def loss_kwargs(cfg: TrainConfig, n_items: int = 0) -> dict:
     kw = {}
+    if cfg.sampled_negatives and n_items > cfg.sampled_softmax_above:  # a large catalog: sampled softmax
+        kw["sampled_negatives"] = cfg.sampled_negatives
     if cfg.label_smoothing:
         kw["label_smoothing"] = cfg.label_smoothing
     if cfg.future_items > 1:
@@ -139,8 +142,14 @@ def fingerprint(cfg: TrainConfig, files: list[str], model: GPT, warm_from: str |
     """What a checkpoint must match to be resumed: data files, settings, model shape, starting point."""
     settings = config_mod.to_dict(replace(cfg, max_minutes=0.0))
     parts = [json.dumps(settings, sort_keys=True), json.dumps(model.config.to_dict(), sort_keys=True), str(warm_from)]
-    parts += [f"{Path(f).name}:{os.path.getsize(f)}:{os.path.getmtime(f)}" for f in files]
+    parts += [f"{_relative(f)}:{storage.size(f)}" for f in files]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _relative(shard: str) -> str:
+    """A shard's path inside its partition (on object storage it names the committed attempt, so a rerun of
+    prepare changes the fingerprint even when the sizes come out the same)."""
+    return shard.rsplit("/dt=", 1)[-1]
 
 
 def run(args, beam_args=()) -> int:
@@ -151,9 +160,9 @@ def run(args, beam_args=()) -> int:
 def run_train(out: str, date: str, cfg: TrainConfig, *, device: str | None = None, resume: bool = True) -> None:
     """The stage: train (or warm-start) on tokens/*/dt=date and save models/v<date>/ and the train summary.
     Under torchrun every rank calls it; rank 0 writes. device None: CUDA when there is one."""
-    vocab_dir = Path(out) / VOCAB_DIR
-    tokenizer_path = vocab_dir / TOKENIZER_FILE
-    if not tokenizer_path.exists():
+    vocab_dir = storage.join(out, VOCAB_DIR)
+    tokenizer_path = storage.join(vocab_dir, TOKENIZER_FILE)
+    if not storage.exists(tokenizer_path):
         raise InputError(f"{tokenizer_path} not found; run `shopllm prepare` first")
     try:
         train_files = storage.partition_files(out, f"{TOKENS}/train", date)
@@ -187,15 +196,15 @@ def run_train(out: str, date: str, cfg: TrainConfig, *, device: str | None = Non
         stream,
         evaluate=evaluate,
         score_key=SELECTION_KEY,
-        checkpoint_path=work / "train.pt",
-        metrics_path=work / "evals.jsonl",
+        checkpoint_path=storage.join(work, "train.pt"),
+        metrics_path=storage.join(work, "evals.jsonl"),
         device=device,
         log_every=cfg.log_every,
-        loss_kwargs=loss_kwargs(cfg),
+        loss_kwargs=loss_kwargs(cfg, model.config.n_items),
         fingerprint=fp,
     )
     if rank == 0 and not (resume and trainer.resumable()):
-        (work / "evals.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh curve
+        storage.delete(storage.join(work, "evals.jsonl"))  # a fresh run starts a fresh curve
     result = trainer.run(resume=resume)
     if rank == 0:
         save_outputs(
@@ -215,6 +224,21 @@ def run_train(out: str, date: str, cfg: TrainConfig, *, device: str | None = Non
         )
 
 
+def fixed_sample(rows, n: int, seed: int):
+    """n of the ranking prompts of EvalRows `rows`, the same ones at every evaluation (all when n is 0 or
+    there are no more), so an evaluation costs the same at any shop size; the text sequences stay whole."""
+    if not n or len(rows) <= n:
+        return rows
+    keep = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
+    return replace(
+        rows,
+        prompts=[rows.prompts[i] for i in keep],
+        kinds=[rows.kinds[i] for i in keep],
+        targets=rows.targets[keep],
+        histories=[rows.histories[i] for i in keep],
+    )
+
+
 def valid_evaluator(out: str, date: str, cfg: TrainConfig, device: str):
     try:
         files = storage.partition_files(out, f"{TOKENS}/valid", date)
@@ -226,6 +250,7 @@ def valid_evaluator(out: str, date: str, cfg: TrainConfig, device: str):
         log.warning("the valid split is empty: training without evaluation or early stopping")
         return None
     described = [list(map(int, s)) for s in rows.sequences]
+    rows = fixed_sample(rows, cfg.valid_users, cfg.seed)
 
     def evaluate(model) -> dict:
         metrics = evaluate_rows(model, rows, batch_size=cfg.eval_batch_size, device=device)
@@ -350,7 +375,10 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m jobs.train` / `torchrun -m jobs.train`: the same flags as `shopllm train`."""
     p = argparse.ArgumentParser(prog="jobs.train", description="train the shopllm transformer")
     add_arguments(p)
-    args = p.parse_args(argv)
+    args, rest = p.parse_known_args(argv)
+    storage.configure(storage.StorageOptions.from_beam_args(rest))  # --s3_endpoint_url etc., as `shopllm train`
+    if unknown := storage.without_storage_flags(rest):
+        p.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     finished = False
     try:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import logging
 from collections.abc import Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+from shopllm import storage
 
 
 def make_pipeline(beam_args: Sequence[str] = (), **extra_options) -> beam.Pipeline:
@@ -35,6 +38,44 @@ def single_worker(pipeline) -> bool:
         and (direct.direct_num_workers or 1) == 1
         and direct.direct_running_mode in (None, "in_memory")
     )
+
+
+def use_storage(options: storage.StorageOptions | None) -> None:
+    """Point this process's storage layer (pyarrow) and Beam's filesystems at `options`: called in the
+    `setup()` of every DoFn that reads or writes files, so a worker in another process or on another machine
+    (multi_processing, a portable runner's worker pool, Dataflow) reaches the same object storage as the
+    driver, whatever its environment holds. A no-op where they are already in use (the in-process runner)."""
+    if options is None or storage.options() == options:
+        return
+    storage.configure(options)
+    from apache_beam.io.filesystems import FileSystems
+
+    FileSystems.set_options(PipelineOptions(storage_flags(options)))
+
+
+def storage_flags(options: storage.StorageOptions) -> list[str]:
+    """Beam's own flags (`--s3_endpoint_url=…`) for the options that are set."""
+    return [f"--{name}={value}" for name, value in dataclasses.asdict(options).items() if value]
+
+
+def filesystem_options(beam_args: Sequence[str] = ()) -> PipelineOptions:
+    """Pipeline options for Beam's filesystems in this process: `beam_args`, plus the storage layer's S3
+    settings that they do not name (those may have come from AWS_* variables)."""
+    given = {a.split("=", 1)[0] for a in beam_args if a.startswith("--")}
+    extra = [f for f in storage_flags(storage.options()) if f.split("=", 1)[0] not in given]
+    return PipelineOptions([*beam_args, *extra])
+
+
+class StorageDoFn(beam.DoFn):
+    """A DoFn that reads or writes through the storage layer: carries the driver's StorageOptions (taken when
+    the pipeline is built) to wherever it runs and applies them in setup()."""
+
+    def __init__(self):
+        super().__init__()
+        self.storage_options = storage.options()
+
+    def setup(self):
+        use_storage(self.storage_options)
 
 
 _frozen_depth = 0
@@ -65,6 +106,25 @@ def run_pipeline(pipeline: beam.Pipeline):
         result = pipeline.run()
         result.wait_until_finish()
     return result
+
+
+def first_line(e: BaseException) -> str:
+    """The line of an error worth showing: Beam re-raises a worker's error with the worker's traceback in the
+    message, whose last line is the error itself."""
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[-1] if "Traceback" in text else text.splitlines()[0]
+
+
+def run_stage_pipeline(pipeline: beam.Pipeline, stage: str):
+    """run_pipeline, a failure (in a worker, or reaching storage) raised as one ShopllmError line; the whole
+    error is logged at DEBUG (-v)."""
+    from shopllm.errors import ShopllmError
+
+    try:
+        return run_pipeline(pipeline)
+    except Exception as e:
+        logging.getLogger(__name__).debug("%s pipeline failed", stage, exc_info=True)
+        raise ShopllmError(f"{stage} pipeline failed: {first_line(e)}") from None
 
 
 def counter_values(result, namespace: str) -> dict[str, int]:

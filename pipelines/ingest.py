@@ -16,15 +16,13 @@ The logic inside every step lives in `shopllm.ingest`; this module only wires it
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipelines.common import single_worker
+from pipelines.common import StorageDoFn, single_worker
 from shopllm import ingest, schemas, storage
 from shopllm.config import IngestConfig
 
@@ -38,7 +36,11 @@ def count(source: str, name: str, n: int) -> None:
 
 
 def open_input(path: str):
-    """Raw bytes from any Beam filesystem; shopllm.ingest.read_chunks gunzips .gz itself."""
+    """Raw bytes of an input file; shopllm.ingest.read_chunks gunzips .gz itself. Local files and object
+    storage on S3 are read through the storage layer (pyarrow, buffered); any other
+    scheme through Beam's FileSystems."""
+    if storage.scheme(path) in ("", "s3"):
+        return ingest.open_file(path)
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
@@ -57,8 +59,9 @@ def _reject_pieces(chunk: ingest.Chunk, rejects: pa.Table, shards: int):
 # ---- reading ------------------------------------------------------------------------------------
 
 
-class _ReadFileChunks(beam.DoFn):
+class _ReadFileChunks(StorageDoFn):
     def __init__(self, source: str, batch_rows: int):
+        super().__init__()
         self.source, self.batch_rows = source, batch_rows
 
     def process(self, indexed_path):
@@ -261,14 +264,18 @@ class CollectRejects(beam.PTransform):
         return pieces | _grouped("RejectShard") | "SortRejects" >> beam.FlatMap(_merge_rejects)
 
 
-class _WriteShard(beam.DoFn):
+class _WriteShard(StorageDoFn):
+    """Writes each (shard, table) as folder/part-<shard>.parquet through the storage layer (folder: the
+    dataset's staging folder, a local path or an attempt prefix on object storage)."""
+
     def __init__(self, folder: str, schema: pa.Schema):
+        super().__init__()
         self.folder, self.schema = folder, schema
 
     def process(self, shard_table):
         shard, table = shard_table
         if table.num_rows:
-            yield str(storage.write_table(table.cast(self.schema), Path(self.folder), f"part-{shard:05d}.parquet"))
+            yield storage.write_table(table.cast(self.schema), self.folder, f"part-{shard:05d}.parquet")
 
 
 class WriteDataset(beam.PTransform):

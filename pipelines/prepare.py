@@ -1,8 +1,10 @@
 """The prepare pipeline: the night's curated files -> token shards of tokens/{train,valid,test}/dt=D.
 
 `jobs.prepare.run_prepare` trains or loads the tokenizer, extends the item vocabulary, runs `Prepare` and
-publishes the splits. Workers get the tokenizer and the item vocabulary as file paths and load them once in
-`setup()`, so on a distributed runner `--out` must be a filesystem every worker sees.
+publishes the splits. Workers get the tokenizer and the item vocabulary as paths or URIs under `--out` and
+load them once in `setup()`; every file is read and written through `shopllm.storage`, whose options (the
+S3 endpoint and keys) travel with each DoFn (`pipelines.common.StorageDoFn`), so on a distributed runner
+`--out` is object storage (or a filesystem every worker sees).
 
     curated/items + curated/events --ReadCurated--> (source, table) per READ_FILES files
       --BuildExamples: ShardInputs (events by user shard, items in slices) -> GroupInputs -> BuildShardExamples
@@ -26,7 +28,6 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
@@ -35,6 +36,7 @@ import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
+from pipelines.common import StorageDoFn
 from shopllm import hashing, storage, training_rows
 from shopllm.schemas import (
     CURATED_EVENTS,
@@ -142,7 +144,7 @@ def shard_input(element, user_shards: int):
         yield (source, shard), piece
 
 
-class BuildShardExamples(beam.DoFn):
+class BuildShardExamples(StorageDoFn):
     """Rows of one input shard: history and search rows of a user shard (its distinct queries encoded in one
     encode_batch call), or describe rows of an item slice (attribute texts and descriptions in one call).
     Loads the tokenizer and the item vocabulary once per worker, from the paths it was given.
@@ -152,10 +154,12 @@ class BuildShardExamples(beam.DoFn):
     grouped on the bundle's thread."""
 
     def __init__(self, tokenizer_path: str, vocab_dir: str, n_text: int, cfg, sort_groups: int):
+        super().__init__()
         self.tokenizer_path, self.vocab_dir, self.n_text, self.cfg = tokenizer_path, vocab_dir, n_text, cfg
         self.sort_groups = sort_groups
 
     def setup(self):
+        super().setup()
         self.tokenizer = TextTokenizer.load(self.tokenizer_path)
         self.slots = SlotVocab.of(self.tokenizer)
         self.item_tokens = training_rows.ItemTokens(
@@ -288,9 +292,7 @@ def write_shard(staging: dict[str, str], split: str, shard: int, rows: pa.Table)
 
 
 def write_shard_file(staging: dict[str, str], split: str, shard: int, rows: pa.Table) -> None:
-    storage.write_table(
-        training_rows.tokens_table(rows), Path(staging[split]), f"part-{shard:05d}.parquet", dictionary=False
-    )
+    storage.write_table(training_rows.tokens_table(rows), staging[split], f"part-{shard:05d}.parquet", dictionary=False)
 
 
 def count_shard(split: str, shard: int, rows: pa.Table) -> tuple[str, int, int]:
@@ -302,8 +304,11 @@ def count_shard(split: str, shard: int, rows: pa.Table) -> tuple[str, int, int]:
     return split, shard, rows.num_rows
 
 
-class WriteShard(beam.DoFn):
+class WriteShard(StorageDoFn):
+    """Writes each output shard into its split's staging folder (a local path or an attempt prefix)."""
+
     def __init__(self, staging: dict[str, str]):
+        super().__init__()
         self.staging = staging
 
     def process(self, element):
@@ -344,6 +349,13 @@ def read_chunk(chunk: tuple[str, Sequence[str]]) -> tuple[str, pa.Table]:
     return source, storage.read_columns(paths, INPUT_COLUMNS[source])
 
 
+class ReadChunk(StorageDoFn):
+    """(source, files) -> (source, their columns as one table), read through the storage layer."""
+
+    def process(self, chunk):
+        yield read_chunk(chunk)
+
+
 def read_curated(p, files: dict[str, list[str]]):
     """(source, table) per READ_FILES files of curated/items and curated/events: few, large Arrow tables,
     spread over the workers."""
@@ -356,7 +368,7 @@ def read_curated(p, files: dict[str, list[str]]):
     return (
         p
         | "CuratedFiles" >> beam.Create(chunks)
-        | "ReadCurated" >> beam.Map(read_chunk).with_output_types(tuple[str, pa.Table])
+        | "ReadCurated" >> beam.ParDo(ReadChunk()).with_output_types(tuple[str, pa.Table])
     )
 
 

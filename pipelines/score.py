@@ -9,27 +9,32 @@
 `Score` is the whole stage as one composite transform; both outputs are written into staging folders and
 published by `jobs.score.run_score` after the pipeline finished, so readers never see half a partition;
 `models/LATEST` moves only after both are published.
+
+Every file is read and written through `shopllm.storage` (a local path or an s3:// URI): the curated files
+the driver listed from the committed partitions, the model version folder under `--out` (weights, tokenizer
+and item vocabulary, loaded once per worker by `modelstore.load_folder`), the staging folders. The driver's
+storage options (S3 endpoint and keys) travel with each DoFn and the model handler and are applied where
+they run (`pipelines.common.use_storage`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import io
 import logging
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
-from shopllm import modelstore
+from pipelines.common import StorageDoFn, single_worker, use_storage
+from shopllm import modelstore, storage
+from shopllm.ann import AnnSettings
+from shopllm.ann import settings as ann_settings
 from shopllm.config import ScoreConfig
 from shopllm.describe import Describer, DescribeRequest, describe_batch, needs_generation, request_of
 from shopllm.faithfulness import Lexicon
@@ -84,6 +89,7 @@ class ShopModelHandler(ModelHandler):
         no_repeat_ngram: int = 0,
         lexicon: Lexicon | None = None,
         item_texts: Mapping[str, str] | None = None,
+        ann: AnnSettings | None = None,
     ):
         if task not in ("rank", "describe"):
             raise ValueError(f"unknown task {task!r}")
@@ -101,9 +107,12 @@ class ShopModelHandler(ModelHandler):
         )
         self.lexicon = lexicon
         self.item_texts = item_texts  # rank: the catalog's texts, for the query blend (shopllm.lexical)
+        self.ann = ann  # rank: above its catalog size, rank through an approximate item index (shopllm.ann)
+        self.storage_options = storage.options()  # the driver's: applied in the worker before loading
         self._progress: Progress | None = None
 
     def load_model(self):
+        use_storage(self.storage_options)
         loaded = modelstore.load_folder(self.model_dir, self.device)
         tokenizer = TextTokenizer.load(loaded.tokenizer_path)
         if self.task == "rank":
@@ -116,6 +125,7 @@ class ShopModelHandler(ModelHandler):
                 self.device,
                 item_texts=self.item_texts if weight else None,
                 lexical_weight=weight,
+                ann=self.ann,
             )
         return Describer(loaded.model, tokenizer, loaded.items, self.device, **self.decoding, lexicon=self.lexicon)
 
@@ -137,11 +147,26 @@ class ShopModelHandler(ModelHandler):
 
 
 # ---- subjects -----------------------------------------------------------------------------------
-def _read(pipeline_or_pbegin, label: str, files: list[str], columns: list[str] | None = None):
+class _ParquetRows(StorageDoFn):
+    """A Parquet file (local path or URI) -> its rows as dicts, read through the storage layer."""
+
+    def __init__(self, columns: list[str] | None):
+        super().__init__()
+        self.columns = columns
+
+    def process(self, uri: str):
+        yield from storage.read_table([uri], columns=self.columns).to_pylist()
+
+
+def _read(pbegin, label: str, files: list[str], columns: list[str] | None = None):
+    """Rows of exactly these files (a committed partition's: on object storage its folder also holds other
+    attempts), spread over the workers file by file when there are several."""
     if not files:
-        return pipeline_or_pbegin | f"No{label}" >> beam.Create([])
-    pattern = str(Path(files[0]).parent / "*.parquet")
-    return pipeline_or_pbegin | label >> beam.io.ReadFromParquet(pattern, columns=columns)
+        return pbegin | f"No{label}" >> beam.Create([])
+    names = pbegin | f"{label}Files" >> beam.Create(files)
+    if not single_worker(pbegin.pipeline):
+        names = names | f"{label}Spread" >> beam.Reshuffle()
+    return names | label >> beam.ParDo(_ParquetRows(columns))
 
 
 class UserRequests(beam.PTransform):
@@ -320,15 +345,21 @@ def _generated_row(keyed, version: str, date: str) -> dict[str, Any]:
 
 # ---- output -----------------------------------------------------------------------------------
 def write_rows(folder: str, shard: int, groups: Iterable[list[dict]], schema: pa.Schema, sort_key) -> str:
-    """Write one shard's row groups, rows sorted, as `part-<shard>.parquet` (through Beam's filesystems)."""
+    """Write one shard's row groups, rows sorted, as `folder/part-<shard>.parquet` (through the storage layer)."""
     rows = sorted((r for g in groups for r in g), key=sort_key)
-    table = pa.Table.from_pylist(rows, schema=schema)
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    path = FileSystems.join(folder, f"part-{shard:05d}.parquet")
-    with FileSystems.create(path) as f:
-        f.write(buf.getvalue())
-    return path
+    return storage.write_table(pa.Table.from_pylist(rows, schema=schema), folder, f"part-{shard:05d}.parquet")
+
+
+class _WriteRows(StorageDoFn):
+    """(shard, row lists) -> the shard's Parquet file in the staging folder (see write_rows)."""
+
+    def __init__(self, folder: str, schema: pa.Schema, sort_key):
+        super().__init__()
+        self.folder, self.schema, self.sort_key = folder, schema, sort_key
+
+    def process(self, shard_groups):
+        shard, groups = shard_groups
+        yield write_rows(self.folder, shard, groups, self.schema, self.sort_key)
 
 
 _SCOPE_ORDER = {s: i for i, s in enumerate(SCOPES)}
@@ -351,12 +382,12 @@ class WriteSortedParquet(beam.PTransform):
         self.folder, self.schema, self.shard_of, self.sort_key, self.shards = folder, schema, shard_of, sort_key, shards
 
     def expand(self, rows):
-        folder, schema, shard_of, sort_key, n = self.folder, self.schema, self.shard_of, self.sort_key, self.shards
+        shard_of, n = self.shard_of, self.shards
         return (
             rows
             | "KeyByShard" >> beam.Map(lambda g: (zlib.crc32(shard_of(g[0]).encode("utf-8")) % n, g))
             | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShard" >> beam.MapTuple(lambda shard, rs: write_rows(folder, shard, rs, schema, sort_key))
+            | "WriteShard" >> beam.ParDo(_WriteRows(self.folder, self.schema, self.sort_key))
         )
 
 
@@ -394,7 +425,7 @@ class Score(beam.PTransform):
         self.rec_dir, self.desc_dir = rec_dir, desc_dir
         common = dict(device=cfg.device, batch_size=cfg.batch_size)
         self.ranker = ShopModelHandler(
-            model_dir, "rank", top_k=cfg.top_k, catalog=catalog, item_texts=item_texts, **common
+            model_dir, "rank", top_k=cfg.top_k, catalog=catalog, item_texts=item_texts, ann=ann_settings(cfg), **common
         )
         self.describer = ShopModelHandler(
             model_dir,

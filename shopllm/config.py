@@ -96,7 +96,10 @@ class TrainConfig:
     future_items: int = 1  # > 1: also score the items 2..N ahead at each item position (see GPT.loss)
     future_weight: float = 0.5  # weight of that extra term
     mask_seen_items: bool = True  # score each next item over the items not yet in the sequence (see GPT.loss)
+    sampled_softmax_above: int = 20_000  # catalogs of more items score item targets by sampled softmax, not over all
+    sampled_negatives: int = 4096  # sampled softmax: uniform negatives shared by a step, besides the batch's items
     eval_batch_size: int = 256  # held-out prompts ranked per forward pass
+    valid_users: int = 2000  # each evaluation ranks a fixed sample of this many held-out prompts (0: all of them)
     log_every: int = 20  # steps between progress lines on stderr
     ema_decay: float = 0.99  # > 0: evaluate and keep an exponential moving average of the weights (0: off)
     precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 on CPU; "bf16" or "fp32" on any device
@@ -105,12 +108,18 @@ class TrainConfig:
         for name in ("max_steps", "batch_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"config.train.{name}: must be positive, got {getattr(self, name)}")
+        for name in ("sampled_softmax_above", "sampled_negatives", "valid_users"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"config.train.{name}: must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"config.train.ema_decay: expected a number in [0, 1), got {self.ema_decay!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(
                 f"config.train.precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}"
             )
+
+
+ANN_INDEXES = ("ivf", "hnsw")
 
 
 @dataclass(frozen=True)
@@ -125,11 +134,21 @@ class ScoreConfig:
     seed: int = 0  # sampling seed (the same seed gives the same texts)
     device: str = "cpu"  # "cuda" to score on a GPU worker
     no_repeat_ngram: int = 0  # > 0: never repeat a token n-gram (off: it bans a template's own repeats)
+    ann_above: int = 1_000_000  # catalogs of more items rank through an approximate index (shopllm[ann]); 0 = never
+    ann_index: str = "ivf"  # that index: "ivf" (IVF-Flat, deterministic) or "hnsw" (graph, faster, built in parallel)
+    ann_nprobe: int = 64  # ivf: lists searched per subject (more: closer to exact ranking, slower)
+    ann_ef: int = 128  # hnsw: candidates kept while searching (more: closer to exact ranking, slower)
 
     def __post_init__(self):
-        for name in ("top_k", "active_days", "min_query_count", "batch_size", "max_new_tokens"):
+        for name in ("top_k", "active_days", "min_query_count", "batch_size", "max_new_tokens", "ann_nprobe", "ann_ef"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"config.score.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.ann_above < 0:
+            raise ConfigError(f"config.score.ann_above: must be >= 0 (0 = never), got {self.ann_above}")
+        if self.ann_index not in ANN_INDEXES:
+            raise ConfigError(
+                f"config.score.ann_index: expected one of {', '.join(ANN_INDEXES)}, got {self.ann_index!r}"
+            )
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ConfigError(
                 f"config.score: need temperature >= 0 and 0 < top_p <= 1, got {self.temperature} and {self.top_p}"

@@ -7,20 +7,21 @@ at the padding after them), so training keeps the fast causal kernel.
 The order of rows is a pure function of (seed, epoch): each epoch shuffles the order of the shards
 and the rows inside each shard. A position in the stream is (epoch, batches done in that epoch), so
 a resumed run regenerates the same stream and skips to where it stopped.
+
+Shards are local paths or URIs (s3://…), read through `shopllm.storage`: no shard is copied to local disk.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from shopllm import storage
 from shopllm.vocab import HIST_ID
 
 IGNORE = -1
@@ -29,7 +30,18 @@ BUCKET = 8
 
 
 def shard_files(folder: str | os.PathLike) -> list[str]:
-    return sorted(glob.glob(str(Path(folder) / "*.parquet")))
+    """The Parquet shards of a folder: what its commit lists when it is a committed partition, else the
+    .parquet files directly in it (a plain local folder, as the benchmarks write)."""
+    folder = os.fspath(folder)
+    if storage.is_published(folder):
+        return storage.committed_files(folder, ".parquet")
+    return [f for f in storage.list_files(folder, recursive=False) if f.endswith(".parquet")]
+
+
+def num_rows(path: str) -> int:
+    """Rows of one Parquet shard, from its footer."""
+    with storage.open_input(path) as f:
+        return pq.ParquetFile(f).metadata.num_rows
 
 
 def crop(seq: np.ndarray, max_len: int) -> np.ndarray:
@@ -44,7 +56,7 @@ def crop(seq: np.ndarray, max_len: int) -> np.ndarray:
 
 def read_sequences(path: str, kinds: Sequence[str] | None = None) -> list[np.ndarray]:
     """input_ids of one shard as int64 arrays (optionally only some kinds), in file order."""
-    table = pq.ParquetFile(path).read(columns=["kind", "input_ids"])
+    table = storage.read_table([path], columns=["kind", "input_ids"])
     if kinds is not None:
         keep = np.isin(table.column("kind").to_numpy(zero_copy_only=False), list(kinds))
         table = table.filter(keep)
@@ -120,7 +132,7 @@ class TokenStream:
 
     def _count(self, path: str) -> int:
         if self.kinds is None:
-            return pq.ParquetFile(path).metadata.num_rows
+            return num_rows(path)
         return len(read_sequences(path, self.kinds))
 
     @property
@@ -213,7 +225,7 @@ class EvalRows:
 def read_eval_rows(files: Sequence[str]) -> EvalRows:
     prompts, kinds, targets, histories, sequences = [], [], [], [], []
     for path in files:
-        t = pq.read_table(path, columns=["kind", "input_ids", "target_id", "history_ids"]).to_pylist()
+        t = storage.read_table([path], columns=["kind", "input_ids", "target_id", "history_ids"]).to_pylist()
         for row in t:
             ids = np.asarray(row["input_ids"], dtype=np.int64)
             target = row["target_id"]

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from shopllm import schemas
+from shopllm import schemas, storage
 from shopllm.cleaning import (
     clean_attributes,
     clean_line,
@@ -112,9 +112,10 @@ def file_format(path: str) -> str:
     )
 
 
-def open_local(path: str) -> IO[bytes]:
-    """The raw bytes of a local file (the pipeline passes an opener over Beam's FileSystems instead)."""
-    return open(path, "rb")
+def open_file(path: str) -> IO[bytes]:
+    """The raw bytes of a local file or an object (s3://, gs://) through the storage layer, buffered (the
+    readers iterate lines; pyarrow's own files do not)."""
+    return io.BufferedReader(storage.open_input(path), buffer_size=1 << 20)
 
 
 @dataclass
@@ -151,7 +152,7 @@ class Chunk:
 
 
 def read_chunks(
-    source: str, path: str, file_index: int, batch_rows: int, opener: Callable[[str], IO[bytes]] = open_local
+    source: str, path: str, file_index: int, batch_rows: int, opener: Callable[[str], IO[bytes]] = open_file
 ) -> Iterator[Chunk]:
     """Split one input file into chunks of raw records, keeping line (or row) numbers."""
     fmt = file_format(path)

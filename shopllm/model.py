@@ -197,6 +197,7 @@ class GPT(nn.Module):
         future_items: int = 1,
         future_weight: float = 0.5,
         mask_seen_items: bool = False,
+        sampled_negatives: int = 0,
     ):
         """idx (B, T) token ids; targets (B, T) next-token ids with -1 = ignore.
 
@@ -204,13 +205,17 @@ class GPT(nn.Module):
         With targets (what the trainer and DDP call): logits None and the mean cross-entropy of
         `shopllm.losses.next_token_loss` (item targets over item tokens, text targets over text tokens),
         so the (B, T, V) logits are never built; the keyword settings are that function's.
+        sampled_negatives > 0: item targets by sampled softmax (the job turns it on above a catalog size).
         """
         h = self.hidden(idx, attention_mask, cache)  # (B, T, C)
         if targets is None:
             out = torch.cat([self.wte.weight[: self.config.n_text], self.item_weight()])  # (V, C)
             return F.linear(h[:, -1:, :], out), None  # (B, 1, V)
         seen_idx = idx if mask_seen_items else None
-        return None, next_token_loss(self, h, targets, label_smoothing, future_items, future_weight, seen_idx)
+        loss = next_token_loss(
+            self, h, targets, label_smoothing, future_items, future_weight, seen_idx, sampled_negatives
+        )
+        return None, loss
 
     # ---- serving ------------------------------------------------------------------------------
     @torch.no_grad()

@@ -27,25 +27,46 @@ UNKNOWN_ITEMS = "unknown_items"
 EMPTY_QUERY = "empty_query"
 
 
-def top_k(logprobs: torch.Tensor, k: int, exclude_mask: torch.Tensor | None = None):
+def top_k(logprobs: torch.Tensor, k: int, exclude_mask=None):
     """The k best columns of each row, ties broken by column (lower column first).
 
     logprobs: (B, N) float scores (log-probabilities).
     k: how many to return; more than N is cut to N.
-    exclude_mask: (B, N) bool, True = never return this column; None = nothing excluded.
+    exclude_mask: columns never returned: (B, N) bool (True = excluded), or the sparse pair
+    (rows (E,), cols (E,)) long of the excluded cells (what `rank_batch` passes); None = nothing excluded.
     Returns (scores (B, k) float32, ids (B, k) int64). Where a row has fewer than k eligible
-    columns, the missing places hold score -inf and id -1 (the caller drops them).
+    columns, the missing places hold score -inf and id -1 (the caller drops them). A NaN score counts as -inf.
+    `torch.topk` finds each row's k-th best score, so the work is linear in N (no full sort): the columns
+    above it are kept, then the lowest columns tied with it, then only those k are sorted (stable).
     """
     B, N = logprobs.shape
     k = min(k, N)
-    x = logprobs.float()
-    if exclude_mask is not None:
-        x = x.masked_fill(exclude_mask, NEG_INF)
-    # A stable descending sort keeps equal scores in column order; topk gives no such guarantee.
-    scores, ids = torch.sort(x, dim=-1, descending=True, stable=True)
-    scores, ids = scores[:, :k], ids[:, :k]
-    ids = ids.masked_fill(scores == NEG_INF, -1)
+    x = excluded(logprobs.float(), exclude_mask)
+    x = x.masked_fill(x.isnan(), NEG_INF)
+    if k == 0:
+        return x[:, :0], torch.zeros((B, 0), dtype=torch.long, device=x.device)
+    kth = torch.topk(x, k, dim=-1).values[:, -1:]  # (B, 1): each row's k-th best score
+    keep = x > kth  # (B, N): fewer than k per row
+    ties = x == kth
+    room = k - keep.sum(1, keepdim=True)  # (B, 1): places left for the ties
+    over = (ties.sum(1, keepdim=True) > room).squeeze(1)  # (B,): rows with more ties than places
+    if bool(over.any()):
+        sub = ties[over]
+        ties[over] = sub & (sub.cumsum(1) <= room[over])  # the lowest tied columns
+    cols = (keep | ties).nonzero()[:, 1].view(B, k)  # (B, k) in column order
+    scores, order = torch.sort(x.gather(1, cols), dim=-1, descending=True, stable=True)
+    ids = cols.gather(1, order).masked_fill(scores == NEG_INF, -1)
     return scores, ids
+
+
+def excluded(x: torch.Tensor, exclude_mask) -> torch.Tensor:
+    """x (B, N) with the excluded cells (see top_k) at -inf, as a new tensor; x itself is left as it is."""
+    if exclude_mask is None:
+        return x
+    if isinstance(exclude_mask, torch.Tensor):
+        return x.masked_fill(exclude_mask, NEG_INF)
+    rows, cols = exclude_mask
+    return x.index_put((rows, cols), torch.tensor(NEG_INF, device=x.device))
 
 
 # ---- subjects ---------------------------------------------------------------------------------
@@ -119,7 +140,7 @@ class Ranker:
     """Everything ranking needs, loaded once per worker: the model and the catalog as columns.
 
     Columns are today's catalog items known to the model, sorted by item_id, so restricting to the
-    catalog and breaking ties by item id are one gather plus the stable sort in `top_k`.
+    catalog and breaking ties by item id are one gather plus the column-order tie-break in `top_k`.
     """
 
     model: torch.nn.Module
@@ -129,9 +150,11 @@ class Ranker:
     device: str = "cpu"
     item_texts: Mapping[str, str] | None = None  # item_id -> its text (shopllm.lexical.item_text), for the blend
     lexical_weight: float = 0.0  # searches: the model's scores plus this times BM25 (shopllm.lexical)
+    ann: object | None = None  # shopllm.ann.AnnSettings: above its catalog size, rank through an approximate index
     col_items: list[str] = field(init=False)
     col_tokens: torch.Tensor = field(init=False)  # (C,) item index of each column
     col_index: dict[str, int] = field(init=False)  # item_id -> its column
+    index: object | None = field(init=False, default=None)  # shopllm.ann.ItemIndex over the columns, when `ann` asks
 
     def __post_init__(self):
         self.n_text = self.model.config.n_text
@@ -142,6 +165,10 @@ class Ranker:
         self.col_index = {item: c for c, item in enumerate(self.col_items)}
         texts = self.item_texts
         self.lexical = LexicalIndex([texts.get(i, "") for i in self.col_items]) if texts is not None else None
+        if self.ann is not None and self.ann.wanted(len(self.col_items)):
+            from shopllm.ann import build_index  # faiss only where an index is asked for
+
+            self.index = build_index(self.model, self.col_tokens, self.ann)
 
     def query_scores(self, logp: torch.Tensor, queries: Sequence[str]) -> torch.Tensor:
         """The query scope's scores of search prompts: the model's log-probabilities (B, C) blended with BM25
@@ -207,21 +234,45 @@ def next_item_logprobs(model, prompts: Sequence[Sequence[int]], device, columns=
     return out
 
 
+def next_item_hidden(model, prompts: Sequence[Sequence[int]], device) -> torch.Tensor:
+    """The final hidden state (B, n_embd) float32 at each prompt's last position, bucketed and left-padded like
+    `next_item_logprobs`: what an item index (shopllm.ann) searches instead of scoring the whole catalog."""
+    out = torch.empty((len(prompts), model.config.n_embd), dtype=torch.float32, device=device)
+    with torch.no_grad():
+        for length, rows in length_buckets([len(p) for p in prompts], model.config.block_size).items():
+            ids, mask = pad_left([prompts[r] for r in rows], length)
+            h = model.hidden(ids.to(device), mask.to(device))[:, -1, :]  # (b, n_embd)
+            out[torch.tensor(rows, device=device)] = h.float()
+    return out
+
+
 def catalog_logprobs(ranker: Ranker, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
     """Next-item log-probabilities over the catalog columns, (B, C)."""
     return next_item_logprobs(ranker.model, prompts, ranker.device, ranker.col_tokens)
 
 
-def exclude_mask(ranker: Ranker, requests: Sequence[RankRequest]) -> torch.Tensor:
-    """(B, C) bool, True at the catalog columns each request must never get."""
-    mask = torch.zeros((len(requests), len(ranker.col_items)), dtype=torch.bool)
+def exclude_index(ranker: Ranker, requests: Sequence[RankRequest]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows (E,), cols (E,)) long: the catalog cells each request must never get, E of them in all."""
+    rows: list[int] = []
+    cols: list[int] = []
     for row, req in enumerate(requests):
-        mask[row, ranker.exclude_columns(req)] = True
-    return mask.to(ranker.device)
+        c = ranker.exclude_columns(req)
+        rows += [row] * len(c)
+        cols += c
+    device = ranker.device
+    return torch.tensor(rows, dtype=torch.long, device=device), torch.tensor(cols, dtype=torch.long, device=device)
+
+
+def exclude_mask(ranker: Ranker, requests: Sequence[RankRequest]) -> torch.Tensor:
+    """(B, C) bool, True at the catalog columns each request must never get (`exclude_index`, dense)."""
+    mask = torch.zeros((len(requests), len(ranker.col_items)), dtype=torch.bool, device=ranker.device)
+    return mask.index_put_(exclude_index(ranker, requests), torch.tensor(True, device=ranker.device))
 
 
 def rank_batch(ranker: Ranker, requests: Sequence[RankRequest], k: int, rank_fn=top_k) -> list[RankResult]:
-    """Rank a batch of subjects: prompts -> catalog log-probabilities -> `rank_fn` (swappable top-K)."""
+    """Rank a batch of subjects: prompts -> catalog log-probabilities -> `rank_fn` (swappable top-K, given
+    the excluded cells as the sparse pair of `exclude_index`). A ranker with an item index (`Ranker.ann`,
+    shopllm.ann) searches it instead, and `rank_fn` is not used (see `shopllm.ann.ItemIndex.rank`)."""
     results: list[RankResult | None] = [None] * len(requests)
     live: list[tuple[int, list[int], int]] = []  # (request index, prompt, unknown items)
     for r, req in enumerate(requests):
@@ -230,13 +281,16 @@ def rank_batch(ranker: Ranker, requests: Sequence[RankRequest], k: int, rank_fn=
             results[r] = RankResult((), (), skipped, n_unknown)
         else:
             live.append((r, ids, n_unknown))
-    if live:
+    if live and ranker.index is not None:  # approximate: search the item index (shopllm.ann)
+        scores, cols = ranker.index.rank(ranker, [ids for _, ids, _ in live], [requests[r] for r, _, _ in live], k)
+    elif live:
         logp = catalog_logprobs(ranker, [ids for _, ids, _ in live])  # (b, C)
         searches = [row for row, (r, _, _) in enumerate(live) if requests[r].kind == "search"]
         if searches and ranker.lexical is not None:
             rows = torch.tensor(searches, device=logp.device)
             logp[rows] = ranker.query_scores(logp[rows], [requests[live[row][0]].query for row in searches])
-        scores, cols = rank_fn(logp, k, exclude_mask(ranker, [requests[r] for r, _, _ in live]))
+        scores, cols = rank_fn(logp, k, exclude_index(ranker, [requests[r] for r, _, _ in live]))
+    if live:
         scores, cols = scores.cpu().tolist(), cols.cpu().tolist()
         for row, (r, _, n_unknown) in enumerate(live):
             pairs = [(ranker.col_items[c], s) for c, s in zip(cols[row], scores[row]) if c >= 0]

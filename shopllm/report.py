@@ -9,9 +9,7 @@ from __future__ import annotations
 import datetime
 import html
 import io
-import os
 import re
-from pathlib import Path
 from typing import Any
 
 from shopllm import schemas, storage
@@ -20,27 +18,23 @@ STAGE_SUMMARIES = ("ingest", "prepare", "train", "score", "evaluate", "nightly")
 
 
 # ---- collect ------------------------------------------------------------------------------------
-def collect(out: str | os.PathLike, date: str) -> dict[str, Any]:
+def collect(out: str, date: str) -> dict[str, Any]:
     try:
         items = storage.read_partition(out, schemas.CURATED_ITEMS, date).to_pandas()[["item_id", "title", "category"]]
     except FileNotFoundError:
         items = None
     summaries = {}
     for stage in STAGE_SUMMARIES:
-        path = storage.summary_path(out, date, stage)
-        if path.exists():
-            summaries[stage] = storage.read_json(path)
+        summary = storage.read_json_if_exists(storage.summary_path(out, date, stage))
+        if summary is not None:
+            summaries[stage] = summary
     previous = previous_date(out, date)
     descriptions = _descriptions(out, date, items)
     return {
         "date": date,
         "summaries": summaries,
         "previous_date": previous,
-        "previous_summaries": {
-            stage: storage.read_json(p)
-            for stage in STAGE_SUMMARIES
-            if previous and (p := storage.summary_path(out, previous, stage)).exists()
-        },
+        "previous_summaries": _summaries(out, previous) if previous else {},
         "metrics_history": metrics_history(out, date),
         "top_items": top_recommended_items(out, date, items),
         "sample_descriptions": sample_descriptions(descriptions, date, items),
@@ -49,10 +43,20 @@ def collect(out: str | os.PathLike, date: str) -> dict[str, Any]:
     }
 
 
+def _summaries(out, date: str) -> dict[str, Any]:
+    found = {stage: storage.read_json_if_exists(storage.summary_path(out, date, stage)) for stage in STAGE_SUMMARIES}
+    return {stage: summary for stage, summary in found.items() if summary is not None}
+
+
+def summary_dates(out) -> list[str]:
+    """Dates that have a summaries/dt=D/ folder, oldest first."""
+    names = storage.list_names(storage.join(str(out), schemas.SUMMARIES))
+    return sorted(n[3:] for n in names if n.startswith("dt="))
+
+
 def previous_date(out, date: str) -> str | None:
     """The latest night before `date` that left summaries."""
-    base = Path(out) / schemas.SUMMARIES
-    earlier = sorted(f.name[3:] for f in base.glob("dt=*") if f.name[3:] < date) if base.is_dir() else []
+    earlier = [d for d in summary_dates(out) if d < date]
     return earlier[-1] if earlier else None
 
 
@@ -93,12 +97,10 @@ def _numbers(d: Any, prefix: str = "") -> dict[str, float]:
 def metrics_history(out, date: str) -> list[dict[str, Any]]:
     """Evaluation metrics of every night up to `date`, oldest first."""
     rows = []
-    base = Path(out) / schemas.SUMMARIES
-    for folder in sorted(base.glob("dt=*")) if base.is_dir() else []:
-        d = folder.name[3:]
-        path = folder / "evaluate.json"
-        if d <= date and path.exists():
-            rows.append({"date": d, **_numbers(storage.read_json(path))})
+    for d in summary_dates(out):
+        summary = storage.read_json_if_exists(storage.summary_path(out, d, "evaluate")) if d <= date else None
+        if summary is not None:
+            rows.append({"date": d, **_numbers(summary)})
     return rows
 
 
@@ -592,12 +594,12 @@ def render_html(report: dict[str, Any], images: dict[str, str]) -> str:
     )
 
 
-def write_report(out: str | os.PathLike, date: str) -> Path:
-    """Publish reports/dt=D/{report.json,report.html} atomically; returns the partition folder."""
+def write_report(out: str, date: str) -> str:
+    """Publish reports/dt=D/{report.json,report.html} atomically; returns where report.html is."""
     report = collect(out, date)
     images = plots(report)
     report["plots"] = sorted(images)
     with storage.publishing(out, schemas.REPORTS, date) as tmp:
-        storage.write_json(tmp / "report.json", report)
-        (tmp / "report.html").write_text(render_html(report, images), encoding="utf-8")
-    return storage.partition_dir(out, schemas.REPORTS, date)
+        storage.write_json(storage.join(tmp, "report.json"), report)
+        storage.write_text(storage.join(tmp, "report.html"), render_html(report, images))
+    return storage.committed_file(storage.partition_dir(out, schemas.REPORTS, date), "report.html")

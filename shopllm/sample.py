@@ -612,19 +612,29 @@ def build_catalog(cfg: SampleConfig) -> Catalog:
 
 
 def _assign_complements(catalog: Catalog, rng: random.Random) -> None:
+    """Each product of a sub-category with complements gets one: 70% the most popular of its brand in a
+    complement sub-category, else a popularity draw there. Linear in items: one brand index per sub."""
+    first_of_brand = [_first_of_brand(pool) for pool in catalog.by_sub]  # sub -> English brand -> item_id
     for p in catalog.products:
         targets = [SUB_BY_ZH[z].index for z in COMPLEMENTS.get(p.sub.name[0], [])]
         targets = [t for t in targets if catalog.by_sub[t]]
         if not targets:
             continue
-        pool = catalog.by_sub[rng.choice(targets)]
-        brand = _brand_pair(p)[1]
-        same_brand = [q for q in pool if _brand_pair(q)[1] == brand]
-        if same_brand and rng.random() < 0.7:
-            p.complement = same_brand[0].item_id
+        chosen = rng.choice(targets)
+        pool = catalog.by_sub[chosen]
+        same_brand = first_of_brand[chosen].get(_brand_pair(p)[1])
+        if same_brand is not None and rng.random() < 0.7:
+            p.complement = same_brand
         else:
-            t = pool[0].sub.index
-            p.complement = rng.choices(pool, cum_weights=catalog.cum_weights[t])[0].item_id
+            p.complement = rng.choices(pool, cum_weights=catalog.cum_weights[chosen])[0].item_id
+
+
+def _first_of_brand(pool: list[Product]) -> dict[str, str]:
+    """English brand -> item_id of the first (most popular) product of that brand in `pool`."""
+    first: dict[str, str] = {}
+    for q in pool:
+        first.setdefault(_brand_pair(q)[1], q.item_id)
+    return first
 
 
 def _brand_pair(p: Product) -> tuple[str, str]:

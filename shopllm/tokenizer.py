@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from shopllm import storage
 from shopllm.vocab import SPECIAL_TOKENS
 
 
@@ -43,14 +43,13 @@ class TextTokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TextTokenizer:
-        return cls(Tokenizer.from_file(str(path)))
+        """A tokenizer.json from a local path or a URI (read through the storage layer)."""
+        return cls(Tokenizer.from_str(storage.read_text(os.fspath(path))))
 
-    def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        self.tk.save(str(tmp))
-        tmp.replace(path)
+    def save(self, path: str | os.PathLike) -> str:
+        """Write tokenizer.json to a local path or a URI in one atomic write; returns where."""
+        path = os.fspath(path)
+        storage.write_text(path, self.tk.to_str(pretty=True))
         return path
 
     @property

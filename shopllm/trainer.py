@@ -8,29 +8,32 @@ process group) the model is wrapped in DDP and each rank trains on its slice of 
 
 Checkpoints hold everything a resumed run needs to continue exactly where the killed one stopped:
 weights, optimizer, step, RNG states, stream position, the best weights so far and the curves. They
-contain only tensors and plain types, so they load with `torch.load(weights_only=True)`.
+contain only tensors and plain types, so they load with `torch.load(weights_only=True)`. Checkpoints and the
+evaluation log are paths or URIs written through `shopllm.storage` (whole-object writes, so they work on
+object storage), by rank 0 only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import math
 import os
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from shopllm import storage
 from shopllm.config import TrainConfig
 from shopllm.data import Batch, Position
+from shopllm.errors import ShopllmError
 from shopllm.progress import Progress, on_terminal
 
 log = logging.getLogger(__name__)
@@ -113,8 +116,8 @@ class Trainer:
         self.stream = stream
         self.evaluate = evaluate
         self.score_key = score_key
-        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
-        self.metrics_path = Path(metrics_path) if metrics_path else None
+        self.checkpoint_path = os.fspath(checkpoint_path) if checkpoint_path else None
+        self.metrics_path = os.fspath(metrics_path) if metrics_path else None
         self.device = device
         self.loss_kwargs = loss_kwargs or {}
         self.log_every = log_every
@@ -135,11 +138,25 @@ class Trainer:
             self.forward = DDP(self.model, device_ids=[torch.device(device).index] if self.is_cuda else None)
 
     # ---- checkpoints ----------------------------------------------------------------------------
-    def checkpoint(self) -> dict:
-        s = self.state
+    def _rng_state(self) -> dict:
         rng = {"torch": torch.get_rng_state()}
         if self.is_cuda:
             rng["cuda"] = torch.cuda.get_rng_state(torch.device(self.device))
+        return rng
+
+    def _rng_states(self) -> list[dict]:
+        """Every rank's RNG states, in rank order (a collective: every rank calls it). Each rank draws its own
+        dropout masks, so an exact resume restores each rank's own state."""
+        if not self.distributed:
+            return [self._rng_state()]
+        states: list = [None] * self.world_size
+        dist.all_gather_object(states, self._rng_state())
+        return states
+
+    def checkpoint(self, rng_ranks: list[dict] | None = None) -> dict:
+        """Everything an exact resume needs; `rng_ranks` every rank's RNG states (save_checkpoint gathers them)."""
+        s = self.state
+        rng_ranks = rng_ranks or [self._rng_state()]
         return {
             "fingerprint": self.fingerprint,
             "model": self.model.state_dict(),
@@ -147,7 +164,8 @@ class Trainer:
             "step": s.step,
             "position": [s.position.epoch, s.position.batch],
             "tokens": s.tokens,
-            "rng": rng,
+            "rng": rng_ranks[0],
+            "rng_ranks": rng_ranks,
             "losses": list(s.losses),
             "curve": json.dumps(s.curve),  # a string: evaluation dicts may hold any JSON value
             "best": {"score": s.best_score, "step": s.best_step, "bad_evals": s.bad_evals},
@@ -159,19 +177,25 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> None:
-        if self.checkpoint_path is None or self.rank != 0:
+        """Every rank calls it (it gathers the ranks' RNG states); rank 0 alone writes the checkpoint, whole,
+        in one atomic write (a rename locally, one PUT on object storage)."""
+        if self.checkpoint_path is None:
             return
-        path = self.checkpoint_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        torch.save(self.checkpoint(), tmp)
-        os.replace(tmp, path)
+        rng_ranks = self._rng_states()
+        if self.rank != 0:
+            return
+        ckpt = self.checkpoint(rng_ranks)
+        storage.write_bytes(self.checkpoint_path, storage.bytes_of(lambda f: torch.save(ckpt, f)))
 
     def _read_checkpoint(self, path: str | os.PathLike | None) -> dict | None:
-        path = Path(path) if path else self.checkpoint_path
-        if path is None or not path.exists():
+        path = os.fspath(path) if path else self.checkpoint_path
+        try:
+            data = storage.read_bytes(path) if path else None
+        except FileNotFoundError:
+            data = None
+        if data is None:
             return None
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        ck = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         if ck.get("fingerprint", "") != self.fingerprint:
             log.warning("checkpoint %s is from other data or settings; starting fresh", path)
             return None
@@ -203,11 +227,27 @@ class Trainer:
             schedule=float(ck.get("schedule", 0.0)),
             ema=None if ck.get("ema") is None else {k: v.to(self.device) for k, v in ck["ema"].items()},
         )
-        torch.set_rng_state(ck["rng"]["torch"])
-        if self.is_cuda and "cuda" in ck["rng"]:
-            torch.cuda.set_rng_state(ck["rng"]["cuda"], torch.device(self.device))
+        ranks = ck.get("rng_ranks") or []
+        rng = ranks[self.rank] if len(ranks) == self.world_size else ck["rng"]  # else another world size: rank 0's
+        torch.set_rng_state(rng["torch"])
+        if self.is_cuda and "cuda" in rng:
+            torch.cuda.set_rng_state(rng["cuda"], torch.device(self.device))
         self.resumed_from = self.state.step
         return True
+
+    def _agree_on_start(self) -> None:
+        """Every rank starts from the same step; one that found no checkpoint (a --out that not every node
+        reads: node-local disks) would otherwise train from other weights, so every rank stops, saying why."""
+        if not self.distributed:
+            return
+        steps = torch.tensor([self.state.step, -self.state.step], dtype=torch.int64, device=self.device)
+        dist.all_reduce(steps, op=dist.ReduceOp.MAX)
+        hi, lo = int(steps[0]), -int(steps[1])
+        if hi != lo:
+            raise ShopllmError(
+                f"the ranks found different checkpoints (steps {lo} to {hi}): {self.checkpoint_path} must be on "
+                "storage every node reads (s3://…, a shared filesystem)"
+            )
 
     # ---- the loop -------------------------------------------------------------------------------
     def _autocast(self):
@@ -283,8 +323,11 @@ class Trainer:
         cfg = self.cfg
         limit_steps = cfg.max_steps if max_steps is None else min(max_steps, cfg.max_steps)
         limit_s = 60.0 * (cfg.max_minutes if max_minutes is None else max_minutes)
-        if not (resume and self.load_checkpoint()):
+        if resume and self.load_checkpoint():
+            self._write_curve()  # the evaluation log as the checkpoint has it (a killed run may have logged more)
+        else:
             torch.manual_seed(cfg.seed + self.rank)  # dropout masks; each rank its own
+        self._agree_on_start()
         s = self.state
         self.model.train()
         start = time.perf_counter()
@@ -412,10 +455,13 @@ class Trainer:
                 self._progress(f"early stop at step {s.step}: no better {self.score_key} in {s.bad_evals} evaluations")
         shown = " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
         self._progress(f"eval step {s.step}: {shown}")
+        self._write_curve()
+
+    def _write_curve(self) -> None:
+        """Rewrite the evaluation log whole from the curve (object stores have no append; a resumed run's
+        log so holds each evaluation once, as its checkpoint does)."""
         if self.metrics_path is not None and self.rank == 0:
-            self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.metrics_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            storage.write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in self.state.curve))
 
     def _progress(self, line: str) -> None:
         if self.rank == 0 and self.progress is not None:

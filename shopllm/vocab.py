@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+
+from shopllm import storage
 
 PAD, BOS, EOS, HIST, QUERY, REC, ATTR, DESC, SEP = (
     "<pad>",
@@ -75,20 +75,35 @@ class ItemVocab:
     def item_of(self, token_id: int, n_text: int) -> str:
         return self.items[token_id - n_text]
 
-    def save(self, folder: str | os.PathLike) -> Path:
-        path = Path(folder) / ITEM_VOCAB_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        tmp.write_text(json.dumps({"items": self.items}, ensure_ascii=False))
-        tmp.replace(path)
-        return path
+    def save(self, folder: str | os.PathLike) -> str:
+        """Write folder/item_vocab.json (a local folder or a URI) in one atomic write; returns where."""
+        uri = storage.join(os.fspath(folder), ITEM_VOCAB_FILE)
+        storage.write_text(uri, json.dumps({"items": self.items}, ensure_ascii=False))
+        return uri
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> ItemVocab:
-        path = Path(folder) / ITEM_VOCAB_FILE
-        return cls(list(json.loads(path.read_text())["items"]))
+        """The vocabulary of `vocab/` or of a committed model folder (FileNotFoundError when it has none)."""
+        return cls.read(file_in(folder, ITEM_VOCAB_FILE))
+
+    @classmethod
+    def read(cls, uri: str) -> ItemVocab:
+        """The vocabulary in one item_vocab.json file (a local path or a URI)."""
+        return cls(list(storage.read_json(uri)["items"]))
 
     @classmethod
     def load_or_empty(cls, folder: str | os.PathLike) -> ItemVocab:
-        path = Path(folder) / ITEM_VOCAB_FILE
-        return cls.load(folder) if path.exists() else cls([])
+        try:
+            return cls.load(folder)
+        except FileNotFoundError:
+            return cls([])
+
+
+def file_in(folder: str | os.PathLike, filename: str) -> str:
+    """Where `filename` of `folder` is read from: the committed copy when the folder is committed (a model
+    version: on object storage its files sit under the committed attempt), else folder/filename (`vocab/`,
+    or a local model folder saved before models had a `_SUCCESS` marker)."""
+    folder = os.fspath(folder)
+    if storage.is_published(folder):
+        return storage.committed_file(folder, filename)
+    return storage.join(folder, filename)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -79,7 +78,7 @@ def evaluated(tmp_path_factory):
     ]
     write_partition(out, f"{TOKENS}/test", DATE, rows, TOKENS_SCHEMA)
     assert main(["evaluate", "--out", str(out), "--date", DATE]) == 0
-    summary = json.loads(storage.summary_path(out, DATE, "evaluate").read_text())
+    summary = storage.read_json(storage.summary_path(out, DATE, "evaluate"))
     catalog = [t(f"i{i:02d}") for i in range(12)]
     return summary, lm.model, t, tok, catalog
 

@@ -90,10 +90,10 @@ def test_lock_refuses_second_run_and_takes_over_stale(tmp_path):
     # a lock left by a dead process is taken over
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     lock = runstate.RunLock(tmp_path)
-    lock.path.write_text(f'{{"pid": {dead.stdout.strip()}, "host": "{os.uname().nodename}", "started": "x"}}')
+    Path(lock.path).write_text(f'{{"pid": {dead.stdout.strip()}, "host": "{os.uname().nodename}", "started": "x"}}')
     with lock:
         assert lock.took_over["pid"] == int(dead.stdout)
-    assert not lock.path.exists()
+    assert not Path(lock.path).exists()
 
 
 def test_stage_markers(tmp_path):

@@ -122,3 +122,38 @@ def test_long_history_keeps_the_most_recent_items(ranker):
     ids, skipped, _ = ranker.prompt(req)
     assert skipped is None and len(ids) == 2 + ranker.block_size - 3  # <bos> <hist> + the last block_size-3 items
     assert ids[-1] == ranker.items.token_id("i3", ranker.n_text)  # item 99 % 8
+
+
+def sort_top_k(logprobs, k, exclude_mask=None):
+    """The former top_k: a full stable descending sort (equal scores in column order)."""
+    x = logprobs.float() if exclude_mask is None else logprobs.float().masked_fill(exclude_mask, float("-inf"))
+    scores, ids = torch.sort(x, dim=-1, descending=True, stable=True)
+    scores, ids = scores[:, :k], ids[:, :k]
+    return scores, ids.masked_fill(scores == float("-inf"), -1)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_top_k_equals_the_full_stable_sort_ties_included(seed):
+    g = torch.Generator().manual_seed(seed)
+    B, N = 9, 50
+    logp = -torch.randint(0, 6, (B, N), generator=g).float()  # few distinct values: ties everywhere
+    if seed % 2:
+        logp = torch.randn(B, N, generator=g).where(logp > -3, logp)  # some rows' ties only below
+    logp[0] = -2.0  # one row all tied
+    logp[1, :45] = float("-inf")  # a row with fewer than k finite scores
+    mask = torch.rand(B, N, generator=g) < 0.3
+    mask[2] = True  # a row with nothing eligible
+    rows, cols = mask.nonzero(as_tuple=True)
+    for k in (1, 5, 12, N, N + 3):
+        want = sort_top_k(logp, min(k, N), mask)
+        for exclude in (mask, (rows, cols)):
+            got = top_k(logp, k, exclude)
+            assert torch.equal(got[1], want[1]) and torch.equal(got[0], want[0]), (k, type(exclude))
+    assert torch.equal(top_k(logp, 7)[1], sort_top_k(logp, 7)[1])
+    assert top_k(logp, 0)[1].shape == (B, 0) and top_k(logp[:0], 4)[1].shape == (0, 4)
+
+
+def test_top_k_leaves_the_scores_as_they_are():
+    logp = torch.tensor([[-1.0, -2.0, -3.0]])
+    top_k(logp, 2, (torch.tensor([0]), torch.tensor([0])))
+    assert logp.tolist() == [[-1.0, -2.0, -3.0]]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -184,7 +183,7 @@ def test_every_subject_gets_exactly_k_distinct_eligible_items(scored):
 
 def test_summary_counts_scored_and_skipped(scored):
     out, summary, _ = scored
-    on_disk = json.loads(storage.summary_path(out, DATE, "score").read_text())
+    on_disk = storage.read_json(storage.summary_path(out, DATE, "score"))
     assert on_disk == summary
     rec = summary["recommendations"]
     assert rec["user"]["scored"] == 2 and rec["user"]["skipped"] == {"no_history": 1}

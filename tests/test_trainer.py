@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +15,7 @@ import torch
 from shopllm import modelstore, storage
 from shopllm.config import ModelConfig, TrainConfig
 from shopllm.data import Position, TokenStream, pad_right, read_eval_rows, shard_files
+from shopllm.errors import ShopllmError
 from shopllm.metrics import evaluate_rows
 from shopllm.model import GPT, GPTConfig
 from shopllm.schemas import TOKENS, TOKENS_SCHEMA
@@ -250,6 +253,21 @@ def test_killed_and_resumed_run_matches_uninterrupted(shards, tmp_path):
     assert resumed.losses == pytest.approx(full.losses, abs=1e-5)
 
 
+def test_killed_and_resumed_run_on_s3_matches_uninterrupted(s3):
+    """Shards streamed from S3, the checkpoint written to and resumed from S3 (one object, no local file)."""
+    files = write_split("s3://shop/x", "train", "2024-01-01", train_rows(cycle_histories(40, N_ITEMS, N_TEXT)), 2)
+    assert all(f.startswith("s3://shop/x/tokens/train/dt=2024-01-01/_attempts/") for f in files)
+    cfg = tiny_cfg(max_steps=16, checkpoint_every=5)
+    full = Trainer(tiny_model(cfg), cfg, TokenStream(files, 8, 16), progress=None).run()
+    ck = "s3://shop/x/checkpoints/dt=2024-01-01/train.pt"
+    with pytest.raises(Killed):
+        Trainer(tiny_model(cfg), cfg, KillAfter(TokenStream(files, 8, 16), 13), checkpoint_path=ck, progress=None).run()
+    assert s3.keys("shop", "x/checkpoints/") == ["x/checkpoints/dt=2024-01-01/train.pt"]
+    assert torch.load(io.BytesIO(storage.read_bytes(ck)), weights_only=True)["step"] == 10
+    resumed = Trainer(tiny_model(cfg, seed=99), cfg, TokenStream(files, 8, 16), checkpoint_path=ck, progress=None).run()
+    assert resumed.resumed_from == 10 and resumed.losses == pytest.approx(full.losses, abs=1e-5)
+
+
 def test_weight_average_is_what_is_evaluated_kept_and_resumed(shards, tmp_path):
     cfg = tiny_cfg(max_steps=16, checkpoint_every=5, ema_decay=0.9, eval_every=8)
     seen = []
@@ -337,14 +355,52 @@ def test_two_process_gloo_ddp_matches_one_process(shards, tmp_path):
         torch.testing.assert_close(ddp["state"][k], v, atol=1e-5, rtol=1e-4)
 
 
+def _ddp_resume_worker(rank, world, init_file, shards, folder):
+    """Uninterrupted, then killed after 5 steps and resumed: dropout on, so each rank's RNG must come back."""
+    import torch.distributed as dist
+
+    from jobs.train import teardown_distributed
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    cfg = tiny_cfg(max_steps=8, checkpoint_every=3)
+
+    def trainer(stream, ck):
+        return Trainer(tiny_model(cfg), cfg, stream, checkpoint_path=f"{folder}/{ck}", progress=None)
+
+    full = trainer(TokenStream(shards, 8, 16, rank=rank, world_size=world), "full.pt").run()
+    with contextlib.suppress(Killed):
+        trainer(KillAfter(TokenStream(shards, 8, 16, rank=rank, world_size=world), 5), "killed.pt").run()
+    resumed = trainer(TokenStream(shards, 8, 16, rank=rank, world_size=world), "killed.pt").run()
+    refused = ""
+    try:  # rank 1 cannot see rank 0's checkpoint (node-local disks): every rank refuses to train
+        trainer(TokenStream(shards, 8, 16, rank=rank, world_size=world), "killed.pt" if rank == 0 else "no.pt").run()
+    except ShopllmError as e:
+        refused = str(e)
+    if rank == 0:
+        r = {"full": full.losses, "resumed": resumed.losses, "from": resumed.resumed_from, "refused": refused}
+        torch.save(r, f"{folder}/r.pt")
+    teardown_distributed()
+
+
+def test_two_process_ddp_resume_restores_every_ranks_random_state(shards, tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_resume_worker, args=(2, str(tmp_path / "init"), shards, str(tmp_path)), nprocs=2)
+    r = torch.load(tmp_path / "r.pt", weights_only=True)
+    assert r["from"] == 3 and r["resumed"] == pytest.approx(r["full"], abs=1e-5)
+    assert "different checkpoints (steps 0 to 8)" in r["refused"]
+
+
 # ---- the job -----------------------------------------------------------------------------------
-def shop_out(out: Path, date: str, n_items: int, tokenizer: TextTokenizer | None = None) -> TextTokenizer:
-    """tokenizer, item vocabulary and token shards as the prepare stage leaves them."""
+def shop_out(out: Path | str, date: str, n_items: int, tokenizer: TextTokenizer | None = None) -> TextTokenizer:
+    """tokenizer, item vocabulary and token shards as the prepare stage leaves them (out: a folder or a URI)."""
     tk = tokenizer or TextTokenizer.train(["wireless earbuds", "蓝牙 耳机", "a red cotton shirt"] * 5, vocab_size=300)
-    tk.save(out / "vocab" / "tokenizer.json")
-    items = ItemVocab.load_or_empty(out / "vocab")
+    vocab = storage.join(str(out), "vocab")
+    tk.save(storage.join(vocab, "tokenizer.json"))
+    items = ItemVocab.load_or_empty(vocab)
     items.extend(f"item{i:03d}" for i in range(n_items))
-    items.save(out / "vocab")
+    items.save(vocab)
     hist = cycle_histories(48, n_items, tk.n_text, seed=1)
     write_split(out, "train", date, train_rows(hist))
     write_split(out, "valid", date, valid_rows(cycle_histories(12, n_items, tk.n_text, seed=2)))
@@ -400,3 +456,51 @@ def test_train_job_without_tokens_fails_with_one_clear_line(tmp_path, capsys):
     assert main(["--out", str(out), "--date", "2024-01-01"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "tokens/train/dt=2024-01-01" in err[0]
+
+
+class KilledStream(TokenStream):
+    """The job's token stream, dying after 7 batches (the job is killed between two checkpoints)."""
+
+    def iterate(self, start):
+        return KillAfter(TokenStream(self.files, self.batch_size, self.block_size, seed=self.seed), 7).iterate(start)
+
+
+def test_train_job_on_s3_killed_and_rerun_resumes_to_the_uninterrupted_result(s3, tmp_path, monkeypatch):
+    """`shopllm train --out s3://…`: every file through the storage layer; a killed run's rerun resumes from
+    the checkpoint on S3 and ends as a run that was never killed: same losses, curve and saved model."""
+    from jobs.train import main
+
+    date = "2024-01-01"
+    conf = write_config(tmp_path / "c.toml", batch_size=8, max_steps=12, warmup_steps=2, eval_every=4,
+                        checkpoint_every=5, lr=0.01, min_lr=0.001, log_every=4)  # fmt: skip
+    tk = shop_out("s3://shop/full", date, n_items=10)
+    shop_out("s3://shop/x", date, n_items=10, tokenizer=tk)
+
+    def train(out: str) -> int:
+        return main(["--out", out, "--date", date, "--config", conf, "--device", "cpu", *s3.flags])
+
+    assert train("s3://shop/full") == 0
+    monkeypatch.setattr("jobs.train.TokenStream", KilledStream)
+    with pytest.raises(Killed):
+        train("s3://shop/x")
+    assert not modelstore.exists("s3://shop/x", "v2024-01-01")
+    monkeypatch.undo()
+    assert train("s3://shop/x") == 0
+
+    full, resumed = (
+        storage.read_json(storage.summary_path(o, date, "train")) for o in ("s3://shop/full", "s3://shop/x")
+    )
+    assert full["resumed_from_step"] is None and resumed["resumed_from_step"] == 5
+    assert [v for _, v in resumed["loss_curve"]] == pytest.approx([v for _, v in full["loss_curve"]], abs=1e-5)
+    assert [r["step"] for r in resumed["eval_curve"]] == [4, 8, 12]
+    assert resumed["best_selection_score"] == pytest.approx(full["best_selection_score"], abs=1e-6)
+    evals = storage.read_text(f"s3://shop/x/checkpoints/dt={date}/evals.jsonl").splitlines()
+    assert [json.loads(line)["step"] for line in evals] == [4, 8, 12]  # each evaluation once
+    last = [torch.load(io.BytesIO(storage.read_bytes(f"{o}/checkpoints/dt={date}/train.pt")), weights_only=True)
+            for o in ("s3://shop/full", "s3://shop/x")]  # fmt: skip
+    for k, v in last[0]["model"].items():
+        torch.testing.assert_close(last[1]["model"][k], v, atol=1e-5, rtol=1e-4)
+    a, b = modelstore.load("s3://shop/full", "v2024-01-01"), modelstore.load("s3://shop/x", "v2024-01-01")
+    for k, v in a.model.state_dict().items():
+        torch.testing.assert_close(b.model.state_dict()[k], v, atol=1e-5, rtol=1e-4)
+    assert storage.is_published("s3://shop/x/models/v2024-01-01") and b.tokenizer_path.startswith("s3://shop/x/")
