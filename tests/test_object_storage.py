@@ -25,6 +25,8 @@ COMPARED = [ds for ds in schemas.NIGHTLY_DATASETS if ds != schemas.REPORTS]
 def read_sorted(out: str, dataset: str) -> pd.DataFrame:
     files = storage.partition_files(out, dataset, DATE)
     frame = storage.read_table(files).to_pandas() if files else pd.DataFrame()
+    if "file" in frame.columns:  # where a reject came from: s3://raw/... here, a local path there
+        frame["file"] = frame["file"].str.rsplit("/", n=1).str[-1]
     return frame.sort_values(list(frame.columns[:4])).reset_index(drop=True) if len(frame) else frame
 
 
