@@ -20,7 +20,6 @@ Writes bench_out/describe.json.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -90,7 +89,7 @@ def generation_speed(out: Path, items: int = 256, batch: int = 64) -> dict:
 
 
 def bench_shop(out: Path) -> dict:
-    evaluate = json.loads(storage.summary_path(out, shops.DATE, "evaluate").read_text())
+    evaluate = storage.read_json(storage.summary_path(str(out), shops.DATE, "evaluate"))
     quality = evaluate["descriptions"]
     return {
         "languages": {lang: figures(q) for lang, q in quality.items() if isinstance(q, dict) and "items" in q},

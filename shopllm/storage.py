@@ -211,11 +211,6 @@ def exists(uri: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
-def is_file(uri: str) -> bool:
-    fs, path = filesystem(uri)
-    return fs.get_file_info(path).type == pafs.FileType.File
-
-
 def is_dir(uri: str) -> bool:
     """A folder (on object storage: a prefix with something under it)."""
     fs, path = filesystem(uri)
@@ -291,14 +286,6 @@ def open_input(uri: str):
     """A seekable binary file (pyarrow NativeFile) for reading."""
     fs, path = filesystem(uri)
     return fs.open_input_file(path)
-
-
-def open_output(uri: str):
-    """A binary output stream; the file appears when it is closed (write into a staging folder)."""
-    fs, path = filesystem(uri)
-    if not is_remote(uri):
-        fs.create_dir(parent(path), recursive=True)
-    return fs.open_output_stream(path, compression=None)
 
 
 def delete(uri: str) -> None:

@@ -27,7 +27,10 @@ def read_sorted(out: str, dataset: str) -> pd.DataFrame:
     frame = storage.read_table(files).to_pandas() if files else pd.DataFrame()
     if "file" in frame.columns:  # where a reject came from: s3://raw/... here, a local path there
         frame["file"] = frame["file"].str.rsplit("/", n=1).str[-1]
-    return frame.sort_values(list(frame.columns[:4])).reset_index(drop=True) if len(frame) else frame
+    if not len(frame):
+        return frame
+    row_text = frame.apply(lambda row: repr(tuple(row)), axis=1)  # some columns hold arrays: sort_values refuses
+    return frame.iloc[row_text.argsort(kind="stable")].reset_index(drop=True)
 
 
 def nightly_args(catalog: str, events: str, out: str, config: str) -> list[str]:
