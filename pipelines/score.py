@@ -1,8 +1,8 @@
 """The score pipeline: ranked recommendations and generated descriptions for one date.
 
-    curated/events ──> UserRequests ──┐
-    curated/sessions ─> SessionRequests ┼─> RankSubjects (RunInference) ─> WriteSortedParquet ─> scores/recommendations
-    curated/events ──> QueryRequests ─┘
+    curated/events ───> EventRequests (users, queries) ─┐
+    curated/sessions ─> SessionRequests ─────────────────┴─> RankSubjects (RunInference)
+        ─> WriteSortedParquet ─> scores/recommendations
     curated/items + previous descriptions ─> DescribeItems (RunInference for new/changed)
         ─> WriteSortedParquet ─> scores/descriptions
 
@@ -28,6 +28,7 @@ from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
@@ -42,13 +43,16 @@ from shopllm.hashing import source_hash_of
 from shopllm.lexical import lexical_weight
 from shopllm.progress import Progress
 from shopllm.ranking import (
+    EVENT_COLUMNS,
     Ranker,
     RankRequest,
     day_bounds,
+    query_counts,
     query_request,
     rank_batch,
     session_on_day,
     session_request,
+    user_fragments,
     user_request,
 )
 from shopllm.schemas import (
@@ -158,35 +162,67 @@ class _ParquetRows(StorageDoFn):
         yield from storage.read_table([uri], columns=self.columns).to_pylist()
 
 
-def _read(pbegin, label: str, files: list[str], columns: list[str] | None = None):
-    """Rows of exactly these files (a committed partition's: on object storage its folder also holds other
-    attempts), spread over the workers file by file when there are several."""
-    if not files:
-        return pbegin | f"No{label}" >> beam.Create([])
+def _files(pbegin, label: str, files: list[str]):
+    """Exactly these files (a committed partition's: on object storage its folder also holds other attempts),
+    spread over the workers file by file when there are several."""
     names = pbegin | f"{label}Files" >> beam.Create(files)
-    if not single_worker(pbegin.pipeline):
+    if not single_worker(pbegin.pipeline) and files:
         names = names | f"{label}Spread" >> beam.Reshuffle()
-    return names | label >> beam.ParDo(_ParquetRows(columns))
+    return names
 
 
-class UserRequests(beam.PTransform):
-    """Events -> (('user', user_id), RankRequest) for users active in the last `active_days` days."""
+def _read(pbegin, label: str, files: list[str], columns: list[str] | None = None):
+    """Rows of exactly these files, as dicts (see _files)."""
+    return _files(pbegin, label, files) | label >> beam.ParDo(_ParquetRows(columns))
 
-    def __init__(self, date: str, active_days: int):
+
+class _EventsByUserAndQuery(StorageDoFn):
+    """A curated events file -> (user_id, UserEvents) per user in it (main output) and (query, count) per
+    query searched in the window (output 'queries'): one read of the file, computed in Arrow."""
+
+    def __init__(self, end: dt.datetime, query_since: dt.datetime):
         super().__init__()
-        self.start, self.end = day_bounds(date)
-        self.active_since = self.end - dt.timedelta(days=active_days)
+        self.end, self.query_since = end, query_since
 
-    def expand(self, events):
-        end, since = self.end, self.active_since
-        return (
-            events
-            | "UpToEndOfDay" >> beam.Filter(lambda e: e["ts"] < end)
-            | "KeyByUser" >> beam.Map(lambda e: (e["user_id"], e))
+    def process(self, uri: str):
+        table = storage.read_table([uri], columns=EVENT_COLUMNS)
+        Metrics.counter(NAMESPACE, "events_read").inc(table.num_rows)
+        yield from user_fragments(table, self.end)
+        for query_count in query_counts(table, self.query_since, self.end):
+            yield beam.pvalue.TaggedOutput("queries", query_count)
+
+
+class EventRequests(beam.PTransform):
+    """Curated events files -> (('user', user_id), RankRequest) for users active in the last `active_days`
+    days, and (('query', query), RankRequest) for queries searched >= `min_query_count` times in that window.
+
+    Each file is read once for both; what crosses the shuffle is one fragment of columns per user and file
+    and one count per query and file, never a row per event."""
+
+    def __init__(self, date: str, active_days: int, min_query_count: int):
+        super().__init__()
+        _, self.end = day_bounds(date)
+        self.since = self.end - dt.timedelta(days=active_days)
+        self.min_query_count = min_query_count
+
+    def expand(self, files):
+        since, m = self.since, self.min_query_count
+        split = files | "ReadEvents" >> beam.ParDo(_EventsByUserAndQuery(self.end, since)).with_outputs(
+            "queries", main="users"
+        )
+        users = (
+            split.users
             | "GroupByUser" >> beam.GroupByKey()
             | "UserRequest"
             >> beam.FlatMap(lambda kv: [] if (r := user_request(kv[1], since)) is None else [(("user", kv[0]), r)])
         )
+        queries = (
+            split.queries
+            | "CountPerQuery" >> beam.CombinePerKey(sum)
+            | "Frequent" >> beam.Filter(lambda kv: kv[1] >= m)
+            | "QueryRequest" >> beam.Map(lambda kv: (("query", kv[0]), query_request(kv[0])))
+        )
+        return (users, queries) | "UsersAndQueries" >> beam.Flatten()
 
 
 class SessionRequests(beam.PTransform):
@@ -202,27 +238,6 @@ class SessionRequests(beam.PTransform):
             sessions
             | "OnTheDay" >> beam.Filter(lambda s: session_on_day(s, start, end))
             | "SessionRequest" >> beam.Map(lambda s: (("session", s["session_id"]), session_request(s)))
-        )
-
-
-class QueryRequests(beam.PTransform):
-    """Search events -> (('query', query), RankRequest) for queries searched >= min_count times in the window."""
-
-    def __init__(self, date: str, active_days: int, min_count: int):
-        super().__init__()
-        _, self.end = day_bounds(date)
-        self.since = self.end - dt.timedelta(days=active_days)
-        self.min_count = min_count
-
-    def expand(self, events):
-        since, end, m = self.since, self.end, self.min_count
-        return (
-            events
-            | "Searches" >> beam.Filter(lambda e: e["event_type"] == "search" and e["query"] and since <= e["ts"] < end)
-            | "Query" >> beam.Map(lambda e: e["query"])
-            | "CountPerQuery" >> beam.combiners.Count.PerElement()
-            | "Frequent" >> beam.Filter(lambda kv: kv[1] >= m)
-            | "QueryRequest" >> beam.Map(lambda kv: (("query", kv[0]), query_request(kv[0])))
         )
 
 
@@ -344,42 +359,46 @@ def _generated_row(keyed, version: str, date: str) -> dict[str, Any]:
 
 
 # ---- output -----------------------------------------------------------------------------------
-def write_rows(folder: str, shard: int, groups: Iterable[list[dict]], schema: pa.Schema, sort_key) -> str:
-    """Write one shard's row groups, rows sorted, as `folder/part-<shard>.parquet` (through the storage layer)."""
-    rows = sorted((r for g in groups for r in g), key=sort_key)
-    return storage.write_table(pa.Table.from_pylist(rows, schema=schema), folder, f"part-{shard:05d}.parquet")
+def write_rows(folder: str, shard: int, groups: Iterable[list[dict]], schema: pa.Schema, order) -> str:
+    """Write one shard's row groups as `folder/part-<shard>.parquet` (through the storage layer), sorted by
+    `order` (a sorted Arrow table of the table; Arrow sorts strings by code point, as Python does)."""
+    table = pa.Table.from_pylist([r for g in groups for r in g], schema=schema)
+    return storage.write_table(order(table), folder, f"part-{shard:05d}.parquet")
 
 
 class _WriteRows(StorageDoFn):
     """(shard, row lists) -> the shard's Parquet file in the staging folder (see write_rows)."""
 
-    def __init__(self, folder: str, schema: pa.Schema, sort_key):
+    def __init__(self, folder: str, schema: pa.Schema, order):
         super().__init__()
-        self.folder, self.schema, self.sort_key = folder, schema, sort_key
+        self.folder, self.schema, self.order = folder, schema, order
 
     def process(self, shard_groups):
         shard, groups = shard_groups
-        yield write_rows(self.folder, shard, groups, self.schema, self.sort_key)
+        yield write_rows(self.folder, shard, groups, self.schema, self.order)
 
 
-_SCOPE_ORDER = {s: i for i, s in enumerate(SCOPES)}
+def recommendation_order(table: pa.Table) -> pa.Table:
+    """By scope (in SCOPES order), subject, rank."""
+    scope_index = pc.index_in(table["scope"], value_set=pa.array(SCOPES))
+    order = pc.sort_indices(
+        pa.table({"scope": scope_index, "subject": table["subject_id"], "rank": table["rank"]}),
+        sort_keys=[("scope", "ascending"), ("subject", "ascending"), ("rank", "ascending")],
+    )
+    return table.take(order)
 
 
-def recommendation_order(r):
-    return (_SCOPE_ORDER[r["scope"]], r["subject_id"], r["rank"])
-
-
-def description_order(r):
-    return r["item_id"]
+def description_order(table: pa.Table) -> pa.Table:
+    return table.sort_by("item_id")
 
 
 class WriteSortedParquet(beam.PTransform):
     """Lists of rows (all of one subject) -> a fixed number of Parquet shards in `folder`, rows sorted in each,
     so a rerun is byte-identical. `shard_of(row)` names the shard of a list by its first row."""
 
-    def __init__(self, folder: str, schema: pa.Schema, shard_of, sort_key, shards: int = OUTPUT_SHARDS):
+    def __init__(self, folder: str, schema: pa.Schema, shard_of, order, shards: int = OUTPUT_SHARDS):
         super().__init__()
-        self.folder, self.schema, self.shard_of, self.sort_key, self.shards = folder, schema, shard_of, sort_key, shards
+        self.folder, self.schema, self.shard_of, self.order, self.shards = folder, schema, shard_of, order, shards
 
     def expand(self, rows):
         shard_of, n = self.shard_of, self.shards
@@ -387,7 +406,7 @@ class WriteSortedParquet(beam.PTransform):
             rows
             | "KeyByShard" >> beam.Map(lambda g: (zlib.crc32(shard_of(g[0]).encode("utf-8")) % n, g))
             | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShard" >> beam.ParDo(_WriteRows(self.folder, self.schema, self.sort_key))
+            | "WriteShard" >> beam.ParDo(_WriteRows(self.folder, self.schema, self.order))
         )
 
 
@@ -441,14 +460,11 @@ class Score(beam.PTransform):
 
     def expand(self, pbegin):
         inputs, cfg, date = self.inputs, self.cfg, self.date
-        events = _read(
-            pbegin, "ReadEvents", inputs.events, ["user_id", "event_type", "item_id", "query", "ts", "arrival"]
-        )
+        events = _files(pbegin, "Events", inputs.events)
         sessions = _read(pbegin, "ReadSessions", inputs.sessions, ["session_id", "start_ts", "end_ts", "item_ids"])
         requests = (
-            events | "UserRequests" >> UserRequests(date, cfg.active_days),
+            events | "EventRequests" >> EventRequests(date, cfg.active_days, cfg.min_query_count),
             sessions | "SessionRequests" >> SessionRequests(date),
-            events | "QueryRequests" >> QueryRequests(date, cfg.active_days, cfg.min_query_count),
         ) | "AllSubjects" >> beam.Flatten()
         (
             requests

@@ -32,6 +32,7 @@ import statistics
 from collections.abc import Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from shopllm import metrics, modelstore, storage
@@ -48,11 +49,16 @@ from shopllm.vocab import DESC_ID, EOS_ID, PAD_ID
 K = 10
 
 
-def _read(out, dataset, date, schema=None) -> pa.Table:
+def _read(out, dataset, date, schema=None, columns=None) -> pa.Table:
     try:
-        return storage.read_partition(out, dataset, date, schema)
+        return storage.read_partition(out, dataset, date, schema, columns)
     except FileNotFoundError as e:
         raise ShopllmError(str(e)) from None
+
+
+def _rows(table: pa.Table, column: str, value: str) -> list[dict]:
+    """The rows whose `column` equals `value`, as dicts (filtered in Arrow first: only those become dicts)."""
+    return table.filter(pc.equal(table[column], value)).to_pylist()
 
 
 def _fit(ids: Sequence[int], block_size: int) -> list[int]:
@@ -100,7 +106,7 @@ def user_and_query_scopes(ranker: Ranker, test: pa.Table, batch_size: int) -> di
     out = {}
     n_text = ranker.n_text
     for kind, scope in (("history", "user"), ("search", "query")):
-        rows = [r for r in test.to_pylist() if r["kind"] == kind and r["target_item"]]
+        rows = [r for r in _rows(test, "kind", kind) if r["target_item"]]
         prompts = [_fit(r["input_ids"], ranker.block_size) for r in rows]
         targets = [r["target_item"] for r in rows]
         excludes = [
@@ -162,10 +168,9 @@ def session_scope(ranker: Ranker, sessions: pa.Table, date: str, batch_size: int
 def published_query_hits(recs: pa.Table, test: pa.Table) -> dict:
     """Hits of the held-out search targets in the published query-scope top-K lists."""
     lists: dict[str, list[str]] = {}
-    for r in sorted(recs.to_pylist(), key=lambda r: (r["subject_id"], r["rank"])):
-        if r["scope"] == "query":
-            lists.setdefault(r["subject_id"], []).append(r["item_id"])
-    rows = [r for r in test.to_pylist() if r["kind"] == "search" and r["target_item"] and r["subject_id"] in lists]
+    for r in sorted(_rows(recs, "scope", "query"), key=lambda r: (r["subject_id"], r["rank"])):
+        lists.setdefault(r["subject_id"], []).append(r["item_id"])
+    rows = [r for r in _rows(test, "kind", "search") if r["target_item"] and r["subject_id"] in lists]
     if not rows:
         return {"n": 0}
     ranks = [
@@ -271,7 +276,7 @@ def description_quality(descriptions: pa.Table, items: pa.Table, date: str | Non
 
 
 def heldout_perplexity(test: pa.Table, model, device) -> dict:
-    held = [r for r in test.to_pylist() if r["kind"] == "describe"]
+    held = _rows(test, "kind", "describe")
     return {
         "heldout_items": len(held),
         "perplexity": description_perplexity(model, [r["input_ids"] for r in held], device=device),
@@ -280,13 +285,13 @@ def heldout_perplexity(test: pa.Table, model, device) -> dict:
 
 def evaluate(out: str, date: str, *, version: str | None = None, device: str = "cpu", batch_size: int = 256) -> dict:
     """Every metric of the evaluate stage for one date (see the module docstring for the method)."""
-    recs = _read(out, RECOMMENDATIONS, date)
+    recs = _read(out, RECOMMENDATIONS, date, columns=["model_version", "scope", "subject_id", "rank", "item_id"])
     test = _read(out, f"{TOKENS}/test", date, TOKENS_SCHEMA)
     items = _read(out, CURATED_ITEMS, date)
     sessions = _read(out, CURATED_SESSIONS, date)
     descriptions = _read(out, DESCRIPTIONS, date)
     if version is None:
-        published = sorted(set(recs.column("model_version").to_pylist())) if recs.num_rows else []
+        published = sorted(pc.unique(recs["model_version"]).to_pylist()) if recs.num_rows else []
         version = published[-1] if published else modelstore.latest_version(out)
     if not version or not modelstore.exists(out, version):
         raise ShopllmError(f"no model {version or '(none published)'} under {modelstore.models_root(out)}")

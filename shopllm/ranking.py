@@ -8,10 +8,13 @@ exactly the same way.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from shopllm.lexical import LexicalIndex, blend
@@ -101,22 +104,75 @@ def day_bounds(date: str) -> tuple[dt.datetime, dt.datetime]:
     return start, start + dt.timedelta(days=1)
 
 
-def _ts_key(e: dict):
-    return (e["ts"], e.get("arrival") or 0)
+EVENT_COLUMNS = ["user_id", "event_type", "item_id", "query", "ts", "arrival"]  # what scoring reads of events
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-def user_request(events: Iterable[dict], active_since: dt.datetime) -> RankRequest | None:
+def _micros(t: dt.datetime) -> int:
+    return (t - _EPOCH) // dt.timedelta(microseconds=1)
+
+
+class UserEvents(NamedTuple):
+    """Some of one user's events as columns (numpy arrays of one length): what `user_request` needs."""
+
+    ts: np.ndarray  # int64 microseconds since the epoch (UTC)
+    arrival: np.ndarray  # int64: the tie-breaker after ts
+    event_type: np.ndarray  # object (str)
+    item_id: np.ndarray  # object (str or None)
+
+
+def user_fragments(events: pa.Table, end: dt.datetime) -> Iterator[tuple[str, UserEvents]]:
+    """A table of curated events -> (user_id, that user's events before `end`) for each user in it.
+
+    Arrow filters and sorts the table; one pass cuts it at user boundaries, so no Python object is made per
+    event but its two strings. A user's events spread over several files come out as several fragments:
+    group them by user and pass them all to `user_request`.
+    """
+    t = events.filter(pc.less(events["ts"], pa.scalar(end, events.schema.field("ts").type)))
+    if not t.num_rows:
+        return
+    t = t.sort_by([("user_id", "ascending")])
+    users = t["user_id"].to_numpy(zero_copy_only=False)
+    cols = UserEvents(
+        t["ts"].cast(pa.int64()).to_numpy(),
+        pc.fill_null(t["arrival"], 0).to_numpy(),
+        t["event_type"].to_numpy(zero_copy_only=False),
+        t["item_id"].to_numpy(zero_copy_only=False),
+    )
+    starts = np.flatnonzero(np.concatenate(([True], users[1:] != users[:-1])))
+    for a, b in zip(starts, [*starts[1:], len(users)]):
+        yield users[a], UserEvents(*(c[a:b] for c in cols))
+
+
+def user_request(fragments: Iterable[UserEvents], active_since: dt.datetime) -> RankRequest | None:
     """A user's request from their events up to the end of the day; None if not active since `active_since`.
 
-    History = item events (everything but search) in time order, consecutive repeats collapsed.
-    Excluded = items the user purchased.
+    History = item events (everything but search) in time order (ts, then arrival), consecutive repeats
+    collapsed. Excluded = items the user purchased.
     """
-    events = sorted(events, key=_ts_key)
-    if not events or events[-1]["ts"] < active_since:
+    parts = list(fragments)
+    ev = UserEvents(*(np.concatenate(c) for c in zip(*parts))) if parts else None
+    if ev is None or not len(ev.ts) or ev.ts.max() < _micros(active_since):
         return None
-    items = collapse_repeats(e["item_id"] for e in events if e["event_type"] != "search")
-    bought = sorted({e["item_id"] for e in events if e["event_type"] == "purchase" and e["item_id"]})
-    return RankRequest("history", items=tuple(items), exclude=tuple(bought))
+    order = np.lexsort((ev.arrival, ev.ts))
+    types, items = ev.event_type[order], ev.item_id[order]
+    history = collapse_repeats(items[types != "search"])
+    bought = sorted({i for i in items[types == "purchase"] if i})
+    return RankRequest("history", items=tuple(history), exclude=tuple(bought))
+
+
+def query_counts(events: pa.Table, since: dt.datetime, end: dt.datetime) -> Iterator[tuple[str, int]]:
+    """A table of curated events -> (query, how many times it was searched in [since, end)), per query."""
+    ts_type = events.schema.field("ts").type
+    query = events["query"]
+    searched = pc.and_(
+        pc.and_(pc.equal(events["event_type"], "search"), pc.greater(pc.utf8_length(query), 0)),
+        pc.and_(
+            pc.greater_equal(events["ts"], pa.scalar(since, ts_type)), pc.less(events["ts"], pa.scalar(end, ts_type))
+        ),
+    )
+    counts = pc.value_counts(query.filter(pc.fill_null(searched, False)))
+    yield from zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())
 
 
 def session_request(session: dict) -> RankRequest:

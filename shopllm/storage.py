@@ -594,12 +594,17 @@ def read_table(files: Sequence[str], **kwargs) -> pa.Table:
     return pq.read_table(paths, filesystem=fs, partitioning=None, **kwargs)
 
 
-def read_partition(out: str, dataset: str, date: str, schema: pa.Schema | None = None) -> pa.Table:
-    """Read a published partition whole; raise FileNotFoundError with the path if it is not published."""
+def read_partition(
+    out: str, dataset: str, date: str, schema: pa.Schema | None = None, columns: Sequence[str] | None = None
+) -> pa.Table:
+    """Read a published partition (only `columns`, if given); raise FileNotFoundError with the path if it is
+    not published."""
     files = partition_files(out, dataset, date)
     if not files:
-        return (schema or pa.schema([])).empty_table()
-    return pa.concat_tables([read_table([f], schema=schema) for f in files])
+        empty = (schema or pa.schema([])).empty_table()
+        return empty.select([c for c in columns if c in empty.column_names]) if columns else empty
+    cols = list(columns) if columns else None
+    return pa.concat_tables([read_table([f], schema=schema, columns=cols) for f in files])
 
 
 def read_columns(files: Sequence[str], columns: Sequence[str], dictionary: Sequence[str] = ()) -> pa.Table | None:

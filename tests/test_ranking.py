@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
+from collections import Counter, defaultdict
 
+import pyarrow as pa
 import pytest
 import torch
 
 from shopllm.model import GPT, GPTConfig
 from shopllm.ranking import (
+    EVENT_COLUMNS,
     NO_HISTORY,
     UNKNOWN_ITEMS,
     Ranker,
     RankRequest,
     collapse_repeats,
     day_bounds,
+    query_counts,
     rank_batch,
     session_on_day,
     session_request,
     top_k,
+    user_fragments,
     user_request,
 )
+from shopllm.schemas import EVENTS
 from shopllm.tokenizer import TextTokenizer
 from shopllm.vocab import ItemVocab
 
@@ -43,8 +50,22 @@ def test_top_k_with_fewer_eligible_items_marks_the_gaps():
     assert scores[0, 1:].tolist() == [float("-inf")] * 2
 
 
-def _e(ts_h, etype, item=None, arrival=0):
-    return {"ts": T0 + dt.timedelta(hours=ts_h), "arrival": arrival, "event_type": etype, "item_id": item}
+def _e(ts_h, etype, item=None, arrival=0, user="u", query=None):
+    ts = T0 + dt.timedelta(hours=ts_h)
+    return {"user_id": user, "event_type": etype, "item_id": item, "query": query, "ts": ts, "arrival": arrival}
+
+
+def _table(events: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(events, schema=pa.schema([f for f in EVENTS if f.name in EVENT_COLUMNS]))
+
+
+def _requests(files: list[list[dict]], end: dt.datetime, active_since: dt.datetime) -> dict:
+    """What the score pipeline does: fragments per file, grouped by user, one request per user."""
+    by_user = defaultdict(list)
+    for events in files:
+        for user, fragment in user_fragments(_table(events), end):
+            by_user[user].append(fragment)
+    return {u: r for u, parts in by_user.items() if (r := user_request(parts, active_since)) is not None}
 
 
 def test_user_request_orders_collapses_and_masks_purchases():
@@ -53,14 +74,51 @@ def test_user_request_orders_collapses_and_masks_purchases():
         _e(1, "view", "a"),
         _e(2, "view", "a"),
         _e(2, "view", "c", arrival=1),
-        _e(4, "search"),
+        _e(4, "search", query="x"),
         _e(5, "purchase", "b"),
+        _e(30, "view", "z"),  # after the end of the day
     ]
-    req = user_request(events, active_since=T0)
-    # a(1) a(2) c(2, later arrival) b(3) b(5): consecutive repeats collapse
-    assert req == RankRequest("history", items=("a", "c", "b"), exclude=("b",))
-    assert user_request(events, active_since=T0 + dt.timedelta(hours=6)) is None  # not active
+    end = T0 + dt.timedelta(hours=24)
+    # a(1) a(2) c(2, later arrival) b(3) b(5): consecutive repeats collapse; the same from one file or three
+    want = {"u": RankRequest("history", items=("a", "c", "b"), exclude=("b",))}
+    assert _requests([events], end, active_since=T0) == want
+    assert _requests([events[:2], events[2:4], events[4:]], end, active_since=T0) == want
+    assert _requests([events], end, active_since=T0 + dt.timedelta(hours=6)) == {}  # not active
     assert collapse_repeats(["x", "x", None, "y", "x"]) == ["x", "y", "x"]
+
+
+def test_event_requests_on_arrow_equal_the_row_by_row_definition():
+    """Random events over several users and files: each user's request is the one built event by event."""
+    rng = random.Random(7)
+    events = [
+        _e(
+            rng.uniform(0, 30),
+            rng.choice(["view", "view", "cart", "purchase", "search"]),
+            rng.choice(["a", "b", "c", None]),
+            arrival=i,
+            user=f"u{rng.randrange(20)}",
+            query=rng.choice(["", "red shoes", "红色", None]),
+        )  # fmt: skip
+        for i in range(400)
+    ]
+    end, since = T0 + dt.timedelta(hours=24), T0 + dt.timedelta(hours=6)
+    files = [events[i : i + 70] for i in range(0, len(events), 70)]
+    want = {}
+    for user in {e["user_id"] for e in events}:
+        mine = sorted(
+            (e for e in events if e["user_id"] == user and e["ts"] < end), key=lambda e: (e["ts"], e["arrival"])
+        )
+        if mine and mine[-1]["ts"] >= since:
+            items = collapse_repeats(e["item_id"] for e in mine if e["event_type"] != "search")
+            bought = sorted({e["item_id"] for e in mine if e["event_type"] == "purchase" and e["item_id"]})
+            want[user] = RankRequest("history", items=tuple(items), exclude=tuple(bought))
+    assert _requests(files, end, since) == want and len(want) > 5
+
+    counts = Counter()
+    for events_of_file in files:
+        counts.update(dict(query_counts(_table(events_of_file), since, end)))
+    searched = [e["query"] for e in events if e["event_type"] == "search" and e["query"] and since <= e["ts"] < end]
+    assert counts == Counter(searched) and len(counts) == 2
 
 
 def test_sessions_of_the_day():
