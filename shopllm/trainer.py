@@ -7,8 +7,11 @@ targets that are not -1 (nanoGPT's signature; the logits are not used), a stream
 process group) the model is wrapped in DDP and each rank trains on its slice of every global batch.
 
 Checkpoints hold everything a resumed run needs to continue exactly where the killed one stopped:
-weights, optimizer, step, RNG states, stream position, the best weights so far and the curves. They
-contain only tensors and plain types, so they load with `torch.load(weights_only=True)`. Checkpoints and the
+weights, optimizer, step, RNG states, stream position, the step of the best weights so far and the curves.
+They contain only tensors and plain types, so they load with `torch.load(weights_only=True)`. The best
+weights are not held in memory beside the model: each new best goes to `best-<step>.pt` next to the
+checkpoint (a temporary folder without one), and the one a checkpoint names is kept until the next
+checkpoint, so a resumed run finds the best weights its checkpoint knew. Checkpoints and the
 evaluation log are paths or URIs written through `shopllm.storage` (whole-object writes, so they work on
 object storage), by rank 0 only.
 """
@@ -22,6 +25,7 @@ import logging
 import math
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -87,7 +91,6 @@ class _State:
     best_score: float | None = None
     best_step: int | None = None
     bad_evals: int = 0
-    best_model: dict | None = None
     ema: dict | None = None  # exponential moving average of the weights (cfg.ema_decay > 0)
     schedule: float = 0.0  # share of the time limit used (a resumed run goes on from here), see get_lr
     done: bool = False
@@ -118,6 +121,7 @@ class Trainer:
         self.score_key = score_key
         self.checkpoint_path = os.fspath(checkpoint_path) if checkpoint_path else None
         self.metrics_path = os.fspath(metrics_path) if metrics_path else None
+        self._scratch = None if self.checkpoint_path else tempfile.TemporaryDirectory(prefix="shopllm-best-")
         self.device = device
         self.loss_kwargs = loss_kwargs or {}
         self.log_every = log_every
@@ -169,7 +173,6 @@ class Trainer:
             "losses": list(s.losses),
             "curve": json.dumps(s.curve),  # a string: evaluation dicts may hold any JSON value
             "best": {"score": s.best_score, "step": s.best_step, "bad_evals": s.bad_evals},
-            "best_model": s.best_model,
             "ema": s.ema,
             "schedule": s.schedule,
             "done": s.done,
@@ -186,6 +189,35 @@ class Trainer:
             return
         ckpt = self.checkpoint(rng_ranks)
         storage.write_bytes(self.checkpoint_path, storage.bytes_of(lambda f: torch.save(ckpt, f)))
+        self._drop_old_best()
+
+    # ---- the best weights, on disk --------------------------------------------------------------
+    def _best_folder(self) -> str:
+        return self._scratch.name if self._scratch is not None else storage.parent(self.checkpoint_path)
+
+    def _best_path(self, step: int) -> str:
+        return storage.join(self._best_folder(), f"best-{step}.pt")
+
+    def _save_best(self, weights: dict) -> None:
+        """Rank 0 writes them next to the checkpoint; without one, every rank into its own temporary folder."""
+        if self.rank == 0 or self._scratch is not None:
+            cpu = {k: v.detach().cpu() for k, v in weights.items()}
+            storage.write_bytes(self._best_path(self.state.best_step), storage.bytes_of(lambda f: torch.save(cpu, f)))
+
+    def _load_best(self) -> bool:
+        if self.state.best_step is None:
+            return False
+        data = storage.read_bytes(self._best_path(self.state.best_step))
+        self.model.load_state_dict(torch.load(io.BytesIO(data), map_location=self.device, weights_only=True))
+        return True
+
+    def _drop_old_best(self) -> None:
+        """Every best-<step>.pt but the one the state names (the checkpoint just written names it too)."""
+        keep = None if self.state.best_step is None else self._best_path(self.state.best_step)
+        for f in storage.list_files(self._best_folder(), recursive=False):
+            name = f.rsplit("/", 1)[-1]
+            if name.startswith("best-") and name.endswith(".pt") and f != keep:
+                storage.delete(f)
 
     def _read_checkpoint(self, path: str | os.PathLike | None) -> dict | None:
         path = os.fspath(path) if path else self.checkpoint_path
@@ -221,7 +253,6 @@ class Trainer:
             best_score=best["score"],
             best_step=best["step"],
             bad_evals=int(best["bad_evals"]),
-            best_model=ck["best_model"],
             done=bool(ck["done"]),
             stopped_early=bool(ck["stopped_early"]),
             schedule=float(ck.get("schedule", 0.0)),
@@ -400,9 +431,7 @@ class Trainer:
         self.save_checkpoint()
         if self.distributed:
             dist.barrier()
-        if s.best_model is not None:
-            self.model.load_state_dict(s.best_model)
-        elif s.ema is not None:
+        if not self._load_best() and s.ema is not None:
             self.model.load_state_dict(s.ema)
         trained = s.tokens - start_tokens
         return TrainResult(
@@ -446,8 +475,7 @@ class Trainer:
         score = metrics.get(self.score_key)
         if score is not None and (s.best_score is None or score > s.best_score):
             s.best_score, s.best_step, s.bad_evals = score, s.step, 0
-            weights = s.ema if s.ema is not None else self.model.state_dict()
-            s.best_model = {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
+            self._save_best(s.ema if s.ema is not None else self.model.state_dict())
         elif score is not None:
             s.bad_evals += 1
             if s.bad_evals >= self.cfg.patience:

@@ -304,7 +304,7 @@ def test_checkpoint_loads_without_pickle(shards, tmp_path):
     cfg = tiny_cfg(max_steps=3)
     Trainer(tiny_model(cfg), cfg, TokenStream(shards, 8, 16), checkpoint_path=tmp_path / "c.pt", progress=None).run()
     ck = torch.load(tmp_path / "c.pt", weights_only=True)
-    assert {"model", "optimizer", "step", "rng", "position", "best_model"} <= set(ck)
+    assert {"model", "optimizer", "step", "rng", "position", "best"} <= set(ck)
     assert ck["step"] == 3 and ck["done"] is True
     assert isinstance(ck["rng"]["torch"], torch.Tensor)
 
@@ -323,6 +323,33 @@ def test_early_stopping_keeps_the_best_weights(shards):
     assert result.stopped_early and result.steps == 8 and result.best_step == 4
     assert torch.equal(model.wte.weight, snapshots[1])
     assert [r["ndcg@10"] for r in result.curve] == [0.1, 0.3, 0.2, 0.25]
+
+
+def test_best_weights_live_on_disk_and_survive_a_kill(shards, tmp_path):
+    """The best evaluated weights are a file beside the checkpoint, not a copy in memory; a run killed after
+    the best evaluation and resumed from an older checkpoint still ends on them."""
+    cfg = tiny_cfg(max_steps=12, eval_every=2, checkpoint_every=5, patience=100)
+    scores = {2: 0.1, 4: 0.5, 6: 0.2, 8: 0.3, 10: 0.1, 12: 0.2}  # step 4 is the best
+
+    def trainer(model, stream, ck):
+        holder = []
+        t = Trainer(model, cfg, stream, evaluate=lambda m: {"ndcg@10": scores[holder[0].state.step]},
+                    checkpoint_path=ck, progress=None)  # fmt: skip
+        holder.append(t)
+        return t
+
+    full = tiny_model(cfg)
+    trainer(full, TokenStream(shards, 8, 16), tmp_path / "full" / "train.pt").run()
+    assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["best-4.pt", "train.pt"]
+
+    ck = tmp_path / "killed" / "train.pt"
+    with pytest.raises(Killed):
+        trainer(tiny_model(cfg), KillAfter(TokenStream(shards, 8, 16), 7), ck).run()  # after step 6's evaluation
+    assert torch.load(ck, weights_only=True)["best"]["step"] == 4  # the checkpoint of step 5
+    resumed = tiny_model(cfg, seed=99)
+    result = trainer(resumed, TokenStream(shards, 8, 16), ck).run()
+    assert result.resumed_from == 5 and result.best_step == 4
+    assert torch.equal(resumed.wte.weight, full.wte.weight)
 
 
 # ---- DDP ---------------------------------------------------------------------------------------
