@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 from shopllm import config as config_mod
 from shopllm import modelstore, storage
+from shopllm.ann import require_faiss
+from shopllm.ann import settings as ann_settings
 from shopllm.config import ScoreConfig
 from shopllm.devices import resolve_device
 from shopllm.errors import ShopllmError
@@ -185,6 +187,9 @@ def run_score(out: str, date: str, version: str, cfg: ScoreConfig, beam_args: Se
     from shopllm.vocab import ItemVocab
 
     model_items = set(ItemVocab.load(model_dir).items)
+    ann = ann_settings(cfg)
+    if ann is not None and ann.wanted(sum(1 for i in catalog if i in model_items)):
+        require_faiss()  # here, in one line, rather than in every worker once the pipeline runs
     t0 = time.perf_counter()
     outputs = {RECOMMENDATIONS: RECOMMENDATIONS_SCHEMA, DESCRIPTIONS: DESCRIPTIONS_SCHEMA}
     with storage.publishing_together(out, date, outputs) as folders:

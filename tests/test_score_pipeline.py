@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +13,7 @@ import torch
 
 from shopllm import modelstore, storage
 from shopllm.config import ScoreConfig
-from shopllm.errors import ShopllmError
+from shopllm.errors import ConfigError, ShopllmError
 from shopllm.model import GPT, GPTConfig
 from shopllm.schemas import (
     CURATED_EVENTS,
@@ -329,3 +330,15 @@ def test_the_gates_lexicon_knows_the_catalogs_brands_values_and_model_names(tmp_
     item = Item.of("Whiskerly", {"适用猫龄": "老年猫"}, rows[0]["title"])
     assert check("Whiskerly的云朵猫粮，适用猫龄老年猫。", item, lexicon).blocking == ["wrong_model"]
     assert check("Whiskerly的青柠猫粮，适用猫龄老年猫。", item, lexicon).blocking == []
+
+
+def test_a_catalog_over_ann_above_without_faiss_fails_before_the_pipeline(tmp_path, monkeypatch):
+    from jobs.score import run_score
+
+    items = [_item(i) for i in range(6)]
+    write_curated(tmp_path, items=items)
+    tiny_model(tmp_path, items)
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss now raises ImportError
+    with pytest.raises(ConfigError, match=r"faiss is not installed: pip install 'shopllm\[ann\]'"):
+        run_score(str(tmp_path), DATE, VERSION, ScoreConfig(ann_above=3))
+    assert not storage.exists(storage.join(str(tmp_path), RECOMMENDATIONS))
