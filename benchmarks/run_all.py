@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-BENCHES = ("ingest", "prepare", "train", "score", "describe", "query", "ml100k")
+BENCHES = ("ingest", "prepare", "train", "score", "describe", "query", "ml100k", "scale")
 
 
 def main(argv=None) -> int:
@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     failed = []
     for name in names:
-        module = f"benchmarks.{name}" if name == "ml100k" else f"benchmarks.{name}_bench"
+        module = f"benchmarks.{name}" if name in ("ml100k", "scale") else f"benchmarks.{name}_bench"
         print(f"\n===== {name} =====", flush=True)
         start = time.monotonic()
         # its own process: what one benchmark leaves behind (Beam's objects, torch's threads, caches) must

@@ -124,3 +124,29 @@ def test_quick_language_benchmarks_run_both_shops(tmp_path, monkeypatch):
         assert 0 <= figures["published"] <= 1 and figures["blocking_after_gate"] == 0
         assert describe[shop]["generation"]["tokens_per_s"] > 0
         assert query[shop]["searches"] > 0 and {"query_scope", "model_alone", "bm25"} <= set(query[shop])
+
+
+def test_growth_exponent_is_the_log_log_slope():
+    from benchmarks.scale import exponent
+
+    sizes = [1e3, 1e4, 1e5]
+    assert exponent(sizes, [2 * x for x in sizes]) == pytest.approx(1.0)
+    assert exponent(sizes, [x**1.5 for x in sizes]) == pytest.approx(1.5)
+    assert exponent([10.0], [1.0]) is None
+
+
+@pytest.mark.slow  # sample + six stages at the tiny size: ~60 s
+def test_scale_benchmark_measures_every_stage(tmp_path, monkeypatch):
+    import json
+
+    from benchmarks import run_all
+    from benchmarks.scale import STAGES
+
+    monkeypatch.chdir(tmp_path)
+    assert run_all.main(["--quick", "--only", "scale"]) == 0
+    tiny = json.loads((tmp_path / "bench_out/scale.json").read_text())["sizes"]["tiny"]
+    assert set(tiny["stages"]) == set(STAGES)
+    assert all(s["wall_s"] > 0 and s["peak_mb"] > 50 for s in tiny["stages"].values())
+    assert tiny["train_tokens_per_s"] > 0 and tiny["nightly_peak_mb"] == max(
+        s["peak_mb"] for s in tiny["stages"].values()
+    )
