@@ -39,7 +39,7 @@ from shopllm import metrics, modelstore, storage
 from shopllm.describe import attribute_pairs
 from shopllm.errors import ShopllmError
 from shopllm.faithfulness import ERROR_KINDS, Item, Lexicon, check
-from shopllm.lexical import fit_weight, item_text, lexical_weight
+from shopllm.lexical import best_weight, blend_ranks, item_text, lexical_weight
 from shopllm.ranking import Ranker, RankRequest, catalog_logprobs, collapse_repeats, day_bounds, exclude_mask
 from shopllm.schemas import CURATED_ITEMS, CURATED_SESSIONS, DESCRIPTIONS, RECOMMENDATIONS, TOKENS, TOKENS_SCHEMA
 from shopllm.text_metrics import distinct_n, repeated_ngram_rate_all
@@ -130,13 +130,15 @@ def fit_query_blend(ranker: Ranker, rows: list[dict], batch_size: int = 256) -> 
     rows = [r for r in rows if r["kind"] == "search" and r["target_item"] in ranker.col_index]
     if not rows or ranker.lexical is None:
         return None
-    logp, lexical = [], []
-    for start in range(0, len(rows), batch_size):
+    ranks: dict[float, list[torch.Tensor]] = {}
+    for start in range(0, len(rows), batch_size):  # chunk by chunk: never every search over every item at once
         chunk = rows[start : start + batch_size]
-        logp.append(catalog_logprobs(ranker, [_fit(r["input_ids"], ranker.block_size) for r in chunk]))
-        lexical.append(ranker.lexical.scores([r["subject_id"] for r in chunk]))
-    targets = torch.tensor([ranker.col_index[r["target_item"]] for r in rows])
-    weight, by_weight = fit_weight(torch.cat(logp).cpu(), torch.cat(lexical), targets, K)
+        logp = catalog_logprobs(ranker, [_fit(r["input_ids"], ranker.block_size) for r in chunk]).cpu()
+        lexical = ranker.lexical.scores([r["subject_id"] for r in chunk])
+        targets = torch.tensor([ranker.col_index[r["target_item"]] for r in chunk])
+        for w, r in blend_ranks(logp, lexical, targets).items():
+            ranks.setdefault(w, []).append(r)
+    weight, by_weight = best_weight({w: torch.cat(r) for w, r in ranks.items()}, K)
     return {"lexical_weight": weight, f"valid_ndcg@{K}_by_weight": by_weight, "valid_searches": len(rows)}
 
 

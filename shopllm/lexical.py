@@ -97,14 +97,24 @@ def blend(logp: torch.Tensor, lexical: torch.Tensor, weight: float) -> torch.Ten
     return logp if weight == 0 else logp + weight * lexical.to(logp.device)
 
 
+def blend_ranks(logp: torch.Tensor, lexical: torch.Tensor, targets: torch.Tensor) -> dict[float, torch.Tensor]:
+    """The targets' 1-based ranks under the blend at each weight of WEIGHTS. logp, lexical (B, C); targets
+    (B,) their columns. Call it chunk by chunk of searches: a (B, C) blend at 100k items is 400 MB a row block."""
+    from shopllm import metrics
+
+    return {w: metrics.target_ranks(blend(logp, lexical, w), targets) for w in WEIGHTS}
+
+
+def best_weight(ranks_by_weight: dict[float, torch.Tensor], k: int = 10) -> tuple[float, dict]:
+    """The weight with the best ndcg@k (the smaller on a tie) and each weight's ndcg@k."""
+    from shopllm import metrics
+
+    by_weight = {w: metrics.metrics_from_ranks(r, ks=(k,))[f"ndcg@{k}"] for w, r in ranks_by_weight.items()}
+    best = max(by_weight, key=lambda w: (round(by_weight[w], 6), -w))
+    return best, {str(w): round(v, 4) for w, v in by_weight.items()}
+
+
 def fit_weight(logp: torch.Tensor, lexical: torch.Tensor, targets: torch.Tensor, k: int = 10) -> tuple[float, dict]:
     """The weight of WEIGHTS with the best ndcg@k of the blend on held-out searches (the smaller on a tie),
     and each weight's ndcg@k. logp, lexical (B, C); targets (B,) their columns."""
-    from shopllm import metrics
-
-    by_weight = {}
-    for w in WEIGHTS:
-        ranks = metrics.target_ranks(blend(logp, lexical, w), targets)
-        by_weight[w] = metrics.metrics_from_ranks(ranks, ks=(k,))[f"ndcg@{k}"]
-    best = max(WEIGHTS, key=lambda w: (round(by_weight[w], 6), -w))
-    return best, {str(w): round(v, 4) for w, v in by_weight.items()}
+    return best_weight(blend_ranks(logp, lexical, targets), k)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from shopllm.lexical import LexicalIndex, blend, fit_weight, item_text, terms
+from shopllm.lexical import LexicalIndex, best_weight, blend, blend_ranks, fit_weight, item_text, terms
 
 DOCS = [
     "索尼 无线蓝牙耳机 黑色 数码 > 耳机",
@@ -68,6 +68,10 @@ def test_the_weight_is_fitted_on_held_out_searches():
     # where the words mislead and the model is right, the blend is switched off
     weight, _ = fit_weight(torch.eye(len(DOCS))[[1, 4, 2]].log_softmax(1) * 10, lexical, torch.tensor([1, 4, 2]))
     assert weight == 0.0
+    # fitted chunk by chunk of searches (as training does, to bound memory): the same weight and figures
+    chunks = [blend_ranks(logp[i : i + 2], lexical[i : i + 2], targets[i : i + 2]) for i in (0, 2)]
+    chunked = best_weight({w: torch.cat([c[w] for c in chunks]) for w in chunks[0]})
+    assert chunked == fit_weight(logp, lexical, targets)
 
 
 def test_item_text_holds_what_a_search_finds_an_item_by():
