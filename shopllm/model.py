@@ -261,30 +261,48 @@ class GPT(nn.Module):
         if banned_ids is not None:
             ban[torch.as_tensor(list(banned_ids), dtype=torch.long, device=device)] = True
         cache = KVCache(self.config.n_layer) if use_cache else None
+        # greedy rows are independent: a finished row leaves the batch (sampling keeps the batch's shape, so a
+        # generator's draws stay where they were)
+        compact = (
+            eos_id is not None and temperature <= 0 and (logits_processor is None or hasattr(logits_processor, "keep"))
+        )
         seq, mask = idx, attention_mask
         step_input = idx
-        out = []
-        done = torch.zeros(B, dtype=torch.bool, device=device)
+        out = []  # (B,) per step: every row's token, eos_id once a row is done
+        live = torch.arange(B, device=device)  # the rows still in the batch
+        done = torch.zeros(B, dtype=torch.bool, device=device)  # of the rows in the batch
+        previous = None
         for _ in range(max(0, max_new_tokens)):
             if use_cache:
-                h = self.hidden(step_input, mask, cache)[:, -1, :]  # (B, C)
+                h = self.hidden(step_input, mask, cache)[:, -1, :]  # (b, C)
             else:
                 h = self.hidden(seq, mask)[:, -1, :]
-            logits = self.text_logits(h).float().masked_fill(ban, float("-inf"))  # (B, n_text)
+            logits = self.text_logits(h).float().masked_fill(ban, float("-inf"))  # (b, n_text)
             if no_repeat_ngram > 0 and out:
-                self._ban_repeats(logits, torch.stack(out, dim=1).tolist(), no_repeat_ngram, eos_id)
+                self._ban_repeats(logits, torch.stack(out, dim=1)[live].tolist(), no_repeat_ngram, eos_id)
             if logits_processor is not None:
-                logits_processor(logits, out[-1] if out else None)
-            nxt = self._pick(logits, temperature, top_p, generator)  # (B,)
+                logits_processor(logits, previous)
+            nxt = self._pick(logits, temperature, top_p, generator)  # (b,)
             if eos_id is not None:
                 nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
                 done = done | (nxt == eos_id)
-            out.append(nxt)
-            step_input = nxt.unsqueeze(1)  # (B, 1)
-            seq = torch.cat([seq, step_input], dim=1)
-            mask = torch.cat([mask, torch.ones(B, 1, dtype=torch.bool, device=device)], dim=1)
+            step = torch.full((B,), eos_id if eos_id is not None else 0, dtype=nxt.dtype, device=device)
+            step[live] = nxt
+            out.append(step)
             if eos_id is not None and bool(done.all()):
                 break
+            previous = nxt
+            if compact and bool(done.any()):
+                keep = (~done).nonzero().squeeze(1)
+                live, nxt, done, seq, mask = live[keep], nxt[keep], done[keep], seq[keep], mask[keep]
+                previous = nxt
+                if cache is not None:
+                    cache.reorder(keep)
+                if logits_processor is not None:
+                    logits_processor.keep(keep.cpu())
+            step_input = nxt.unsqueeze(1)  # (b, 1)
+            seq = torch.cat([seq, step_input], dim=1)
+            mask = torch.cat([mask, torch.ones(len(live), 1, dtype=torch.bool, device=device)], dim=1)
         return torch.stack(out, dim=1) if out else idx.new_zeros((B, 0))
 
     @staticmethod

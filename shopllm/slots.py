@@ -247,6 +247,11 @@ class SlotConstraint:
             blocked[:, ids] = ~self.keyed  # of the slots, only an attribute value (the allowed ones, above)
             logits[rows] = logits[rows].masked_fill(blocked.to(device)[rows], float("-inf"))
 
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only these rows' state (the generator dropped the finished rows from its batch)."""
+        self.allowed, self.keyed = self.allowed[rows], self.keyed[rows]
+        self.unnamed, self.pending, self.gap = self.unnamed[rows], self.pending[rows], self.gap[rows]
+
     def _update(self, tok: torch.Tensor) -> None:
         hit = tok.unsqueeze(1) == self.ids.unsqueeze(0)  # (B, S)
         value = (hit & self.keyed).any(1)

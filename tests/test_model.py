@@ -74,6 +74,21 @@ def test_generate_with_and_without_kv_cache_agree():
     assert torch.equal(m.generate(prompt, 6, use_cache=True), m.generate(prompt, 6, use_cache=False))
 
 
+def test_rows_that_end_leave_the_batch_and_the_rest_decode_as_alone():
+    """Greedy decoding drops a row from the batch (and its KV cache) once it emits <eos>: every row's tokens
+    are the ones it gets decoded alone, with and without the cache."""
+    m = tiny()
+    prompts = torch.tensor([[1, 21, 6, 9, 7], [1, 21, 8, 3, 5], [1, 21, 2, 4, 6], [1, 21, 9, 9, 3]])
+    eos = int(m.generate(prompts[:1], 3)[0, 1])  # a token row 0 emits second: it ends early
+    for use_cache in (True, False):
+        batch = m.generate(prompts, 12, eos_id=eos, use_cache=use_cache)
+        assert (batch == eos).any(1).sum() >= 1
+        for row, prompt in enumerate(prompts):
+            alone = m.generate(prompt[None], 12, eos_id=eos, use_cache=use_cache)[0]
+            assert torch.equal(batch[row, : len(alone)], alone)
+            assert (batch[row, len(alone) :] == eos).all()
+
+
 def test_with_items_keeps_trained_rows():
     m = tiny()
     grown = m.with_items(14)
