@@ -291,15 +291,14 @@ class GPT(nn.Module):
             out.append(step)
             if eos_id is not None and bool(done.all()):
                 break
-            previous = nxt
             if compact and bool(done.any()):
                 keep = (~done).nonzero().squeeze(1)
                 live, nxt, done, seq, mask = live[keep], nxt[keep], done[keep], seq[keep], mask[keep]
-                previous = nxt
                 if cache is not None:
                     cache.reorder(keep)
                 if logits_processor is not None:
                     logits_processor.keep(keep.cpu())
+            previous = nxt
             step_input = nxt.unsqueeze(1)  # (b, 1)
             seq = torch.cat([seq, step_input], dim=1)
             mask = torch.cat([mask, torch.ones(len(live), 1, dtype=torch.bool, device=device)], dim=1)

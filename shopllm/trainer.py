@@ -213,10 +213,10 @@ class Trainer:
 
     def _drop_old_best(self) -> None:
         """Every best-<step>.pt but the one the state names (the checkpoint just written names it too)."""
-        keep = None if self.state.best_step is None else self._best_path(self.state.best_step)
+        keep = None if self.state.best_step is None else f"best-{self.state.best_step}.pt"
         for f in storage.list_files(self._best_folder(), recursive=False):
             name = f.rsplit("/", 1)[-1]
-            if name.startswith("best-") and name.endswith(".pt") and f != keep:
+            if name.startswith("best-") and name.endswith(".pt") and name != keep:
                 storage.delete(f)
 
     def _read_checkpoint(self, path: str | os.PathLike | None) -> dict | None:
