@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import os
 
-# Other processes share this machine's cores: OpenMP threads that spin while waiting make every step
-# several times slower under contention; passive waiting costs little when the machine is idle.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from shopllm.threads import openmp_wait_policy
+
+os.environ.update(openmp_wait_policy(os.environ))  # as every entry point does, before torch loads
 
 import argparse
 import csv

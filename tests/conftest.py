@@ -1,6 +1,6 @@
 import pytest
 
-import jobs  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads, as every entry point does)
+import jobs  # noqa: F401  (sets the OpenMP wait policy before torch loads, as every entry point does)
 from tests.beam_services import portable_runner  # noqa: F401  (fixture: Beam's job service + worker pool)
 from tests.s3server import s3  # noqa: F401  (fixture: a moto S3 server, buckets raw and shop)
 
