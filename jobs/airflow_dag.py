@@ -27,7 +27,7 @@ commands = {
     "prepare": f"{SHOPLLM} prepare {common} {BEAM_ARGS}",
     "train": f"{SHOPLLM} train {common}",
     "score": f"{SHOPLLM} score {common} {BEAM_ARGS}",
-    "evaluate": f"{SHOPLLM} evaluate --out {OUT} --date {{{{ ds }}}}",
+    "evaluate": f"{SHOPLLM} evaluate {common}",
     "report": f"{SHOPLLM} report --out {OUT} --date {{{{ ds }}}}",
 }
 

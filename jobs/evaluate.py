@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from shopllm import storage
+from shopllm import config, storage
+from shopllm.config import EvaluateConfig
 from shopllm.devices import resolve_device
 from shopllm.errors import ShopllmError
 
@@ -10,7 +11,7 @@ from shopllm.errors import ShopllmError
 def add_arguments(p):
     from jobs.cli import add_common
 
-    add_common(p, config=False)
+    add_common(p)
     p.add_argument("--model", help="model version (default: the one on the published recommendations)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs (default cpu)")
     p.add_argument("--batch-size", type=int, default=256, help="prompts per forward pass (default 256)")
@@ -26,6 +27,7 @@ def print_summary(s: dict) -> None:
         print(
             f"  {scope:16s} n {m['n']:>6d}   hr@10 {_fmt(m.get('hr@10'))}   ndcg@10 {_fmt(m.get('ndcg@10'))}"
             f"   mrr {_fmt(m.get('mrr', m.get('mrr@top_k')))}"
+            + (f"   (a sample of {m['sampled_from']})" if m.get("sampled_from", 0) > m["n"] else "")
         )
     d = s["descriptions"]
     print(
@@ -47,18 +49,31 @@ def print_summary(s: dict) -> None:
 
 
 def run(args, beam_args):
-    print_summary(run_evaluate(args.out, args.date, version=args.model, device=args.device, batch_size=args.batch_size))
+    cfg = config.load(args.config).evaluate
+    summary = run_evaluate(
+        args.out, args.date, version=args.model, device=args.device, batch_size=args.batch_size, cfg=cfg
+    )
+    print_summary(summary)
     return 0
 
 
 def run_evaluate(
-    out: str, date: str, *, version: str | None = None, device: str = "cpu", batch_size: int = 256
+    out: str,
+    date: str,
+    *,
+    version: str | None = None,
+    device: str = "cpu",
+    batch_size: int = 256,
+    cfg: EvaluateConfig | None = None,
 ) -> dict:
     """The stage: every figure of shopllm.evaluation for `date`, written to summaries/dt=D/evaluate.json."""
     from shopllm.evaluation import evaluate
 
     if batch_size < 1:
         raise ShopllmError(f"--batch-size must be >= 1, got {batch_size}")
-    summary = evaluate(out, date, version=version, device=resolve_device(device), batch_size=batch_size)
+    cfg = cfg or EvaluateConfig()
+    summary = evaluate(
+        out, date, version=version, device=resolve_device(device), batch_size=batch_size, max_prompts=cfg.max_prompts
+    )
     storage.write_json(storage.summary_path(out, date, "evaluate"), summary)
     return summary

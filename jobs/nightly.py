@@ -81,7 +81,7 @@ def _score(args, cfg: Config, beam_args) -> None:
 def _evaluate(args, cfg: Config, beam_args) -> None:
     from jobs import evaluate
 
-    evaluate.print_summary(evaluate.run_evaluate(args.out, args.date))
+    evaluate.print_summary(evaluate.run_evaluate(args.out, args.date, cfg=cfg.evaluate))
 
 
 def _report(args, cfg: Config, beam_args) -> None:

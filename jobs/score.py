@@ -27,7 +27,7 @@ def add_arguments(p):
     p.add_argument("--top-k", type=int, help="recommendations per subject (default 20)")
     p.add_argument("--active-days", type=int, help="score users with an event in the last N days (default 30)")
     p.add_argument("--min-query-count", type=int, help="score queries searched at least M times (default 3)")
-    p.add_argument("--batch-size", type=int, help="RunInference batch size (default 64)")
+    p.add_argument("--batch-size", type=int, help="RunInference batch size (default 256)")
     p.add_argument("--max-new-tokens", type=int, help="longest generated description, in tokens (default 96)")
     p.add_argument("--temperature", type=float, help="0 = greedy (default); > 0 samples with --seed")
     p.add_argument("--top-p", type=float, help="nucleus sampling mass when --temperature > 0 (default 1.0)")

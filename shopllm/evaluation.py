@@ -16,6 +16,9 @@ How each number is made (so it can be read without the code):
   items, so such a target could never be recommended) and counted.
 - A target that is not in today's catalog cannot be recommended; it counts as a miss (rank C + 1).
 - ranks are full (every catalog item is a candidate), ties counted pessimistically (shopllm.metrics).
+- each scope ranks a fixed sample of at most `[evaluate] max_prompts` of its cases (`n`; `sampled_from`
+  is how many there were), the same ones on a rerun, so evaluation costs the same however many users a
+  shop has; at 10,000 a figure's sampling error is about ±0.003.
 - descriptions: perplexity of the model on the held-out describe items' description tokens (the part
   after `<desc>`, `<eos>` included); for every description generated that night, per language, the share
   published as generated (not the fallback), the fallback reasons, and the faithfulness error rates
@@ -69,6 +72,14 @@ def _fit(ids: Sequence[int], block_size: int) -> list[int]:
     return ids if len(ids) <= block_size else ids[:2] + ids[-(block_size - 2) :]
 
 
+def fixed_sample(cases: list, n: int, seed: str) -> list:
+    """At most n of `cases`, in their order: the same ones for the same seed and cases (all when n is 0 or
+    there are no more), so ranking a scope costs the same at any shop size."""
+    if not n or len(cases) <= n:
+        return cases
+    return [cases[i] for i in sorted(random.Random(seed).sample(range(len(cases)), n))]
+
+
 def ranks_of(
     ranker: Ranker,
     prompts: list[list[int]],
@@ -102,11 +113,12 @@ def summarize_ranks(ranks: list[int], **extra) -> dict:
     return {"n": len(ranks), f"hr@{K}": m[f"hr@{K}"], f"ndcg@{K}": m[f"ndcg@{K}"], "mrr": m["mrr"], **extra}
 
 
-def user_and_query_scopes(ranker: Ranker, test: pa.Table, batch_size: int) -> dict:
+def user_and_query_scopes(ranker: Ranker, test: pa.Table, batch_size: int, max_prompts: int = 0) -> dict:
     out = {}
     n_text = ranker.n_text
     for kind, scope in (("history", "user"), ("search", "query")):
-        rows = [r for r in _rows(test, "kind", kind) if r["target_item"]]
+        every = [r for r in _rows(test, "kind", kind) if r["target_item"]]
+        rows = fixed_sample(every, max_prompts, scope)
         prompts = [_fit(r["input_ids"], ranker.block_size) for r in rows]
         targets = [r["target_item"] for r in rows]
         excludes = [
@@ -118,7 +130,9 @@ def user_and_query_scopes(ranker: Ranker, test: pa.Table, batch_size: int) -> di
         queries = [r["subject_id"] for r in rows] if kind == "search" else None
         ranks = ranks_of(ranker, prompts, targets, excludes, batch_size, queries)
         C = len(ranker.col_items)
-        out[scope] = summarize_ranks(ranks, target_not_in_catalog=sum(r == C + 1 for r in ranks))
+        out[scope] = summarize_ranks(
+            ranks, target_not_in_catalog=sum(r == C + 1 for r in ranks), sampled_from=len(every)
+        )
     return out
 
 
@@ -160,11 +174,12 @@ def session_cases(sessions: pa.Table, date: str, known) -> tuple[list[tuple[list
     return cases, repeated
 
 
-def session_scope(ranker: Ranker, sessions: pa.Table, date: str, batch_size: int) -> dict:
-    cases, repeated = session_cases(sessions, date, ranker.items)
+def session_scope(ranker: Ranker, sessions: pa.Table, date: str, batch_size: int, max_prompts: int = 0) -> dict:
+    every, repeated = session_cases(sessions, date, ranker.items)
+    cases = fixed_sample(every, max_prompts, "session")
     prompts = [ranker.prompt(RankRequest("history", items=tuple(b)))[0] for b, _ in cases]
     ranks = ranks_of(ranker, prompts, [t for _, t in cases], [tuple(b) for b, _ in cases], batch_size)
-    return summarize_ranks(ranks, left_out_last_item_seen_before=repeated)
+    return summarize_ranks(ranks, left_out_last_item_seen_before=repeated, sampled_from=len(every))
 
 
 def published_query_hits(recs: pa.Table, test: pa.Table) -> dict:
@@ -285,8 +300,11 @@ def heldout_perplexity(test: pa.Table, model, device) -> dict:
     }
 
 
-def evaluate(out: str, date: str, *, version: str | None = None, device: str = "cpu", batch_size: int = 256) -> dict:
-    """Every metric of the evaluate stage for one date (see the module docstring for the method)."""
+def evaluate(
+    out: str, date: str, *, version: str | None = None, device: str = "cpu", batch_size: int = 256, max_prompts: int = 0
+) -> dict:
+    """Every metric of the evaluate stage for one date (see the module docstring for the method); each
+    ranking scope over a fixed sample of at most `max_prompts` test prompts (0: all)."""
     recs = _read(out, RECOMMENDATIONS, date, columns=["model_version", "scope", "subject_id", "rank", "item_id"])
     test = _read(out, f"{TOKENS}/test", date, TOKENS_SCHEMA)
     items = _read(out, CURATED_ITEMS, date)
@@ -308,8 +326,8 @@ def evaluate(out: str, date: str, *, version: str | None = None, device: str = "
         item_texts={r["item_id"]: item_text(r) for r in items.to_pylist()} if weight else None,
         lexical_weight=weight,
     )
-    ranking = user_and_query_scopes(ranker, test, batch_size)
-    ranking["session"] = session_scope(ranker, sessions, date, batch_size)
+    ranking = user_and_query_scopes(ranker, test, batch_size, max_prompts)
+    ranking["session"] = session_scope(ranker, sessions, date, batch_size, max_prompts)
     ranking["query_published"] = published_query_hits(recs, test)
     return {
         "date": date,

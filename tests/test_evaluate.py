@@ -80,11 +80,11 @@ def evaluated(tmp_path_factory):
     assert main(["evaluate", "--out", str(out), "--date", DATE]) == 0
     summary = storage.read_json(storage.summary_path(out, DATE, "evaluate"))
     catalog = [t(f"i{i:02d}") for i in range(12)]
-    return summary, lm.model, t, tok, catalog
+    return summary, lm.model, t, tok, catalog, out
 
 
 def test_user_scope_ranks_from_the_test_history(evaluated):
-    s, model, t, _, catalog = evaluated
+    s, model, t, _, catalog, _ = evaluated
     user = s["ranking"]["user"]
     r = _hand_rank(
         model, history_prompt([t("i00"), t("i01"), t("i02")]), t("i03"), catalog, {t("i00"), t("i01"), t("i02")}
@@ -97,7 +97,7 @@ def test_user_scope_ranks_from_the_test_history(evaluated):
 
 
 def test_session_and_query_scopes(evaluated):
-    s, model, t, tok, catalog = evaluated
+    s, model, t, tok, catalog, _ = evaluated
     # sessions of the day: s2 = i04 -> i05 (evaluated); s5 has one known item; s3 none
     r = _hand_rank(model, history_prompt([t("i04")]), t("i05"), catalog, {t("i04")})
     assert s["ranking"]["session"]["n"] == 1 and s["ranking"]["session"]["mrr"] == pytest.approx(1 / r)
@@ -105,6 +105,36 @@ def test_session_and_query_scopes(evaluated):
     assert s["ranking"]["query"]["n"] == 1 and s["ranking"]["query"]["mrr"] == pytest.approx(1 / q)
     pub = s["ranking"]["query_published"]  # the query was scored (searched 3 times), top-5 published
     assert pub["n"] == 1 and pub["hr@10"] == (1.0 if q <= 5 else 0.0)
+
+
+def test_each_scope_ranks_a_fixed_sample_of_at_most_max_prompts(evaluated, tmp_path):
+    from jobs.cli import main
+
+    s, model, t, _, catalog, out = evaluated
+    config = tmp_path / "c.toml"
+    config.write_text("[evaluate]\nmax_prompts = 1\n")
+    runs = []
+    for _ in range(2):
+        assert main(["evaluate", "--out", str(out), "--date", DATE, "--config", str(config)]) == 0
+        runs.append(storage.read_json(storage.summary_path(out, DATE, "evaluate"))["ranking"])
+    assert runs[0] == runs[1]  # the same sample on a rerun
+    user = runs[0]["user"]
+    assert (user["n"], user["sampled_from"]) == (1, 2) and s["ranking"]["user"]["sampled_from"] == 2
+    r = _hand_rank(
+        model, history_prompt([t("i00"), t("i01"), t("i02")]), t("i03"), catalog, {t("i00"), t("i01"), t("i02")}
+    )
+    assert user["mrr"] in (pytest.approx(1 / r), pytest.approx(1 / 13))  # one of the two, ranked as before
+    assert runs[0]["query"] == s["ranking"]["query"]  # scopes with no more cases than the cap are whole
+    assert main(["evaluate", "--out", str(out), "--date", DATE]) == 0  # put back the default summary
+
+
+def test_fixed_sample_keeps_order_and_is_stable():
+    from shopllm.evaluation import fixed_sample
+
+    cases = list(range(100))
+    a = fixed_sample(cases, 10, "user")
+    assert a == fixed_sample(cases, 10, "user") == sorted(a) and len(set(a)) == 10
+    assert fixed_sample(cases, 0, "user") is cases and fixed_sample(cases, 100, "user") is cases
 
 
 def test_description_metrics(evaluated):
