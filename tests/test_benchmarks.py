@@ -153,3 +153,20 @@ def test_scale_benchmark_measures_every_stage(tmp_path, monkeypatch):
         assert size["descriptions_generated"] > 0  # the first night describes the catalog
     assert all(isinstance(e, float) for e in result["exponents"].values())
     assert "every_stage_exponent_le_1.2" in result["targets"]
+
+
+def test_ml100k_nightly_holds_out_each_users_last_rating_and_scores_the_published_lists():
+    from benchmarks.ml100k_nightly import heldout_metrics, hold_out_last
+
+    ratings = [("u1", "a", 5, 0), ("u1", "b", 9, 1), ("u1", "c", 9, 2), ("u2", "a", 3, 3), ("u2", "d", 1, 4)]
+    shown, heldout = hold_out_last(MovieLens({}, ratings))
+    assert heldout == {"u1": "c", "u2": "a"}  # by time, a tie going to the later file row
+    assert [r[3] for r in shown.ratings] == [0, 1, 4]
+    recs = [
+        {"scope": "user", "subject_id": "u1", "item_id": "x", "rank": 1},
+        {"scope": "user", "subject_id": "u1", "item_id": "c", "rank": 3},
+        {"scope": "session", "subject_id": "u2", "item_id": "a", "rank": 1},  # not the user's list
+    ]
+    m = heldout_metrics(recs, heldout)
+    assert (m["n"], m["users_without_a_list"], m["hr@10"]) == (2, 1, 0.5)
+    assert m["ndcg@10"] == pytest.approx(0.5 / 2)  # 1 / log2(3 + 1) for u1, a miss for u2
