@@ -29,6 +29,7 @@ from shopllm.data import TokenStream, read_eval_rows
 from shopllm.devices import resolve_device
 from shopllm.errors import InputError, ShopllmError
 from shopllm.evaluation import description_perplexity, fit_query_blend
+from shopllm.evaluation import fixed_sample as sample_indices
 from shopllm.lexical import item_text
 from shopllm.metrics import evaluate_rows
 from shopllm.model import GPT, GPTConfig
@@ -229,7 +230,7 @@ def fixed_sample(rows, n: int, seed: int):
     there are no more), so an evaluation costs the same at any shop size; the text sequences stay whole."""
     if not n or len(rows) <= n:
         return rows
-    keep = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
+    keep = sample_indices(range(len(rows)), n, seed)
     return replace(
         rows,
         prompts=[rows.prompts[i] for i in keep],

@@ -72,7 +72,7 @@ def _fit(ids: Sequence[int], block_size: int) -> list[int]:
     return ids if len(ids) <= block_size else ids[:2] + ids[-(block_size - 2) :]
 
 
-def fixed_sample(cases: list, n: int, seed: str) -> list:
+def fixed_sample(cases: Sequence, n: int, seed: int | str) -> Sequence:
     """At most n of `cases`, in their order: the same ones for the same seed and cases (all when n is 0 or
     there are no more), so ranking a scope costs the same at any shop size."""
     if not n or len(cases) <= n:

@@ -195,8 +195,12 @@ class Trainer:
     def _best_folder(self) -> str:
         return self._scratch.name if self._scratch is not None else storage.parent(self.checkpoint_path)
 
+    @staticmethod
+    def _best_name(step: int) -> str:
+        return f"best-{step}.pt"
+
     def _best_path(self, step: int) -> str:
-        return storage.join(self._best_folder(), f"best-{step}.pt")
+        return storage.join(self._best_folder(), self._best_name(step))
 
     def _save_best(self, weights: dict) -> None:
         """Rank 0 writes them next to the checkpoint; without one, every rank into its own temporary folder."""
@@ -213,7 +217,7 @@ class Trainer:
 
     def _drop_old_best(self) -> None:
         """Every best-<step>.pt but the one the state names (the checkpoint just written names it too)."""
-        keep = None if self.state.best_step is None else f"best-{self.state.best_step}.pt"
+        keep = None if self.state.best_step is None else self._best_name(self.state.best_step)
         for f in storage.list_files(self._best_folder(), recursive=False):
             name = f.rsplit("/", 1)[-1]
             if name.startswith("best-") and name.endswith(".pt") and name != keep:
