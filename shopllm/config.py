@@ -37,7 +37,7 @@ class PrepareConfig:
     vocab_size: int = 8000  # BPE text vocabulary, special tokens included
     history_window: int = 200  # training histories are cut into chunks of N items; prompts keep the last N
     history_eos: bool = False  # end training histories with <eos> (ranking reads only the next-item position)
-    tie_shuffles: int = 0  # extra training copies of each history with same-timestamp events, those reordered
+    tie_shuffles: int = 3  # extra training copies of each history with same-timestamp events, those reordered
     min_history: int = 3  # users with fewer items are kept for training only (counted)
     describe_holdout: float = 0.05  # share of items (by hash) held out of describe training
     search_holdout: float = 0.05  # share of queries (by hash) held out
