@@ -541,6 +541,24 @@ def search_pairs(events):
     return pairs
 
 
+def test_by_default_only_histories_with_same_time_events_get_reordered_copies(tmp_path):
+    """An order's items share its timestamp: with no config, such a history trains in other orders too;
+    a history whose events are all apart is trained once, as it was."""
+    out = tmp_path / "out"
+    items = [item(f"p{i}", f"Item {i}") for i in range(8)]
+    basket = [event(n, "u-basket", "s1", "purchase", f"p{n}", minutes=0) for n in range(6)]
+    apart = [event(10 + n, "u-apart", "s2", "purchase", f"p{n}", minutes=10 + n) for n in range(6)]
+    write_curated(out, DATE, items, basket + apart)
+    assert prepare(out) == 0
+    history = read_split(out, "train").to_pandas().query("kind == 'history'")
+    rows = history.groupby("subject_id")["input_ids"].apply(lambda ids: {tuple(r) for r in ids})
+    assert len(rows["u-apart"]) == 1
+    assert 2 <= len(rows["u-basket"]) <= 4  # the original and up to 3 other orders of the same items
+    assert len({frozenset(r) for r in rows["u-basket"]}) == 1
+    summary = storage.read_json(storage.summary_path(out, DATE, "prepare"))
+    assert summary["tie_copy_rows"] == len(rows["u-basket"]) - 1
+
+
 def test_item_ids_stay_stable_when_the_catalog_grows(tmp_path):
     out = tmp_path / "out"
     items, events = realistic_shop(n_items=20, n_users=10)
