@@ -1,6 +1,7 @@
 """A second synthetic shop, so a benchmark can tell whether a figure holds beyond the sample shop's words.
 
     python -m benchmarks.other_shop --out DIR [--items N --users N --events N --days N --end-date D --seed S]
+                                               [--clock-s 60]
 
 `write_other_shop(out_dir, OtherShopConfig(...))` writes, deterministically from the seed (seeded
 `random.Random` streams, gzip mtime 0: same seed, same bytes), the raw format of the embedded sample shop
@@ -15,7 +16,9 @@ sentences naming only some values (each key with its own probability, with or wi
 The clickstream is the sample's kind, simpler (no complements): users prefer 1-3 top categories, a session
 is a funnel in one leaf with Zipf popularity. Half the searches are lexical (brand or value + leaf noun,
 as in the sample), half are intent phrases or synonyms sharing no word with the item ("主子 口粮" for cat
-food, "bedtime reading" for fiction). No dirty records: every record passes ingest.
+food, "bedtime reading" for fiction). No dirty records: every record passes ingest. Event times are to the
+millisecond and seconds apart; `--clock-s 60` floors them to the minute, a feed whose clock makes events of
+one minute tie (their file order is still the order they happened in).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class OtherShopConfig:
     days: int = 30
     end_date: str = "2026-11-28"
     seed: int = 11
+    clock_s: int = 0  # > 0: every event's time floored to this many seconds, so events of one minute (60) tie
 
 
 # attribute -> (zh key, en key, "zh=en|..." values, share of descriptions that name it)
@@ -578,6 +582,8 @@ def validate(cfg: OtherShopConfig) -> dt.date:
         raise ConfigError(f"end date is not YYYY-MM-DD: {cfg.end_date!r}") from None
     if cfg.items < len(LEAVES):
         raise ConfigError(f"items must be at least {len(LEAVES)} (one per leaf category), got {cfg.items}")
+    if cfg.clock_s < 0:
+        raise ConfigError(f"clock_s must be >= 0 (0: times to the millisecond), got {cfg.clock_s}")
     if not 1 <= cfg.users <= cfg.events <= cfg.users * cfg.days * 20:
         raise ConfigError(f"{cfg.events} events do not fit {cfg.users} users over {cfg.days} days (1 to 20 a day each)")
     return end
@@ -594,6 +600,8 @@ def write_other_shop(out_dir, cfg: OtherShopConfig = OtherShopConfig()) -> dict:
     rng = random.Random(f"{cfg.seed}:other-records")
     S._write_gz(out / CATALOG_FILE, [S._dumps(catalog_record(p, rng, start_s)) for p in catalog.products])
     events, users = generate_events(catalog, cfg, start_s, start_s + cfg.days * 86400)
+    for e in events if cfg.clock_s else ():
+        e.ts_ms -= e.ts_ms % (cfg.clock_s * 1000)
     lines = [(e.ts_ms, S._dumps(S.event_record(e, rng))) for e in events]
     files = S._write_days(out / EVENTS_DIR, lines, first, cfg.days)
 

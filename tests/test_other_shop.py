@@ -6,6 +6,7 @@ The checks read the written files as a user (or the ingest) would.
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import json
 import re
@@ -116,3 +117,17 @@ def test_searches_repeat_and_about_half_share_no_word_with_their_target(shop):
     assert 0.35 <= share <= 0.65, share
     manifest = json.loads((shop / "shop_manifest.json").read_text())
     assert abs(manifest["events"]["searches_with_no_word_of_their_target"] - share) < 0.03
+
+
+def test_a_minute_clock_floors_every_event_time_so_events_tie(tmp_path):
+    write_other_shop(tmp_path, OtherShopConfig(**{**SMALL.__dict__, "clock_s": 60}))
+    seconds = []
+    for path in sorted((tmp_path / "events").glob("*.jsonl.gz")):
+        for r in lines(path):
+            ts = r["ts"]
+            if isinstance(ts, str):
+                seconds.append((r["user_id"], dt.datetime.fromisoformat(ts).timestamp()))
+            else:
+                seconds.append((r["user_id"], ts / 1000 if ts > 1e11 else ts))
+    assert all(s % 60 == 0 for _, s in seconds)
+    assert len(set(seconds)) < len(seconds)  # some user's events share a minute
