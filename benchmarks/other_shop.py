@@ -600,8 +600,9 @@ def write_other_shop(out_dir, cfg: OtherShopConfig = OtherShopConfig()) -> dict:
     rng = random.Random(f"{cfg.seed}:other-records")
     S._write_gz(out / CATALOG_FILE, [S._dumps(catalog_record(p, rng, start_s)) for p in catalog.products])
     events, users = generate_events(catalog, cfg, start_s, start_s + cfg.days * 86400)
-    for e in events if cfg.clock_s else ():
-        e.ts_ms -= e.ts_ms % (cfg.clock_s * 1000)
+    if cfg.clock_s:
+        for e in events:
+            e.ts_ms -= e.ts_ms % (cfg.clock_s * 1000)
     lines = [(e.ts_ms, S._dumps(S.event_record(e, rng))) for e in events]
     files = S._write_days(out / EVENTS_DIR, lines, first, cfg.days)
 
